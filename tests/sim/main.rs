@@ -1,2 +1,1 @@
 //! Integration tests of the core (one binary).
-

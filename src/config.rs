@@ -1,0 +1,368 @@
+//! Endpoint configuration: MTU-derived sizes (PROTOCOL.md §9), timeouts
+//! (§12), limits and reassembly bounds (§15 rule 10).
+
+use core::fmt;
+
+use crate::time::Duration;
+
+/// Largest datagram the core ever emits or accepts into its buffers, in bytes.
+///
+/// `poll_transmit` writes into a `[u8; MAX_DATAGRAM]`. It equals the
+/// reference's receive buffer (2048 B), so the MTU is at most
+/// `MAX_DATAGRAM + 28`.
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// IPv4 + UDP header bytes subtracted from the MTU (the reference uses 28
+/// even over IPv6, and so do we, for wire compatibility).
+pub const UDP_HEADER_SIZE: usize = 28;
+
+/// Smallest MTU accepted: large enough for a SERVER_HELLO (≤ 303 B of
+/// message data) in one datagram.
+pub const MIN_MTU: u16 = 400;
+/// Largest MTU accepted (see [`MAX_DATAGRAM`]).
+pub const MAX_MTU: u16 = (MAX_DATAGRAM + UDP_HEADER_SIZE) as u16;
+
+/// Largest configurable maximum message size: 8 MiB (the reference's 8192
+/// fragments of 1 KiB).
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Sizes derived from the MTU, as PROTOCOL.md §9 defines them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// `MTU − 28`: the largest datagram.
+    pub max_datagram: usize,
+    /// `max_datagram − 20 − 16 − 2`: payload budget including message overheads.
+    pub max_payload: usize,
+    /// `max_payload − 2`: the largest message sent unfragmented.
+    pub max_single: usize,
+    /// Padding bytes of a CLIENT_HELLO: `max_payload − 2 − 20 − 99 − 2`.
+    pub hello_padding: usize,
+}
+
+impl Sizes {
+    /// The sizes for `mtu` (no range check; see [`EndpointConfig::validate`]).
+    pub const fn for_mtu(mtu: u16) -> Sizes {
+        let max_datagram = mtu as usize - UDP_HEADER_SIZE;
+        let max_payload = max_datagram - 20 - 16 - 2;
+        Sizes {
+            max_datagram,
+            max_payload,
+            max_single: max_payload - 2,
+            hello_padding: max_payload - 2 - 20 - 99 - 2,
+        }
+    }
+}
+
+/// Per-endpoint settings. Start from [`EndpointConfig::default`] and change
+/// fields; [`crate::Endpoint`] validates them at construction.
+///
+/// Both peers must use the same MTU (the server derives the expected
+/// CLIENT_HELLO padding from its own).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointConfig {
+    /// Path MTU in bytes (default 1500). Datagrams are at most `mtu − 28` B.
+    pub mtu: u16,
+    /// Unix time, in seconds, at [`crate::Instant::ZERO`]. The header's `ctime`
+    /// is this plus the injected time, so it never goes back (§15 rule 15).
+    /// Drivers set it from the system clock once; simulations leave it fixed.
+    pub unix_time_origin: u64,
+    /// Minimum spacing of datagrams to one peer (default 1/60 s; zero
+    /// disables pacing). A reference client reads one datagram per frame, so
+    /// keep this at or above its frame time when serving one.
+    pub send_interval: Duration,
+    /// How many datagrams may go back to back when a connection has been
+    /// idle (token-bucket depth, default 1).
+    pub send_burst: u32,
+    /// Send a KEEP_ALIVE after this long without sending (default 0.1 s).
+    pub keep_alive_interval: Duration,
+    /// Longest wait before acknowledging a datagram that carried messages,
+    /// when nothing else is sent sooner (default 5 ms).
+    pub max_ack_delay: Duration,
+    /// Minimum retransmission delay for `BestEffort`/`Reliable` messages
+    /// (default 0.1 s, the reference's). The actual delay also follows the RTT.
+    pub retransmit_interval: Duration,
+    /// A datagram not acknowledged after this long is lost (default 1 s).
+    pub ack_timeout: Duration,
+    /// Close a connection after this long without an authenticated
+    /// datagram from the peer (default 5 s).
+    pub connection_timeout: Duration,
+    /// A server forgets a pending handshake after this long (default 2 s).
+    pub handshake_timeout: Duration,
+    /// A client gives up connecting after this long (default 5 s).
+    pub connect_timeout: Duration,
+    /// A client repeats CLIENT_HELLO / CHALLENGE_RESP this often (default 0.25 s).
+    pub handshake_retransmit_interval: Duration,
+    /// After a local `disconnect`, wait at most this long for the peer's
+    /// acknowledgement (default 1 s).
+    pub disconnect_linger: Duration,
+    /// Maximum established connections on a server (default 4096).
+    pub max_connections: usize,
+    /// Maximum handshakes pending at once on a server (default 1024).
+    pub max_pending_handshakes: usize,
+    /// Largest message `send` accepts and reassembly delivers (default
+    /// 1 MiB, at most 8 MiB).
+    pub max_message_size: usize,
+    /// Most fragments a received message may claim (default 8192).
+    pub max_fragments: u16,
+    /// Concurrent reassemblies per connection (default 16).
+    pub max_reassemblies: usize,
+    /// Bytes buffered for reassembly per connection (default 4 MiB).
+    pub max_reassembly_bytes: usize,
+    /// Messages waiting or in flight per connection before `send` reports
+    /// `QueueFull` (default 4096).
+    pub send_queue_messages: usize,
+    /// Bytes waiting or in flight per connection before `send` reports
+    /// `QueueFull` (default 16 MiB).
+    pub send_queue_bytes: usize,
+    /// Entries of the received-message duplicate window (default 1024, at
+    /// most 1024).
+    pub message_window: u16,
+    /// How far the oldest unacknowledged message may trail the newest one
+    /// sent, in message sequence numbers (default 256: the reference's
+    /// window, §15 rule 16).
+    pub send_window: u16,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            mtu: 1500,
+            unix_time_origin: 0,
+            send_interval: Duration::from_micros(16_667),
+            send_burst: 1,
+            keep_alive_interval: Duration::from_millis(100),
+            max_ack_delay: Duration::from_millis(5),
+            retransmit_interval: Duration::from_millis(100),
+            ack_timeout: Duration::from_secs(1),
+            connection_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+            handshake_retransmit_interval: Duration::from_millis(250),
+            disconnect_linger: Duration::from_secs(1),
+            max_connections: 4096,
+            max_pending_handshakes: 1024,
+            max_message_size: 1024 * 1024,
+            max_fragments: 8192,
+            max_reassemblies: 16,
+            max_reassembly_bytes: 4 * 1024 * 1024,
+            send_queue_messages: 4096,
+            send_queue_bytes: 16 * 1024 * 1024,
+            message_window: 1024,
+            send_window: 256,
+        }
+    }
+}
+
+impl EndpointConfig {
+    /// The MTU-derived sizes.
+    pub const fn sizes(&self) -> Sizes {
+        Sizes::for_mtu(self.mtu)
+    }
+
+    /// Checks every field and says which one is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
+            return Err(ConfigError::Mtu(self.mtu));
+        }
+        if self.max_message_size > MAX_MESSAGE_SIZE_LIMIT {
+            return Err(ConfigError::MaxMessageSize(self.max_message_size));
+        }
+        let sizes = self.sizes();
+        let chunk = crate::wire::fragment::frag_chunk(sizes.max_payload);
+        let frags = crate::wire::fragment::fragment_count(self.max_message_size, sizes.max_payload);
+        if self.max_message_size > sizes.max_single && frags > usize::from(self.max_fragments) {
+            return Err(ConfigError::TooManyFragments {
+                max_message_size: self.max_message_size,
+                needed: frags,
+                max_fragments: self.max_fragments,
+                chunk,
+            });
+        }
+        if self.max_fragments < 2 {
+            return Err(ConfigError::Zero("max_fragments (at least 2)"));
+        }
+        if !(32..=1024).contains(&self.message_window) {
+            return Err(ConfigError::MessageWindow(self.message_window));
+        }
+        if !(2..=self.message_window).contains(&self.send_window) {
+            return Err(ConfigError::SendWindow(self.send_window));
+        }
+        let nonzero = [
+            (self.keep_alive_interval, "keep_alive_interval"),
+            (self.retransmit_interval, "retransmit_interval"),
+            (self.ack_timeout, "ack_timeout"),
+            (self.connection_timeout, "connection_timeout"),
+            (self.handshake_timeout, "handshake_timeout"),
+            (self.connect_timeout, "connect_timeout"),
+            (
+                self.handshake_retransmit_interval,
+                "handshake_retransmit_interval",
+            ),
+        ];
+        for (d, name) in nonzero {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        let counts = [
+            (self.send_burst as usize, "send_burst"),
+            (self.max_connections, "max_connections"),
+            (self.max_pending_handshakes, "max_pending_handshakes"),
+            (self.max_reassemblies, "max_reassemblies"),
+            (self.send_queue_messages, "send_queue_messages"),
+        ];
+        for (n, name) in counts {
+            if n == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.max_reassembly_bytes < self.max_message_size {
+            return Err(ConfigError::ReassemblyBytes {
+                max_reassembly_bytes: self.max_reassembly_bytes,
+                max_message_size: self.max_message_size,
+            });
+        }
+        if self.send_queue_bytes < self.max_message_size {
+            return Err(ConfigError::SendQueueBytes {
+                send_queue_bytes: self.send_queue_bytes,
+                max_message_size: self.max_message_size,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A configuration value is out of range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The MTU is outside `MIN_MTU..=MAX_MTU`.
+    Mtu(u16),
+    /// `max_message_size` is above 8 MiB.
+    MaxMessageSize(usize),
+    /// `max_message_size` needs more fragments than `max_fragments` allows.
+    TooManyFragments {
+        /// The configured maximum message size.
+        max_message_size: usize,
+        /// Fragments such a message needs.
+        needed: usize,
+        /// The configured fragment limit.
+        max_fragments: u16,
+        /// Fragment chunk size at this MTU.
+        chunk: usize,
+    },
+    /// `message_window` is outside 32..=1024.
+    MessageWindow(u16),
+    /// `send_window` is outside 2..=`message_window`.
+    SendWindow(u16),
+    /// A field that must be non-zero is zero.
+    Zero(&'static str),
+    /// `max_reassembly_bytes` cannot hold one message of the maximum size.
+    ReassemblyBytes {
+        /// The configured reassembly budget.
+        max_reassembly_bytes: usize,
+        /// The configured maximum message size.
+        max_message_size: usize,
+    },
+    /// `send_queue_bytes` cannot hold one message of the maximum size.
+    SendQueueBytes {
+        /// The configured send-queue budget.
+        send_queue_bytes: usize,
+        /// The configured maximum message size.
+        max_message_size: usize,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Mtu(m) => write!(
+                f,
+                "mtu {m} is out of range: use {MIN_MTU}..={MAX_MTU} (1500 for Ethernet paths; both peers must agree)"
+            ),
+            ConfigError::MaxMessageSize(n) => write!(
+                f,
+                "max_message_size {n} is above the protocol limit of {MAX_MESSAGE_SIZE_LIMIT} bytes (8 MiB): lower it"
+            ),
+            ConfigError::TooManyFragments {
+                max_message_size,
+                needed,
+                max_fragments,
+                chunk,
+            } => write!(
+                f,
+                "max_message_size {max_message_size} needs {needed} fragments of {chunk} bytes but max_fragments is {max_fragments}: raise max_fragments (≤ 8192 for the reference peer) or lower max_message_size"
+            ),
+            ConfigError::MessageWindow(n) => {
+                write!(
+                    f,
+                    "message_window {n} is out of range: use 32..=1024 (default 1024)"
+                )
+            }
+            ConfigError::SendWindow(n) => write!(
+                f,
+                "send_window {n} is out of range: use 2..=message_window (default 256, the reference's receive window)"
+            ),
+            ConfigError::Zero(name) => write!(f, "{name} must not be zero"),
+            ConfigError::ReassemblyBytes {
+                max_reassembly_bytes,
+                max_message_size,
+            } => write!(
+                f,
+                "max_reassembly_bytes {max_reassembly_bytes} is smaller than max_message_size {max_message_size}: a maximal message could never be reassembled; raise it"
+            ),
+            ConfigError::SendQueueBytes {
+                send_queue_bytes,
+                max_message_size,
+            } => write!(
+                f,
+                "send_queue_bytes {send_queue_bytes} is smaller than max_message_size {max_message_size}: a maximal message could never be queued; raise it"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_of_section_9() {
+        let s = Sizes::for_mtu(1500);
+        assert_eq!(s.max_datagram, 1472);
+        assert_eq!(s.max_payload, 1434);
+        assert_eq!(s.max_single, 1432);
+        assert_eq!(s.hello_padding, 1311);
+        assert_eq!(Sizes::for_mtu(512).max_datagram, 484);
+    }
+
+    #[test]
+    fn default_is_valid_and_errors_say_what_to_do() {
+        EndpointConfig::default().validate().unwrap();
+        let c = EndpointConfig {
+            mtu: 100,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(alloc::format!("{e}").contains("400..=2076"), "{e}");
+        let c = EndpointConfig {
+            max_message_size: 9 << 20,
+            ..Default::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::MaxMessageSize(9 << 20)));
+        let c = EndpointConfig {
+            max_message_size: 8 << 20,
+            max_reassembly_bytes: 8 << 20,
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        let c = EndpointConfig {
+            ack_timeout: Duration::ZERO,
+            ..Default::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::Zero("ack_timeout")));
+    }
+}

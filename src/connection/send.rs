@@ -1,0 +1,711 @@
+//! The send side of a connection: queued messages, their transmission units
+//! (whole messages or fragments), the datagrams in flight, acknowledgements,
+//! loss and retransmission (PROTOCOL.md §5, §7.3, §7.4, §8; §15 rules 3, 4,
+//! 5 and 16).
+//!
+//! Every message gets its message sequence numbers (`msgseq`) when `send`
+//! accepts it, one per unit, consecutive for the fragments of one message.
+//! A unit is put on the wire only while its `msgseq` is within `send_window`
+//! of the oldest unit that may still be (re)transmitted, so a strict
+//! receiver's duplicate window never sees a genuine copy as stale (rule 16).
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use crate::event::{Delivery, MessageId};
+use crate::seq::{self, Counter};
+use crate::time::{Duration, Instant};
+use crate::wire::fragment::{self, FRAGMENT_HEADER_LEN, FragmentHeader};
+use crate::wire::{MsgType, PayloadWriter};
+
+/// Packets behind the newest sent one that an ack can still reach.
+const ACK_RANGE: u16 = 32;
+/// Ack-eliciting datagrams in flight are kept this far inside the ack range,
+/// leaving room for ack-only datagrams that push the range forward.
+const FLIGHT_LIMIT: u16 = 24;
+/// A datagram is suspected lost once one this many sequence numbers newer is
+/// acknowledged (QUIC's packet threshold); its reliable content is resent.
+const REORDER_THRESHOLD: i32 = 3;
+/// Units outstanding per connection stay far below half the ring, so ring
+/// distances between them are unambiguous.
+const MAX_UNITS: usize = 30_000;
+
+/// What became of a message, for the connection to report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Delivered(MessageId),
+    Lost(MessageId),
+    /// The connection's own DISCONNECT was acknowledged.
+    DisconnectAcked,
+}
+
+#[derive(Debug)]
+struct OutMsg {
+    id: u64,
+    data: Vec<u8>,
+    delivery: Delivery,
+    kind: MsgType,
+    frag_id: u16,
+    nfrags: u16,
+    acked_units: u16,
+    decided: bool,
+    /// Absolute number of the message's first unit.
+    first_unit: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Unit {
+    msg: u64,
+    frag: u16,
+    acked: bool,
+    /// No further copies will be sent (sent once for `Unreliable`, past its
+    /// deadline for `BestEffort`, decided or abandoned for any mode).
+    done: bool,
+    /// The latest copy was suspected or declared lost: resend it now.
+    resend: bool,
+    in_flight: u16,
+    sends: u32,
+    first_sent: Instant,
+    last_sent: Instant,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SentPacket {
+    seq: u16,
+    time: Instant,
+    /// Index of the first carried unit number in `carried` (absolute).
+    carried_start: u64,
+    carried_len: u16,
+    resolved: bool,
+    suspected: bool,
+}
+
+/// Retransmission timing the connection computes from its RTT estimate.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    pub(crate) rto: Duration,
+    pub(crate) ack_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct SendState {
+    max_payload: usize,
+    send_window: u16,
+    max_messages: usize,
+    max_bytes: usize,
+    msgseq: Counter,
+    frag_ids: Counter,
+    next_msg_id: u64,
+    messages: VecDeque<OutMsg>,
+    msg_base: u64,
+    queued_bytes: usize,
+    units: VecDeque<Unit>,
+    /// Absolute number of `units[0]`; unit `n` has msgseq `base_msgseq + (n − unit_base)`.
+    unit_base: u64,
+    base_msgseq: u16,
+    /// Units before this index have all been sent at least once (or dropped).
+    next_unsent: usize,
+    /// Units before this index are all acked or done: the send window starts here.
+    win_start: usize,
+    sent: VecDeque<SentPacket>,
+    carried: VecDeque<u64>,
+    carried_base: u64,
+}
+
+impl SendState {
+    pub(crate) fn new(
+        max_payload: usize,
+        send_window: u16,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> SendState {
+        SendState {
+            max_payload,
+            send_window,
+            max_messages,
+            max_bytes,
+            msgseq: Counter::new(),
+            frag_ids: Counter::new(),
+            next_msg_id: 0,
+            messages: VecDeque::new(),
+            msg_base: 0,
+            queued_bytes: 0,
+            units: VecDeque::new(),
+            unit_base: 0,
+            base_msgseq: 1,
+            next_unsent: 0,
+            win_start: 0,
+            sent: VecDeque::new(),
+            carried: VecDeque::new(),
+            carried_base: 0,
+        }
+    }
+
+    /// Takes the next message sequence number for a message sent outside
+    /// the queue: the handshake messages (before anything is queued), or the
+    /// final DISCONNECT of a closing connection (after which nothing is).
+    pub(crate) fn take_msgseq(&mut self) -> u16 {
+        let s = self.msgseq.advance();
+        if self.units.is_empty() {
+            self.base_msgseq = seq::next(s);
+        }
+        s
+    }
+
+    /// Whether a message of `len` bytes can be queued now.
+    pub(crate) fn has_room(&self, len: usize) -> bool {
+        let units = if len <= fragment::max_single(self.max_payload) {
+            1
+        } else {
+            fragment::fragment_count(len, self.max_payload)
+        };
+        self.messages.len() < self.max_messages
+            && self.queued_bytes + len <= self.max_bytes
+            && self.units.len() + units <= MAX_UNITS
+    }
+
+    /// Queues a message; the caller checked size and room.
+    pub(crate) fn push(&mut self, data: Vec<u8>, delivery: Delivery, kind: MsgType) -> MessageId {
+        let id = self.next_msg_id;
+        self.next_msg_id += 1;
+        let len = data.len();
+        let (frag_id, nfrags) = if len <= fragment::max_single(self.max_payload) {
+            (0, 1)
+        } else {
+            let n = fragment::fragment_count(len, self.max_payload);
+            // The caller bounds `len` so that `n` ≤ max_fragments ≤ 8192.
+            (
+                self.frag_ids.advance(),
+                u16::try_from(n).unwrap_or(u16::MAX),
+            )
+        };
+        if self.units.is_empty() {
+            self.base_msgseq = self.msgseq.peek();
+        }
+        let first_unit = self.unit_base + self.units.len() as u64;
+        for frag in 0..nfrags {
+            self.msgseq.advance();
+            self.units.push_back(Unit {
+                msg: id,
+                frag,
+                acked: false,
+                done: false,
+                resend: false,
+                in_flight: 0,
+                sends: 0,
+                first_sent: Instant::ZERO,
+                last_sent: Instant::ZERO,
+            });
+        }
+        self.queued_bytes += len;
+        self.messages.push_back(OutMsg {
+            id,
+            data,
+            delivery,
+            kind,
+            frag_id,
+            nfrags,
+            acked_units: 0,
+            decided: false,
+            first_unit,
+        });
+        MessageId(id)
+    }
+
+    /// Messages accepted and not yet decided.
+    pub(crate) fn queued_messages(&self) -> usize {
+        self.messages.iter().filter(|m| !m.decided).count()
+    }
+
+    /// Whether every queued message is decided and nothing is in flight.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    fn msg_index(&self, id: u64) -> Option<usize> {
+        let i = id.checked_sub(self.msg_base)?;
+        usize::try_from(i).ok().filter(|&i| i < self.messages.len())
+    }
+
+    fn unit_msgseq(&self, index: usize) -> u16 {
+        seq::forward(self.base_msgseq, index as u32)
+    }
+
+    /// Bytes the unit occupies as message data on the wire.
+    fn unit_wire_len(&self, u: &Unit) -> usize {
+        let Some(mi) = self.msg_index(u.msg) else {
+            return 0;
+        };
+        let m = &self.messages[mi];
+        if m.frag_id == 0 {
+            m.data.len()
+        } else {
+            FRAGMENT_HEADER_LEN
+                + fragment::fragment_range(m.data.len(), self.max_payload, usize::from(u.frag))
+                    .len()
+        }
+    }
+
+    /// The oldest sent, unresolved datagram's sequence number.
+    fn oldest_in_flight(&self) -> Option<u16> {
+        self.sent.iter().find(|p| !p.resolved).map(|p| p.seq)
+    }
+
+    /// Whether a datagram carrying messages may be sent with sequence
+    /// number `next_seq` without pushing an unresolved one out of ack range.
+    pub(crate) fn flight_allows(&self, next_seq: u16) -> bool {
+        self.oldest_in_flight()
+            .is_none_or(|old| seq::diff(next_seq, old) <= i32::from(FLIGHT_LIMIT))
+    }
+
+    fn advance_window(&mut self) {
+        while self.win_start < self.units.len() {
+            let u = &self.units[self.win_start];
+            if u.acked || u.done {
+                self.win_start += 1;
+            } else {
+                break;
+            }
+        }
+        while self.next_unsent < self.units.len() {
+            let u = &self.units[self.next_unsent];
+            if u.sends > 0 || u.done || u.acked {
+                self.next_unsent += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Whether a unit is eligible to go out at `now`.
+    fn due(&self, u: &Unit, now: Instant, t: Timing) -> bool {
+        if u.acked || u.done {
+            return false;
+        }
+        if u.sends == 0 {
+            return true;
+        }
+        if self.delivery_of(u) == Some(Delivery::BestEffort) && now >= u.first_sent + t.ack_timeout
+        {
+            // Past its deadline: `expire_best_effort` will retire it.
+            return false;
+        }
+        u.resend || now >= u.last_sent + t.rto
+    }
+
+    /// Whether there is a unit to send at `now` (ignoring pacing and datagram room).
+    pub(crate) fn has_due(&self, now: Instant, t: Timing) -> bool {
+        let end = self.window_end();
+        (self.win_start..end).any(|i| self.due(&self.units[i], now, t))
+    }
+
+    /// One past the last unit index the send window allows on the wire.
+    fn window_end(&self) -> usize {
+        (self.win_start + usize::from(self.send_window)).min(self.units.len())
+    }
+
+    /// When the next already-sent unit becomes due for a resend by timer
+    /// (units due now are reported by [`SendState::has_due`]).
+    pub(crate) fn next_resend_time(&self, t: Timing) -> Option<Instant> {
+        let end = self.window_end().min(self.next_unsent.max(self.win_start));
+        let mut best: Option<Instant> = None;
+        for u in self.units.range(self.win_start..end) {
+            if u.acked || u.done || u.sends == 0 || u.resend {
+                continue;
+            }
+            let at = u.last_sent + t.rto;
+            if self.delivery_of(u) == Some(Delivery::BestEffort)
+                && at >= u.first_sent + t.ack_timeout
+            {
+                continue;
+            }
+            best = Some(best.map_or(at, |b| b.min(at)));
+        }
+        best
+    }
+
+    /// When the next best-effort unit reaches its deadline (see
+    /// [`SendState::expire_best_effort`]).
+    pub(crate) fn next_best_effort_deadline(&self, t: Timing) -> Option<Instant> {
+        let end = self.next_unsent.min(self.units.len());
+        self.units
+            .range(self.win_start.min(end)..end)
+            .filter(|u| {
+                !u.acked
+                    && !u.done
+                    && u.sends > 0
+                    && self.delivery_of(u) == Some(Delivery::BestEffort)
+            })
+            .map(|u| u.first_sent + t.ack_timeout)
+            .min()
+    }
+
+    fn delivery_of(&self, u: &Unit) -> Option<Delivery> {
+        self.msg_index(u.msg).map(|i| self.messages[i].delivery)
+    }
+
+    /// Stops repeating best-effort units whose deadline passed; reports
+    /// messages that are thereby lost.
+    pub(crate) fn expire_best_effort(
+        &mut self,
+        now: Instant,
+        t: Timing,
+        report: &mut dyn FnMut(Outcome),
+    ) {
+        let end = self.next_unsent.min(self.units.len());
+        for i in self.win_start..end {
+            let u = self.units[i];
+            if u.acked || u.done || u.sends == 0 {
+                continue;
+            }
+            if self.delivery_of(&u) == Some(Delivery::BestEffort)
+                && now >= u.first_sent + t.ack_timeout
+            {
+                self.units[i].done = true;
+                if u.in_flight == 0 {
+                    self.unit_lost(i, report);
+                }
+            }
+        }
+    }
+
+    /// Fills `w` with due units (resends first, then new ones, in msgseq
+    /// order), recording them as carried by datagram `pkt_seq`. Returns
+    /// the number of units written and how many of them were resends.
+    pub(crate) fn fill(
+        &mut self,
+        w: &mut PayloadWriter<'_>,
+        now: Instant,
+        t: Timing,
+        pkt_seq: u16,
+    ) -> (usize, usize) {
+        self.advance_window();
+        let end = self.window_end();
+        let carried_start = self.carried_base + self.carried.len() as u64;
+        let mut n = 0usize;
+        let mut resends = 0usize;
+        // Two passes: units already sent (resends), then first sends.
+        for pass in 0..2 {
+            for i in self.win_start..end {
+                let u = self.units[i];
+                if !self.due(&u, now, t) || (pass == 0) != (u.sends > 0) {
+                    continue;
+                }
+                let len = self.unit_wire_len(&u);
+                if !w.fits(len) {
+                    if w.count() == u8::MAX {
+                        break;
+                    }
+                    continue;
+                }
+                let msgseq = self.unit_msgseq(i);
+                let Some(mi) = self.msg_index(u.msg) else {
+                    continue;
+                };
+                let m = &self.messages[mi];
+                let pushed = if m.frag_id == 0 {
+                    w.push(msgseq, m.kind, &m.data)
+                } else {
+                    let range = fragment::fragment_range(
+                        m.data.len(),
+                        self.max_payload,
+                        usize::from(u.frag),
+                    );
+                    let hdr = FragmentHeader {
+                        frag_id: m.frag_id,
+                        index: u.frag + 1,
+                        count: m.nfrags,
+                    };
+                    let chunk = &m.data[range];
+                    w.push_with(msgseq, MsgType::AppFragment, len, |out| {
+                        let (h, rest) = out.split_at_mut(FRAGMENT_HEADER_LEN);
+                        // `len` = 6 + chunk length, so both halves have the right size.
+                        let h: &mut [u8; FRAGMENT_HEADER_LEN] = h.try_into().expect("6-byte split");
+                        hdr.emit(h);
+                        rest.copy_from_slice(chunk);
+                    })
+                };
+                if pushed.is_err() {
+                    continue;
+                }
+                let unit = &mut self.units[i];
+                if unit.sends == 0 {
+                    unit.first_sent = now;
+                } else {
+                    resends += 1;
+                }
+                unit.sends += 1;
+                unit.last_sent = now;
+                unit.in_flight += 1;
+                unit.resend = false;
+                if m.delivery == Delivery::Unreliable {
+                    unit.done = true;
+                }
+                self.carried.push_back(self.unit_base + i as u64);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.sent.push_back(SentPacket {
+                seq: pkt_seq,
+                time: now,
+                carried_start,
+                carried_len: n as u16,
+                resolved: false,
+                suspected: false,
+            });
+        }
+        self.advance_window();
+        (n, resends)
+    }
+
+    fn unit_by_abs(&self, abs: u64) -> Option<usize> {
+        let i = abs.checked_sub(self.unit_base)?;
+        usize::try_from(i).ok().filter(|&i| i < self.units.len())
+    }
+
+    /// Processes a received `ack`/`ack_bits`. Returns the RTT sample of the
+    /// newest newly acknowledged datagram, if any.
+    pub(crate) fn on_ack(
+        &mut self,
+        ack: u16,
+        ack_bits: u32,
+        now: Instant,
+        report: &mut dyn FnMut(Outcome),
+    ) -> Option<Duration> {
+        if ack == 0 {
+            return None;
+        }
+        let mut rtt = None;
+        let mut acked_any = false;
+        for k in 0..self.sent.len() {
+            let p = self.sent[k];
+            if p.resolved {
+                continue;
+            }
+            let d = seq::diff(ack, p.seq);
+            let acked = d == 0
+                || (1..=i32::from(ACK_RANGE)).contains(&d)
+                    && ack_bits & (0x8000_0000u32 >> (d - 1)) != 0;
+            if acked {
+                if d == 0 {
+                    rtt = Some(now - p.time);
+                }
+                acked_any = true;
+                self.resolve(k, true, report);
+            } else if d >= REORDER_THRESHOLD && !p.suspected {
+                self.sent[k].suspected = true;
+                self.mark_resend(k);
+            }
+        }
+        if acked_any {
+            self.pop_resolved();
+        }
+        rtt
+    }
+
+    /// Declares lost every datagram unacknowledged for `ack_timeout`.
+    /// Returns how many were lost.
+    pub(crate) fn detect_timeouts(
+        &mut self,
+        now: Instant,
+        t: Timing,
+        report: &mut dyn FnMut(Outcome),
+    ) -> u64 {
+        let mut lost = 0;
+        for k in 0..self.sent.len() {
+            let p = self.sent[k];
+            if !p.resolved && now >= p.time + t.ack_timeout {
+                self.resolve(k, false, report);
+                lost += 1;
+            }
+        }
+        if lost > 0 {
+            self.pop_resolved();
+        }
+        lost
+    }
+
+    /// When the oldest unresolved datagram times out.
+    pub(crate) fn next_packet_timeout(&self, t: Timing) -> Option<Instant> {
+        self.sent
+            .iter()
+            .find(|p| !p.resolved)
+            .map(|p| p.time + t.ack_timeout)
+    }
+
+    fn carried_units(&self, p: &SentPacket) -> impl Iterator<Item = u64> + '_ {
+        let start = (p.carried_start - self.carried_base) as usize;
+        self.carried
+            .range(start..start + usize::from(p.carried_len))
+            .copied()
+    }
+
+    fn mark_resend(&mut self, k: usize) {
+        let p = self.sent[k];
+        let start = (p.carried_start - self.carried_base) as usize;
+        for j in start..start + usize::from(p.carried_len) {
+            let abs = self.carried[j];
+            if let Some(i) = self.unit_by_abs(abs) {
+                let u = &mut self.units[i];
+                // Only if this datagram holds the latest copy.
+                if !u.acked && !u.done && u.last_sent <= p.time {
+                    u.resend = true;
+                }
+            }
+        }
+    }
+
+    fn resolve(&mut self, k: usize, acked: bool, report: &mut dyn FnMut(Outcome)) {
+        self.sent[k].resolved = true;
+        let p = self.sent[k];
+        let units: heapless::Vec<u64, 256> = self.carried_units(&p).collect();
+        for abs in units {
+            let Some(i) = self.unit_by_abs(abs) else {
+                continue;
+            };
+            let u = &mut self.units[i];
+            u.in_flight = u.in_flight.saturating_sub(1);
+            if u.acked {
+                continue;
+            }
+            if acked {
+                u.acked = true;
+                let msg = u.msg;
+                if let Some(mi) = self.msg_index(msg) {
+                    let m = &mut self.messages[mi];
+                    m.acked_units += 1;
+                    if m.acked_units == m.nfrags && !m.decided {
+                        m.decided = true;
+                        let outcome = if m.kind == MsgType::Disconnect {
+                            Outcome::DisconnectAcked
+                        } else {
+                            Outcome::Delivered(MessageId(m.id))
+                        };
+                        self.queued_bytes -= m.data.len();
+                        m.data = Vec::new();
+                        report(outcome);
+                    }
+                }
+            } else if u.done {
+                if u.in_flight == 0 {
+                    self.unit_lost(i, report);
+                }
+            } else if u.last_sent <= p.time {
+                u.resend = true;
+            }
+        }
+    }
+
+    /// Unit `i` will never be acknowledged: its message is lost.
+    fn unit_lost(&mut self, i: usize, report: &mut dyn FnMut(Outcome)) {
+        let msg = self.units[i].msg;
+        self.decide_lost(msg, report);
+    }
+
+    fn decide_lost(&mut self, msg: u64, report: &mut dyn FnMut(Outcome)) {
+        let Some(mi) = self.msg_index(msg) else {
+            return;
+        };
+        let m = &mut self.messages[mi];
+        if m.decided {
+            return;
+        }
+        m.decided = true;
+        self.queued_bytes -= m.data.len();
+        m.data = Vec::new();
+        let internal = m.kind == MsgType::Disconnect;
+        // Stop every other unit of the message (they are contiguous).
+        let first = m.first_unit.saturating_sub(self.unit_base) as usize;
+        let last = (m.first_unit + u64::from(m.nfrags)).saturating_sub(self.unit_base) as usize;
+        for i in first..last.min(self.units.len()) {
+            self.units[i].done = true;
+        }
+        if !internal {
+            report(Outcome::Lost(MessageId(msg)));
+        }
+    }
+
+    /// Removes resolved datagrams and finished units/messages from the
+    /// fronts of their queues.
+    fn pop_resolved(&mut self) {
+        while let Some(p) = self.sent.front() {
+            if !p.resolved {
+                break;
+            }
+            let n = usize::from(p.carried_len);
+            self.carried.drain(..n);
+            self.carried_base += n as u64;
+            self.sent.pop_front();
+        }
+        while let Some(u) = self.units.front() {
+            if !(u.acked || u.done && u.in_flight == 0) {
+                break;
+            }
+            self.units.pop_front();
+            self.unit_base += 1;
+            self.base_msgseq = seq::next(self.base_msgseq);
+            self.win_start = self.win_start.saturating_sub(1);
+            self.next_unsent = self.next_unsent.saturating_sub(1);
+        }
+        while let Some(m) = self.messages.front() {
+            if !m.decided {
+                break;
+            }
+            self.messages.pop_front();
+            self.msg_base += 1;
+        }
+    }
+
+    /// Abandons every message not yet sent (local disconnect): each is
+    /// reported lost. Units in flight keep their chance to be acknowledged.
+    pub(crate) fn drop_unsent(&mut self, report: &mut dyn FnMut(Outcome)) {
+        let mut sent_any = alloc::vec![false; self.messages.len()];
+        for u in &self.units {
+            if let (true, Some(mi)) = (u.sends > 0, self.msg_index(u.msg)) {
+                sent_any[mi] = true;
+            }
+        }
+        let ids: Vec<u64> = self
+            .messages
+            .iter()
+            .zip(&sent_any)
+            .filter(|(m, sent)| !m.decided && !**sent)
+            .map(|(m, _)| m.id)
+            .collect();
+        for id in ids {
+            self.decide_lost(id, report);
+        }
+        // Nothing more is retransmitted; in-flight copies may still be acked.
+        for u in self.units.iter_mut() {
+            u.done = true;
+        }
+        self.pop_resolved();
+    }
+
+    /// Reports every undecided message lost (the connection is closing).
+    pub(crate) fn abandon(&mut self, report: &mut dyn FnMut(Outcome)) {
+        let ids: Vec<u64> = self
+            .messages
+            .iter()
+            .filter(|m| !m.decided)
+            .map(|m| m.id)
+            .collect();
+        for id in ids {
+            self.decide_lost(id, report);
+        }
+        self.units.clear();
+        self.messages.clear();
+        self.sent.clear();
+        self.carried.clear();
+        self.win_start = 0;
+        self.next_unsent = 0;
+    }
+
+    /// Whether any message still waits to be sent for the first time.
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.units
+            .range(self.next_unsent.min(self.units.len())..)
+            .any(|u| u.sends == 0 && !u.done)
+    }
+}

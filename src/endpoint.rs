@@ -1,0 +1,560 @@
+//! The endpoint: owns every connection of one socket, routes datagrams to
+//! them by address, admits new clients, and collects their output.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use crate::blocklist::{BlockList, IpNet};
+use crate::config::{ConfigError, EndpointConfig, MAX_DATAGRAM, Sizes};
+use crate::connection::{Connection, ConnectionState, Ctx, ServerAuth};
+use crate::crypto::{PublicKey, ServerKey};
+use crate::error::{ConnectError, SendError, UnknownConnection};
+use crate::event::{ConnectionId, Delivery, Event, MessageId};
+use crate::rng::{Rng, Seed};
+use crate::stats::{DropReason, EndpointStats};
+use crate::time::Instant;
+use crate::wire::{self, Direction, Header, MsgType};
+
+/// Size of the largest final datagram kept for sending after its
+/// connection is gone (a DISCONNECT: 20 + 2 + 16 bytes).
+const FINAL_DATAGRAM_MAX: usize = 64;
+
+/// A datagram to send: [`Endpoint::poll_transmit`] wrote its `len` bytes at
+/// the start of the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// How many bytes of the buffer to send.
+    pub len: usize,
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Connection>,
+}
+
+/// A MPGS/1 endpoint: a server that accepts clients, or a client that
+/// connects to servers. It is a pure state machine (sans-IO): it never
+/// touches a socket or a clock.
+///
+/// # Run loop
+///
+/// 1. Feed one input: [`handle_datagram`](Endpoint::handle_datagram) for a
+///    received datagram, [`handle_timeout`](Endpoint::handle_timeout) when the
+///    time from `poll_timeout` (or a game tick) has come.
+/// 2. Drain [`poll_transmit`](Endpoint::poll_transmit) until `None`, sending
+///    each datagram.
+/// 3. Drain [`poll_event`](Endpoint::poll_event) until `None`.
+/// 4. Wait for a datagram, the instant of
+///    [`poll_timeout`](Endpoint::poll_timeout), or the next game tick; repeat.
+///
+/// Commands ([`send`](Endpoint::send), [`connect`](Endpoint::connect),
+/// [`disconnect`](Endpoint::disconnect)) may come at any point; drain
+/// `poll_transmit` after them too. Draining late only adds latency; it never
+/// changes correctness. An early or spurious `handle_timeout` does nothing,
+/// so a fixed-rate game loop may call it every frame. After
+/// `handle_timeout(t)`, `poll_timeout()` is `None` or later than `t`.
+///
+/// `now` never needs to be monotonic: an instant earlier than one already
+/// seen is treated as the latest one seen.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    sizes: Sizes,
+    server_key: Option<ServerKey>,
+    rng: Rng,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_addr: BTreeMap<SocketAddr, u32>,
+    ready: VecDeque<ConnectionId>,
+    events: VecDeque<Event>,
+    finals: VecDeque<(SocketAddr, heapless::Vec<u8, FINAL_DATAGRAM_MAX>)>,
+    stats: EndpointStats,
+    blocklist: BlockList,
+    now: Instant,
+    pending: usize,
+    established: usize,
+}
+
+impl Endpoint {
+    /// A server endpoint signing its handshakes with `key` (the long-term
+    /// root key whose public half clients pin).
+    ///
+    /// `seed` must come from a secure source in production (the drivers use
+    /// the OS); fixed seeds are for tests and simulations.
+    pub fn server(
+        cfg: EndpointConfig,
+        key: ServerKey,
+        seed: Seed,
+    ) -> Result<Endpoint, ConfigError> {
+        Endpoint::new(cfg, Some(key), seed)
+    }
+
+    /// A client endpoint. Connect with [`Endpoint::connect`].
+    pub fn client(cfg: EndpointConfig, seed: Seed) -> Result<Endpoint, ConfigError> {
+        Endpoint::new(cfg, None, seed)
+    }
+
+    fn new(
+        cfg: EndpointConfig,
+        server_key: Option<ServerKey>,
+        seed: Seed,
+    ) -> Result<Endpoint, ConfigError> {
+        cfg.validate()?;
+        Ok(Endpoint {
+            sizes: cfg.sizes(),
+            cfg,
+            server_key,
+            rng: Rng::new(seed),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_addr: BTreeMap::new(),
+            ready: VecDeque::new(),
+            events: VecDeque::new(),
+            finals: VecDeque::new(),
+            stats: EndpointStats::default(),
+            blocklist: BlockList::default(),
+            now: Instant::ZERO,
+            pending: 0,
+            established: 0,
+        })
+    }
+
+    /// Whether this is a server endpoint.
+    pub fn is_server(&self) -> bool {
+        self.server_key.is_some()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.cfg
+    }
+
+    /// Endpoint-wide counters, including dropped datagrams by reason.
+    pub fn stats(&self) -> &EndpointStats {
+        &self.stats
+    }
+
+    /// A live connection, or `None` once it has closed.
+    pub fn connection(&self, id: ConnectionId) -> Option<&Connection> {
+        self.slots
+            .get(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+            .and_then(|s| s.conn.as_ref())
+    }
+
+    /// Every live connection that has completed its handshake or is a
+    /// client's attempt (a server's pending handshakes are not listed), in
+    /// slot order.
+    pub fn connections(&self) -> impl Iterator<Item = ConnectionId> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            let c = s.conn.as_ref()?;
+            let listed = c.is_connected() || c.role() == crate::Role::Client;
+            listed.then_some(ConnectionId {
+                index: i as u32,
+                generation: s.generation,
+            })
+        })
+    }
+
+    /// Established connections (a server's clients, a client's servers).
+    pub fn connection_count(&self) -> usize {
+        self.established
+    }
+
+    /// The block list.
+    pub fn block_list(&self) -> &BlockList {
+        &self.blocklist
+    }
+
+    /// Blocks an address or range: its datagrams are dropped (and counted)
+    /// from now on. Live connections from it are not closed; use
+    /// [`Endpoint::ban`] for that. Returns false if it was already blocked.
+    pub fn block(&mut self, net: impl Into<IpNet>) -> bool {
+        self.blocklist.add(net.into())
+    }
+
+    /// Removes a range exactly as it was added. Returns false if absent.
+    pub fn unblock(&mut self, net: impl Into<IpNet>) -> bool {
+        self.blocklist.remove(net.into())
+    }
+
+    /// Disconnects `conn` and blocks its IP address.
+    pub fn ban(&mut self, now: Instant, conn: ConnectionId) -> Result<(), UnknownConnection> {
+        let ip = self
+            .connection(conn)
+            .ok_or(UnknownConnection)?
+            .remote()
+            .ip();
+        self.disconnect(now, conn)?;
+        self.blocklist.add(IpNet::host(ip));
+        Ok(())
+    }
+
+    // ----- commands ------------------------------------------------------
+
+    /// Starts connecting to the server at `addr`, which must sign its
+    /// handshake with the root key whose public half is `server_key`.
+    ///
+    /// `Connected` or `ConnectFailed` follows. Messages may be sent at once;
+    /// they wait for the handshake.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        server_key: PublicKey,
+    ) -> Result<ConnectionId, ConnectError> {
+        self.start_connect(now, addr, ServerAuth::Pinned(server_key))
+    }
+
+    /// Like [`connect`](Endpoint::connect), but trusts whatever root key
+    /// the server presents (§15 rule 12). **This authenticates nothing**: an
+    /// attacker on the path can impersonate the server. Use it only to
+    /// fetch a key to pin (see [`Connection::server_key`]) on a trusted
+    /// network.
+    pub fn connect_trust_on_first_use(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+    ) -> Result<ConnectionId, ConnectError> {
+        self.start_connect(now, addr, ServerAuth::TrustOnFirstUse)
+    }
+
+    fn start_connect(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        auth: ServerAuth,
+    ) -> Result<ConnectionId, ConnectError> {
+        let now = self.clamp(now);
+        if self.is_server() {
+            return Err(ConnectError::NotAClient);
+        }
+        if self.blocklist.contains(addr.ip()) {
+            return Err(ConnectError::Blocked);
+        }
+        if self.by_addr.contains_key(&addr) {
+            return Err(ConnectError::AlreadyConnected);
+        }
+        let conn = Connection::client(addr, now, &self.cfg, self.rng.fork(), auth);
+        let id = self.insert(addr, conn);
+        self.refresh(id, now);
+        Ok(id)
+    }
+
+    /// Queues a message for `conn`. Any size from 0 bytes to the configured
+    /// `max_message_size` is accepted; large ones are fragmented.
+    ///
+    /// Exactly one `Delivered` or `Lost` event follows for the returned id.
+    pub fn send(
+        &mut self,
+        conn: ConnectionId,
+        data: &[u8],
+        delivery: Delivery,
+    ) -> Result<MessageId, SendError> {
+        if data.len() > self.cfg.max_message_size {
+            return Err(SendError::TooLarge {
+                max: self.cfg.max_message_size,
+            });
+        }
+        let now = self.now;
+        let c = self.conn_mut(conn).ok_or(SendError::UnknownConnection)?;
+        let id = c.send(data, delivery)?;
+        self.refresh(conn, now);
+        Ok(id)
+    }
+
+    /// Closes `conn` gracefully: unsent messages are lost, a DISCONNECT goes
+    /// out, and `Disconnected` (or, during a client's handshake,
+    /// `ConnectFailed`) follows once the peer acknowledges or the linger
+    /// time passes.
+    pub fn disconnect(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+    ) -> Result<(), UnknownConnection> {
+        let now = self.clamp(now);
+        self.with_conn(conn, |c, ctx| c.disconnect(now, ctx))
+            .ok_or(UnknownConnection)?;
+        self.refresh(conn, now);
+        Ok(())
+    }
+
+    // ----- inputs --------------------------------------------------------
+
+    /// Handles one received datagram. It is decrypted in place, so its
+    /// contents are unspecified afterwards. Bad input is dropped and counted
+    /// in [`Endpoint::stats`], never an error.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) {
+        let now = self.clamp(now);
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
+        if self.blocklist.contains(from.ip()) {
+            self.stats.drop(DropReason::Blocked);
+            return;
+        }
+        let expect = if self.is_server() {
+            Direction::ToServer
+        } else {
+            Direction::ToClient
+        };
+        let Ok(hdr) = Header::parse(datagram, expect) else {
+            self.stats.drop(DropReason::Malformed);
+            return;
+        };
+        match self.by_addr.get(&from) {
+            Some(&index) => {
+                let id = ConnectionId {
+                    index,
+                    generation: self.slots[index as usize].generation,
+                };
+                self.with_conn(id, |c, ctx| c.handle_datagram(now, &hdr, datagram, ctx));
+                self.refresh(id, now);
+            }
+            None if self.is_server() && hdr.ty == MsgType::ClientHello => {
+                if let Err(reason) = self.accept(now, from, &hdr, datagram) {
+                    self.stats.drop(reason);
+                }
+            }
+            None => self.stats.drop(DropReason::UnknownPeer),
+        }
+    }
+
+    /// A CLIENT_HELLO from an unknown address (§10.1, §10.2).
+    fn accept(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        hdr: &Header,
+        datagram: &[u8],
+    ) -> Result<(), DropReason> {
+        let msg = Connection::open_crc(hdr, datagram)?;
+        let hello = wire::handshake::parse_client_hello(msg.data, self.sizes.hello_padding)
+            .map_err(|_| DropReason::Malformed)?;
+        if hello.version != wire::handshake::PROTOCOL_VERSION {
+            return Err(DropReason::Malformed);
+        }
+        if self.pending >= self.cfg.max_pending_handshakes
+            || self.established >= self.cfg.max_connections
+        {
+            return Err(DropReason::Rate);
+        }
+        let root = self.server_key.as_ref().ok_or(DropReason::UnknownPeer)?;
+        let conn = Connection::server(
+            from,
+            now,
+            &self.cfg,
+            self.rng.fork(),
+            root,
+            hello.key_spki,
+            hdr.seq,
+            msg.msgseq,
+        )
+        .ok_or(DropReason::Malformed)?;
+        self.pending += 1;
+        let id = self.insert(from, conn);
+        self.refresh(id, now);
+        Ok(())
+    }
+
+    /// Runs the timers due at `now`: retransmissions, keep-alives, timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            let Some(conn) = slot.conn.as_ref() else {
+                continue;
+            };
+            if conn.timeout.is_none_or(|t| t > now) {
+                continue;
+            }
+            let id = ConnectionId {
+                index: index as u32,
+                generation: slot.generation,
+            };
+            self.with_conn(id, |c, ctx| c.handle_timeout(now, ctx));
+            self.refresh(id, now);
+        }
+    }
+
+    // ----- outputs -------------------------------------------------------
+
+    /// Writes the next datagram to send into `buf`, or returns `None` when
+    /// nothing is due now. Connections take turns, one datagram each.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8; MAX_DATAGRAM],
+    ) -> Option<Transmit> {
+        let now = self.clamp(now);
+        if let Some((destination, bytes)) = self.finals.pop_front() {
+            buf[..bytes.len()].copy_from_slice(&bytes);
+            return Some(self.sent(destination, bytes.len()));
+        }
+        while let Some(id) = self.ready.pop_front() {
+            let Some(conn) = self.conn_mut(id) else {
+                continue;
+            };
+            conn.in_ready_queue = false;
+            let destination = conn.remote();
+            let len = self
+                .with_conn(id, |c, ctx| c.poll_transmit(now, buf, ctx))
+                .flatten();
+            self.refresh(id, now);
+            if let Some(len) = len {
+                return Some(self.sent(destination, len));
+            }
+        }
+        None
+    }
+
+    fn sent(&mut self, destination: SocketAddr, len: usize) -> Transmit {
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += len as u64;
+        Transmit { destination, len }
+    }
+
+    /// The next event for the application, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Endpoint::handle_timeout) next, if
+    /// any timer is armed. Datagrams ready to send now are not timers: drain
+    /// [`poll_transmit`](Endpoint::poll_transmit) after every input.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.conn.as_ref()?.timeout)
+            .min()
+    }
+
+    // ----- internals -----------------------------------------------------
+
+    fn clamp(&mut self, now: Instant) -> Instant {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    fn insert(&mut self, addr: SocketAddr, conn: Connection) -> ConnectionId {
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize].conn = Some(conn);
+                i
+            }
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: Some(conn),
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_addr.insert(addr, index);
+        ConnectionId {
+            index,
+            generation: self.slots[index as usize].generation,
+        }
+    }
+
+    fn conn_mut(&mut self, id: ConnectionId) -> Option<&mut Connection> {
+        self.slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+            .and_then(|s| s.conn.as_mut())
+    }
+
+    /// Runs `f` on a live connection with its context, keeping the
+    /// endpoint's connection counts in step with its state.
+    fn with_conn<R>(
+        &mut self,
+        id: ConnectionId,
+        f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
+        let slot = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)?;
+        let conn = slot.conn.as_mut()?;
+        let before = (conn.state(), conn.is_connected());
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            sizes: self.sizes,
+            events: &mut self.events,
+            stats: &mut self.stats,
+            id,
+        };
+        let r = f(conn, &mut ctx);
+        let after = (conn.state(), conn.is_connected());
+        if before != after {
+            let server = conn.role() == crate::Role::Server;
+            let pending = |s: (ConnectionState, bool)| server && s.0 == ConnectionState::Connecting;
+            let live = |s: (ConnectionState, bool)| s.1 && s.0 != ConnectionState::Closed;
+            self.pending =
+                self.pending + usize::from(pending(after)) - usize::from(pending(before));
+            self.established =
+                self.established + usize::from(live(after)) - usize::from(live(before));
+        }
+        Some(r)
+    }
+
+    /// After any input to `id`: releases it if closed (queuing its final
+    /// datagram), queues it for transmission if it has one due, and caches
+    /// its next timeout.
+    fn refresh(&mut self, id: ConnectionId, now: Instant) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let closed = conn.is_closed();
+        if closed {
+            let remote = conn.remote();
+            let mut buf = [0u8; MAX_DATAGRAM];
+            if let Some(len) = self
+                .with_conn(id, |c, ctx| c.poll_final(now, &mut buf, ctx))
+                .flatten()
+            {
+                if let Ok(bytes) = heapless::Vec::from_slice(&buf[..len]) {
+                    self.finals.push_back((remote, bytes));
+                }
+            }
+            self.release(id);
+            return;
+        }
+        let Some(conn) = self
+            .slots
+            .get_mut(id.index as usize)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return;
+        };
+        if !conn.in_ready_queue && conn.next_transmit(now, &self.cfg).is_some_and(|t| t <= now) {
+            conn.in_ready_queue = true;
+            self.ready.push_back(id);
+        }
+        conn.timeout = conn.poll_timeout(now, &self.cfg);
+    }
+
+    fn release(&mut self, id: ConnectionId) {
+        let slot = &mut self.slots[id.index as usize];
+        if let Some(conn) = slot.conn.take() {
+            if self.by_addr.get(&conn.remote()) == Some(&id.index) {
+                self.by_addr.remove(&conn.remote());
+            }
+        }
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+    }
+}
+
+impl core::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("server", &self.is_server())
+            .field("connections", &self.by_addr.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}

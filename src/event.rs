@@ -1,0 +1,175 @@
+//! What the endpoint tells the application: [`Event`]s and the handles they
+//! carry.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+/// A handle to one connection of an [`crate::Endpoint`].
+///
+/// It is a slot index plus a generation: once a connection is gone, its
+/// handle never refers to a later connection that reuses the slot.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl ConnectionId {
+    /// The slot index (stable for the life of the connection; reused later).
+    pub const fn index(self) -> u32 {
+        self.index
+    }
+}
+
+impl fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}.{}", self.index, self.generation)
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Identifies a message sent on one connection, for its `Delivered` or
+/// `Lost` report. Ids increase by one per `send` on that connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub u64);
+
+/// How hard the endpoint tries to deliver a message.
+///
+/// Every message sent with any mode gets exactly one `Delivered` or `Lost`
+/// event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Delivery {
+    /// Sent once. `Delivered` if the datagram carrying it is acknowledged,
+    /// `Lost` if not within the ack timeout. (The reference's `NONE`.)
+    Unreliable,
+    /// Repeated while unacknowledged, until one copy is acknowledged or the
+    /// ack timeout passes since the first copy. (The reference's `BEST_EFFORT`.)
+    BestEffort,
+    /// Retransmitted until acknowledged; `Lost` only if the connection
+    /// closes first. (The reference's `RETRY_ON_TIMEOUT`.)
+    #[default]
+    Reliable,
+}
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// This side called `disconnect`.
+    Local,
+    /// The peer sent DISCONNECT.
+    Peer,
+    /// Nothing authenticated arrived from the peer for the connection timeout.
+    TimedOut,
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DisconnectReason::Local => "closed locally",
+            DisconnectReason::Peer => "closed by the peer",
+            DisconnectReason::TimedOut => "timed out: nothing received from the peer",
+        })
+    }
+}
+
+/// Why a client's connection attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// No valid SERVER_HELLO, or no confirmation of the handshake, within
+    /// the connect timeout: the server is unreachable, not running, or
+    /// uses another MTU.
+    TimedOut,
+    /// SERVER_HELLOs arrived but their signature did not verify with the
+    /// pinned server key: the client pinned the wrong public key, or
+    /// someone is impersonating the server.
+    WrongServerKey,
+    /// `disconnect` was called before the handshake completed.
+    Cancelled,
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectFailure::TimedOut => {
+                "no answer from the server within the connect timeout: check the address, that the server runs, and that both sides use the same MTU"
+            }
+            ConnectFailure::WrongServerKey => {
+                "the server's signature did not verify with the pinned key: pin the server's current public key (its .pub file)"
+            }
+            ConnectFailure::Cancelled => "the connection attempt was cancelled by disconnect",
+        })
+    }
+}
+
+/// Something the application should know about. Drain with
+/// [`crate::Endpoint::poll_event`].
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake completed: messages can flow. On a server, a new
+    /// client; on a client, the server confirmed the session.
+    Connected {
+        /// The connection.
+        conn: ConnectionId,
+    },
+    /// A client's connection attempt failed; the handle is dead.
+    ConnectFailed {
+        /// The connection attempt.
+        conn: ConnectionId,
+        /// Why.
+        reason: ConnectFailure,
+    },
+    /// An application message arrived (reassembled if it was fragmented).
+    Message {
+        /// The connection it arrived on.
+        conn: ConnectionId,
+        /// Its bytes.
+        payload: Vec<u8>,
+    },
+    /// Every byte of message `id` was acknowledged by the peer.
+    Delivered {
+        /// The connection.
+        conn: ConnectionId,
+        /// The id `send` returned.
+        id: MessageId,
+    },
+    /// Message `id` will not be delivered (or its delivery cannot be
+    /// confirmed): its mode gave up, or the connection closed first.
+    Lost {
+        /// The connection.
+        conn: ConnectionId,
+        /// The id `send` returned.
+        id: MessageId,
+    },
+    /// The connection ended; the handle is dead. Fires exactly once per
+    /// connection that reached `Connected` (and for a local `disconnect` of
+    /// one).
+    Disconnected {
+        /// The connection.
+        conn: ConnectionId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Connected { conn } => write!(f, "Connected({conn})"),
+            Event::ConnectFailed { conn, reason } => write!(f, "ConnectFailed({conn}, {reason:?})"),
+            Event::Message { conn, payload } => {
+                write!(f, "Message({conn}, {} bytes)", payload.len())
+            }
+            Event::Delivered { conn, id } => write!(f, "Delivered({conn}, {})", id.0),
+            Event::Lost { conn, id } => write!(f, "Lost({conn}, {})", id.0),
+            Event::Disconnected { conn, reason } => write!(f, "Disconnected({conn}, {reason:?})"),
+        }
+    }
+}

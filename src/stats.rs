@@ -1,0 +1,340 @@
+//! Counters: per endpoint (datagrams dropped by reason) and per connection
+//! (RTT, rates over rolling one-second buckets, message counters).
+
+use alloc::boxed::Box;
+use core::fmt;
+
+use crate::time::{Duration, Instant};
+
+/// Why a received datagram was dropped. Network input never becomes an
+/// error; it is dropped and counted under one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Too short, wrong magic or direction, type above 7, bad length, bad
+    /// framing, or a handshake body that does not parse.
+    Malformed,
+    /// The CRC-32 trailer does not match.
+    BadCrc,
+    /// The AES-GCM tag does not verify, or a SERVER_HELLO signature does not.
+    AuthFailed,
+    /// A duplicate packet, one older than the window, or a `ctime` far older
+    /// than the newest seen (§15 rules 6 and 17).
+    Replay,
+    /// The source address is on the block list.
+    Blocked,
+    /// From an address with no connection, or not the server's address at
+    /// a client (and not a CLIENT_HELLO at a server).
+    UnknownPeer,
+    /// A valid datagram the connection's state does not accept: a hello from
+    /// an established peer (§15 rules 7, 18, 19), a CRC-only datagram after
+    /// the handshake, a datagram type the state does not take.
+    Unexpected,
+    /// Refused by a limit: connection or pending-handshake cap, reassembly
+    /// bounds.
+    Rate,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Malformed,
+        DropReason::BadCrc,
+        DropReason::AuthFailed,
+        DropReason::Replay,
+        DropReason::Blocked,
+        DropReason::UnknownPeer,
+        DropReason::Unexpected,
+        DropReason::Rate,
+    ];
+
+    /// A short lowercase name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadCrc => "bad_crc",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::Replay => "replay",
+            DropReason::Blocked => "blocked",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::Unexpected => "unexpected",
+            DropReason::Rate => "rate",
+        }
+    }
+}
+
+/// Endpoint-wide counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// Datagrams handed to `handle_datagram`.
+    pub datagrams_received: u64,
+    /// Bytes handed to `handle_datagram`.
+    pub bytes_received: u64,
+    /// Datagrams returned by `poll_transmit`.
+    pub datagrams_sent: u64,
+    /// Bytes returned by `poll_transmit`.
+    pub bytes_sent: u64,
+    /// Handshakes completed (server: clients accepted; client: connects).
+    pub handshakes_completed: u64,
+    /// Fragments dropped by reassembly validation or bounds (the datagram
+    /// itself was valid).
+    pub fragments_dropped: u64,
+    /// Reassemblies discarded because they expired incomplete.
+    pub reassemblies_expired: u64,
+    dropped: [u64; 8],
+}
+
+impl EndpointStats {
+    /// Datagrams dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize]
+    }
+
+    /// Datagrams dropped for any reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    pub(crate) fn drop(&mut self, reason: DropReason) {
+        self.dropped[reason as usize] += 1;
+    }
+}
+
+impl fmt::Display for EndpointStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rx {} dgrams / {} B, tx {} dgrams / {} B, dropped",
+            self.datagrams_received, self.bytes_received, self.datagrams_sent, self.bytes_sent
+        )?;
+        for r in DropReason::ALL {
+            write!(f, " {}={}", r.name(), self.dropped(r))?;
+        }
+        Ok(())
+    }
+}
+
+/// Seconds of history kept for the rate metrics (as the reference keeps).
+pub const RATE_HISTORY_SECS: usize = 300;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Bucket {
+    sent_datagrams: u32,
+    sent_bytes: u32,
+    recv_datagrams: u32,
+    recv_bytes: u32,
+}
+
+/// Datagrams and bytes per second, each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Rates {
+    /// Datagrams sent per second.
+    pub sent_datagrams: f64,
+    /// Bytes sent per second.
+    pub sent_bytes: f64,
+    /// Datagrams received per second.
+    pub recv_datagrams: f64,
+    /// Bytes received per second.
+    pub recv_bytes: f64,
+}
+
+/// Per-connection metrics.
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ConnectionMetrics {
+    /// Smoothed round-trip time (RFC 6298 style), once measured.
+    pub srtt: Option<Duration>,
+    /// RTT variation.
+    pub rttvar: Duration,
+    /// The most recent RTT sample.
+    pub latest_rtt: Option<Duration>,
+    /// The reference's latency figure: `latency += 0.1·(rtt/2 − latency)`.
+    pub latency: Duration,
+    /// Messages accepted by `send`.
+    pub messages_sent: u64,
+    /// Messages delivered to the application.
+    pub messages_received: u64,
+    /// Messages reported `Delivered`.
+    pub messages_acked: u64,
+    /// Messages reported `Lost`.
+    pub messages_lost: u64,
+    /// Message copies sent again (retransmissions and repeats).
+    pub messages_retransmitted: u64,
+    /// Received messages dropped as duplicates.
+    pub duplicate_messages: u64,
+    /// Datagrams sent on this connection.
+    pub datagrams_sent: u64,
+    /// Authenticated datagrams received on this connection.
+    pub datagrams_received: u64,
+    /// Datagrams declared lost (not acknowledged within the ack timeout).
+    pub datagrams_lost: u64,
+    /// Datagrams acknowledged.
+    pub datagrams_acked: u64,
+    history: Box<[Bucket; RATE_HISTORY_SECS]>,
+    /// Second (since the origin) of `history[cursor]`.
+    current_sec: u64,
+}
+
+impl Default for ConnectionMetrics {
+    fn default() -> Self {
+        ConnectionMetrics {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            latest_rtt: None,
+            latency: Duration::ZERO,
+            messages_sent: 0,
+            messages_received: 0,
+            messages_acked: 0,
+            messages_lost: 0,
+            messages_retransmitted: 0,
+            duplicate_messages: 0,
+            datagrams_sent: 0,
+            datagrams_received: 0,
+            datagrams_lost: 0,
+            datagrams_acked: 0,
+            history: Box::new([Bucket::default(); RATE_HISTORY_SECS]),
+            current_sec: 0,
+        }
+    }
+}
+
+impl ConnectionMetrics {
+    /// Average rates over the last `secs` complete seconds before `now`
+    /// (1..=299; the current, partial second is excluded).
+    pub fn rates(&self, now: Instant, secs: u32) -> Rates {
+        let secs = (secs as usize).clamp(1, RATE_HISTORY_SECS - 1);
+        let now_sec = now.as_secs();
+        let mut sum = Rates::default();
+        for back in 1..=secs as u64 {
+            let Some(sec) = now_sec.checked_sub(back) else {
+                break;
+            };
+            if let Some(b) = self.bucket(sec) {
+                sum.sent_datagrams += f64::from(b.sent_datagrams);
+                sum.sent_bytes += f64::from(b.sent_bytes);
+                sum.recv_datagrams += f64::from(b.recv_datagrams);
+                sum.recv_bytes += f64::from(b.recv_bytes);
+            }
+        }
+        let n = secs as f64;
+        Rates {
+            sent_datagrams: sum.sent_datagrams / n,
+            sent_bytes: sum.sent_bytes / n,
+            recv_datagrams: sum.recv_datagrams / n,
+            recv_bytes: sum.recv_bytes / n,
+        }
+    }
+
+    /// The bucket of second `sec`, if still in the history.
+    fn bucket(&self, sec: u64) -> Option<&Bucket> {
+        if sec > self.current_sec || self.current_sec - sec >= RATE_HISTORY_SECS as u64 {
+            return None;
+        }
+        Some(&self.history[(sec % RATE_HISTORY_SECS as u64) as usize])
+    }
+
+    fn bucket_mut(&mut self, now: Instant) -> &mut Bucket {
+        let sec = now.as_secs();
+        if sec > self.current_sec {
+            let gap = (sec - self.current_sec).min(RATE_HISTORY_SECS as u64);
+            for s in 0..gap {
+                let i = ((sec - s) % RATE_HISTORY_SECS as u64) as usize;
+                self.history[i] = Bucket::default();
+            }
+            self.current_sec = sec;
+        }
+        let sec = sec.min(self.current_sec);
+        &mut self.history[(sec % RATE_HISTORY_SECS as u64) as usize]
+    }
+
+    pub(crate) fn on_sent(&mut self, now: Instant, bytes: usize) {
+        self.datagrams_sent += 1;
+        let b = self.bucket_mut(now);
+        b.sent_datagrams = b.sent_datagrams.saturating_add(1);
+        b.sent_bytes = b.sent_bytes.saturating_add(bytes as u32);
+    }
+
+    pub(crate) fn on_received(&mut self, now: Instant, bytes: usize) {
+        self.datagrams_received += 1;
+        let b = self.bucket_mut(now);
+        b.recv_datagrams = b.recv_datagrams.saturating_add(1);
+        b.recv_bytes = b.recv_bytes.saturating_add(bytes as u32);
+    }
+
+    /// Feeds one RTT sample (RFC 6298 smoothing, and the reference's latency).
+    pub(crate) fn on_rtt(&mut self, rtt: Duration) {
+        self.latest_rtt = Some(rtt);
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+                self.latency = rtt / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + delta) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+                let half = rtt / 2;
+                if half > self.latency {
+                    self.latency += (half - self.latency) / 10;
+                } else {
+                    self.latency -= (self.latency - half) / 10;
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionMetrics")
+            .field("srtt", &self.srtt)
+            .field("latency", &self.latency)
+            .field("messages_sent", &self.messages_sent)
+            .field("messages_received", &self.messages_received)
+            .field("messages_acked", &self.messages_acked)
+            .field("messages_lost", &self.messages_lost)
+            .field("messages_retransmitted", &self.messages_retransmitted)
+            .field("datagrams_sent", &self.datagrams_sent)
+            .field("datagrams_received", &self.datagrams_received)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_average_complete_seconds() {
+        let mut m = ConnectionMetrics::default();
+        for i in 0..30u64 {
+            // 10 datagrams of 100 B in each of seconds 0, 1, 2.
+            m.on_sent(Instant::from_millis(i * 100), 100);
+            m.on_received(Instant::from_millis(i * 100 + 50), 50);
+        }
+        let r = m.rates(Instant::from_millis(3_500), 3);
+        assert_eq!(r.sent_datagrams, 10.0);
+        assert_eq!(r.sent_bytes, 1000.0);
+        assert_eq!(r.recv_bytes, 500.0);
+        // Far later, the history has rolled past them.
+        m.on_sent(Instant::from_secs(1000), 1);
+        assert_eq!(
+            m.rates(Instant::from_secs(1001), 299).sent_datagrams,
+            1.0 / 299.0
+        );
+        assert_eq!(m.rates(Instant::from_secs(1001), 1).sent_bytes, 1.0);
+    }
+
+    #[test]
+    fn rtt_smoothing() {
+        let mut m = ConnectionMetrics::default();
+        m.on_rtt(Duration::from_millis(100));
+        assert_eq!(m.srtt, Some(Duration::from_millis(100)));
+        assert_eq!(m.latency, Duration::from_millis(50));
+        m.on_rtt(Duration::from_millis(20));
+        assert_eq!(m.srtt, Some(Duration::from_millis(90)));
+        assert_eq!(m.latency, Duration::from_millis(46));
+    }
+}
