@@ -21,10 +21,7 @@ impl IpNet {
         if prefix > max {
             return None;
         }
-        Some(IpNet {
-            addr: mask(addr, prefix),
-            prefix,
-        })
+        Some(IpNet { addr: mask(addr, prefix), prefix })
     }
 
     /// Exactly one address.
@@ -58,20 +55,12 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
             let bits = u32::from(a);
-            let m = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix))
-            };
+            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
             IpAddr::V4((bits & m).into())
         }
         IpAddr::V6(a) => {
             let bits = u128::from(a);
-            let m = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix))
-            };
+            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
             IpAddr::V6((bits & m).into())
         }
     }
@@ -95,9 +84,7 @@ pub struct IpNetParseError;
 
 impl fmt::Display for IpNetParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "not an address or CIDR range: write e.g. 192.0.2.7, 10.0.0.0/8 or 2001:db8::/32",
-        )
+        f.write_str("not an address or CIDR range: write e.g. 192.0.2.7, 10.0.0.0/8 or 2001:db8::/32")
     }
 }
 
@@ -180,10 +167,7 @@ mod tests {
     fn cidr_v4_v6_and_exact() {
         let mut b = BlockList::default();
         assert!(b.add("10.1.0.0/16".parse().unwrap()));
-        assert!(
-            !b.add("10.1.2.3/16".parse().unwrap()),
-            "host bits are cleared"
-        );
+        assert!(!b.add("10.1.2.3/16".parse().unwrap()), "host bits are cleared");
         b.add("2001:db8::/32".parse().unwrap());
         b.add("192.0.2.7".parse().unwrap());
         assert!(b.contains(ip("10.1.255.1")));
@@ -192,19 +176,10 @@ mod tests {
         assert!(!b.contains(ip("2001:db9::5")));
         assert!(b.contains(ip("192.0.2.7")));
         assert!(!b.contains(ip("192.0.2.8")));
-        assert!(
-            b.contains(ip("::ffff:10.1.0.9")),
-            "v4-mapped v6 matches v4 range"
-        );
+        assert!(b.contains(ip("::ffff:10.1.0.9")), "v4-mapped v6 matches v4 range");
         assert!(b.remove("192.0.2.7/32".parse().unwrap()));
         assert!(!b.contains(ip("192.0.2.7")));
-        assert_eq!(
-            "0.0.0.0/0"
-                .parse::<IpNet>()
-                .unwrap()
-                .contains(ip("8.8.8.8")),
-            true
-        );
+        assert_eq!("0.0.0.0/0".parse::<IpNet>().unwrap().contains(ip("8.8.8.8")), true);
         assert!("10.0.0.0/33".parse::<IpNet>().is_err());
         assert!("nonsense".parse::<IpNet>().is_err());
     }

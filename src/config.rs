@@ -44,12 +44,7 @@ impl Sizes {
     pub const fn for_mtu(mtu: u16) -> Sizes {
         let max_datagram = mtu as usize - UDP_HEADER_SIZE;
         let max_payload = max_datagram - 20 - 16 - 2;
-        Sizes {
-            max_datagram,
-            max_payload,
-            max_single: max_payload - 2,
-            hello_padding: max_payload - 2 - 20 - 99 - 2,
-        }
+        Sizes { max_datagram, max_payload, max_single: max_payload - 2, hello_padding: max_payload - 2 - 20 - 99 - 2 }
     }
 }
 
@@ -195,10 +190,7 @@ impl EndpointConfig {
             (self.connection_timeout, "connection_timeout"),
             (self.handshake_timeout, "handshake_timeout"),
             (self.connect_timeout, "connect_timeout"),
-            (
-                self.handshake_retransmit_interval,
-                "handshake_retransmit_interval",
-            ),
+            (self.handshake_retransmit_interval, "handshake_retransmit_interval"),
         ];
         for (d, name) in nonzero {
             if d.is_zero() {
@@ -285,37 +277,23 @@ impl fmt::Display for ConfigError {
                 f,
                 "max_message_size {n} is above the protocol limit of {MAX_MESSAGE_SIZE_LIMIT} bytes (8 MiB): lower it"
             ),
-            ConfigError::TooManyFragments {
-                max_message_size,
-                needed,
-                max_fragments,
-                chunk,
-            } => write!(
+            ConfigError::TooManyFragments { max_message_size, needed, max_fragments, chunk } => write!(
                 f,
                 "max_message_size {max_message_size} needs {needed} fragments of {chunk} bytes but max_fragments is {max_fragments}: raise max_fragments (≤ 8192 for the reference peer) or lower max_message_size"
             ),
             ConfigError::MessageWindow(n) => {
-                write!(
-                    f,
-                    "message_window {n} is out of range: use 32..=1024 (default 1024)"
-                )
+                write!(f, "message_window {n} is out of range: use 32..=1024 (default 1024)")
             }
             ConfigError::SendWindow(n) => write!(
                 f,
                 "send_window {n} is out of range: use 2..=message_window (default 256, the reference's receive window)"
             ),
             ConfigError::Zero(name) => write!(f, "{name} must not be zero"),
-            ConfigError::ReassemblyBytes {
-                max_reassembly_bytes,
-                max_message_size,
-            } => write!(
+            ConfigError::ReassemblyBytes { max_reassembly_bytes, max_message_size } => write!(
                 f,
                 "max_reassembly_bytes {max_reassembly_bytes} is smaller than max_message_size {max_message_size}: a maximal message could never be reassembled; raise it"
             ),
-            ConfigError::SendQueueBytes {
-                send_queue_bytes,
-                max_message_size,
-            } => write!(
+            ConfigError::SendQueueBytes { send_queue_bytes, max_message_size } => write!(
                 f,
                 "send_queue_bytes {send_queue_bytes} is smaller than max_message_size {max_message_size}: a maximal message could never be queued; raise it"
             ),
@@ -342,27 +320,14 @@ mod tests {
     #[test]
     fn default_is_valid_and_errors_say_what_to_do() {
         EndpointConfig::default().validate().unwrap();
-        let c = EndpointConfig {
-            mtu: 100,
-            ..Default::default()
-        };
+        let c = EndpointConfig { mtu: 100, ..Default::default() };
         let e = c.validate().unwrap_err();
         assert!(alloc::format!("{e}").contains("400..=2076"), "{e}");
-        let c = EndpointConfig {
-            max_message_size: 9 << 20,
-            ..Default::default()
-        };
+        let c = EndpointConfig { max_message_size: 9 << 20, ..Default::default() };
         assert_eq!(c.validate(), Err(ConfigError::MaxMessageSize(9 << 20)));
-        let c = EndpointConfig {
-            max_message_size: 8 << 20,
-            max_reassembly_bytes: 8 << 20,
-            ..Default::default()
-        };
+        let c = EndpointConfig { max_message_size: 8 << 20, max_reassembly_bytes: 8 << 20, ..Default::default() };
         c.validate().unwrap();
-        let c = EndpointConfig {
-            ack_timeout: Duration::ZERO,
-            ..Default::default()
-        };
+        let c = EndpointConfig { ack_timeout: Duration::ZERO, ..Default::default() };
         assert_eq!(c.validate(), Err(ConfigError::Zero("ack_timeout")));
     }
 }

@@ -28,9 +28,7 @@ use p256::elliptic_curve::Generate;
 use p256::elliptic_curve::sec1::ToSec1Point;
 use p256::pkcs8::der::{Decode, pem};
 use p256::pkcs8::spki::AlgorithmIdentifierRef;
-use p256::pkcs8::{
-    EncodePrivateKey, LineEnding, ObjectIdentifier, PrivateKeyInfoRef, SubjectPublicKeyInfoRef,
-};
+use p256::pkcs8::{EncodePrivateKey, LineEnding, ObjectIdentifier, PrivateKeyInfoRef, SubjectPublicKeyInfoRef};
 use sha2::{Digest, Sha256};
 
 /// A buffer that is overwritten with zeros when dropped; holds serialized
@@ -56,8 +54,8 @@ pub const MAX_SIGNATURE_LEN: usize = 72;
 /// The fixed 26-byte prefix of every P-256 SPKI with an uncompressed point;
 /// `04 ‖ X ‖ Y` follows.
 pub const SPKI_P256_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 const LABEL_PRIVATE: &str = "PRIVATE KEY";
@@ -89,7 +87,9 @@ pub struct AuthFailed;
 
 impl fmt::Display for AuthFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AES-GCM authentication failed: the datagram is forged, corrupted or was protected with another key")
+        f.write_str(
+            "AES-GCM authentication failed: the datagram is forged, corrupted or was protected with another key",
+        )
     }
 }
 
@@ -125,9 +125,7 @@ fn nonce_of(header: &[u8; 20]) -> Nonce<aes_gcm::aead::consts::U12> {
 impl PacketKey {
     /// Precomputes the AES-128-GCM key schedule for `key`.
     pub fn new(key: &[u8; KEY_LEN]) -> PacketKey {
-        PacketKey {
-            cipher: Aes128Gcm::new(&(*key).into()),
-        }
+        PacketKey { cipher: Aes128Gcm::new(&(*key).into()) }
     }
 
     /// Encrypts `payload` in place and returns the tag.
@@ -149,16 +147,9 @@ impl PacketKey {
     ///
     /// On `Err(AuthFailed)` nothing was decrypted: `payload` still holds the
     /// ciphertext, so no unauthenticated plaintext is ever exposed.
-    pub fn open(
-        &self,
-        header: &[u8; 20],
-        payload: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<(), AuthFailed> {
+    pub fn open(&self, header: &[u8; 20], payload: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AuthFailed> {
         let tag = Tag::from(*tag);
-        self.cipher
-            .decrypt_inout_detached(&nonce_of(header), header, payload.into(), &tag)
-            .map_err(|_| AuthFailed)
+        self.cipher.decrypt_inout_detached(&nonce_of(header), header, payload.into(), &tag).map_err(|_| AuthFailed)
     }
 }
 
@@ -345,15 +336,11 @@ fn oid_name(oid: &ObjectIdentifier) -> String {
 /// Checks that an AlgorithmIdentifier says "EC public key on P-256".
 fn check_algorithm(alg: &AlgorithmIdentifierRef<'_>) -> Result<(), KeyError> {
     if alg.oid != OID_EC_PUBLIC_KEY {
-        return Err(KeyError::WrongAlgorithm {
-            found: oid_name(&alg.oid),
-        });
+        return Err(KeyError::WrongAlgorithm { found: oid_name(&alg.oid) });
     }
     match alg.parameters_oid() {
         Ok(curve) if curve == OID_P256 => Ok(()),
-        Ok(curve) => Err(KeyError::WrongCurve {
-            found: oid_name(&curve),
-        }),
+        Ok(curve) => Err(KeyError::WrongCurve { found: oid_name(&curve) }),
         Err(_) => Err(KeyError::WrongCurve {
             found: "explicit or missing curve parameters (not a named curve; re-encode \
                     with `openssl ec -param_enc named_curve`)"
@@ -368,18 +355,12 @@ fn decode_pem(input: &str, expected: &'static str) -> Result<Zeroizing<Vec<u8>>,
     if input.is_empty() {
         return Err(KeyError::Empty { expected });
     }
-    let not_pem = |e: pem::Error| KeyError::NotPem {
-        expected,
-        detail: e.to_string(),
-    };
+    let not_pem = |e: pem::Error| KeyError::NotPem { expected, detail: e.to_string() };
     // Check the label first, so a wrong kind of key gets the precise error
     // even if its body would fail to decode.
     let label = pem::decode_label(input.as_bytes()).map_err(not_pem)?;
     if label != expected {
-        return Err(KeyError::WrongPemLabel {
-            found: label.to_string(),
-            expected,
-        });
+        return Err(KeyError::WrongPemLabel { found: label.to_string(), expected });
     }
     let (_, der) = pem::decode_vec(input.as_bytes()).map_err(not_pem)?;
     Ok(Zeroizing::new(der))
@@ -446,10 +427,7 @@ fn spki_of(key: &p256::PublicKey) -> [u8; SPKI_LEN] {
 
 impl PublicKey {
     fn from_p256(key: p256::PublicKey) -> PublicKey {
-        PublicKey {
-            spki: spki_of(&key),
-            key: VerifyingKey::from(key),
-        }
+        PublicKey { spki: spki_of(&key), key: VerifyingKey::from(key) }
     }
 
     /// Parses a DER SubjectPublicKeyInfo. It must be an EC key on P-256;
@@ -514,16 +492,12 @@ fn parse_spki(der: &[u8]) -> Result<p256::PublicKey, KeyError> {
         },
     })?;
     check_algorithm(&spki.algorithm)?;
-    let point = spki
-        .subject_public_key
-        .as_bytes()
-        .ok_or(KeyError::InvalidDer {
-            expected: DER_SPKI,
-            detail: "the public key BIT STRING has unused bits".to_string(),
-        })?;
-    p256::PublicKey::from_sec1_bytes(point).map_err(|_| KeyError::InvalidKey {
-        detail: "the public point is not on the P-256 curve or is malformed",
-    })
+    let point = spki.subject_public_key.as_bytes().ok_or(KeyError::InvalidDer {
+        expected: DER_SPKI,
+        detail: "the public key BIT STRING has unused bits".to_string(),
+    })?;
+    p256::PublicKey::from_sec1_bytes(point)
+        .map_err(|_| KeyError::InvalidKey { detail: "the public point is not on the P-256 curve or is malformed" })
 }
 
 // ---------------------------------------------------------------------------
@@ -542,9 +516,7 @@ pub struct ServerKey {
 
 impl fmt::Debug for ServerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerKey")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("ServerKey").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -697,16 +669,11 @@ mod files {
     use std::path::Path;
 
     fn io_error(path: &Path, op: &str, e: &std::io::Error) -> KeyError {
-        KeyError::Io {
-            path: path.display().to_string(),
-            message: alloc::format!("cannot {op}: {e}"),
-        }
+        KeyError::Io { path: path.display().to_string(), message: alloc::format!("cannot {op}: {e}") }
     }
 
     fn read(path: &Path) -> Result<Zeroizing<String>, KeyError> {
-        std::fs::read_to_string(path)
-            .map(Zeroizing::new)
-            .map_err(|e| io_error(path, "read", &e))
+        std::fs::read_to_string(path).map(Zeroizing::new).map_err(|e| io_error(path, "read", &e))
     }
 
     impl ServerKey {
@@ -732,11 +699,9 @@ mod files {
             {
                 // `mode` only applies to a new file; tighten an existing one too.
                 use std::os::unix::fs::PermissionsExt;
-                file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                    .map_err(err)?;
+                file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err)?;
             }
-            file.write_all(self.to_pkcs8_pem().as_bytes())
-                .map_err(err)?;
+            file.write_all(self.to_pkcs8_pem().as_bytes()).map_err(err)?;
             file.sync_all().map_err(err)
         }
     }
@@ -775,15 +740,8 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s = s.trim_start_matches("0x");
-        let s = if s.len() % 2 == 1 {
-            std::format!("0{s}")
-        } else {
-            s.to_string()
-        };
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
+        let s = if s.len() % 2 == 1 { std::format!("0{s}") } else { s.to_string() };
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
     }
 
     fn hex_str(v: &serde_json::Value) -> Vec<u8> {
@@ -887,14 +845,8 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
         let client = EphemeralKey::from_scalar_bytes(&c).expect("client scalar");
         let server = EphemeralKey::from_scalar_bytes(&s).expect("server scalar");
 
-        assert_eq!(
-            client.public_spki().to_vec(),
-            hex_str(&k["client_pub_der_spki"])
-        );
-        assert_eq!(
-            server.public_spki().to_vec(),
-            hex_str(&k["server_pub_der_spki"])
-        );
+        assert_eq!(client.public_spki().to_vec(), hex_str(&k["client_pub_der_spki"]));
+        assert_eq!(server.public_spki().to_vec(), hex_str(&k["server_pub_der_spki"]));
 
         let x1 = client.agree(&server.public_spki()).expect("agree c");
         let x2 = server.agree(&client.public_spki()).expect("agree s");
@@ -923,8 +875,7 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
             let (header, ciphertext, tag) = datagram(&v, i);
             let tag: [u8; TAG_LEN] = arr(&tag);
             let mut buf = ciphertext.clone();
-            key.open(&header, &mut buf, &tag)
-                .unwrap_or_else(|_| panic!("datagram {i} authenticates"));
+            key.open(&header, &mut buf, &tag).unwrap_or_else(|_| panic!("datagram {i} authenticates"));
             // The plaintext payload starts with the msgseq of the first
             // message when there is one.
             let resealed_tag = {
@@ -1007,8 +958,7 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
         let sig = p256::ecdsa::Signature::from_der(der).expect("valid DER");
         let (r, s) = sig.split_scalars();
         let neg_s = -*s;
-        let flipped =
-            p256::ecdsa::Signature::from_scalars(r.to_bytes(), neg_s.to_bytes()).expect("scalars");
+        let flipped = p256::ecdsa::Signature::from_scalars(r.to_bytes(), neg_s.to_bytes()).expect("scalars");
         flipped.to_der().as_bytes().to_vec()
     }
 
@@ -1082,8 +1032,7 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
     #[test]
     fn python_cryptography_interop() {
         let key = ServerKey::from_pkcs8_pem(PY_PRIVATE_PEM).expect("reference root.key loads");
-        let public =
-            PublicKey::from_public_key_pem(PY_PUBLIC_PEM).expect("reference root.pub loads");
+        let public = PublicKey::from_public_key_pem(PY_PUBLIC_PEM).expect("reference root.pub loads");
         assert_eq!(key.public_key(), public);
 
         let low = hex(PY_SIG_LOW_S);
@@ -1120,10 +1069,7 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
         let public = key.public_key();
         let spki = public.to_spki_der();
         assert_eq!(spki.len(), SPKI_LEN);
-        assert_eq!(
-            spki[..26].to_vec(),
-            hex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
-        );
+        assert_eq!(spki[..26].to_vec(), hex("3059301306072a8648ce3d020106082a8648ce3d030107034200"));
         assert_eq!(spki[26], 0x04);
         let pub_pem = public.to_public_key_pem();
         assert!(pub_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
@@ -1136,15 +1082,9 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
 
         // Debug never shows the secret.
         let dbg = std::format!("{key:?}");
-        assert!(
-            dbg.starts_with("ServerKey { public: PublicKey(sha256:"),
-            "{dbg}"
-        );
+        assert!(dbg.starts_with("ServerKey { public: PublicKey(sha256:"), "{dbg}");
         let scalar = key.to_pkcs8_der();
-        let secret_hex: String = scalar[36..68]
-            .iter()
-            .map(|b| std::format!("{b:02x}"))
-            .collect();
+        let secret_hex: String = scalar[36..68].iter().map(|b| std::format!("{b:02x}")).collect();
         assert!(!dbg.contains(&secret_hex));
     }
 
@@ -1164,30 +1104,15 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
     #[test]
     fn wrong_armour_is_a_clear_error() {
         let err = ServerKey::from_pkcs8_pem(PY_PUBLIC_PEM).expect_err("public key as private");
-        assert_eq!(
-            err,
-            KeyError::WrongPemLabel {
-                found: "PUBLIC KEY".into(),
-                expected: "PRIVATE KEY"
-            }
-        );
+        assert_eq!(err, KeyError::WrongPemLabel { found: "PUBLIC KEY".into(), expected: "PRIVATE KEY" });
         let msg = err.to_string();
         assert!(msg.contains("found 'PUBLIC KEY'"), "{msg}");
         assert!(msg.contains(".key file to the server"), "{msg}");
 
         let err = PublicKey::from_public_key_pem(PY_PRIVATE_PEM).expect_err("private as public");
-        assert_eq!(
-            err,
-            KeyError::WrongPemLabel {
-                found: "PRIVATE KEY".into(),
-                expected: "PUBLIC KEY"
-            }
-        );
+        assert_eq!(err, KeyError::WrongPemLabel { found: "PRIVATE KEY".into(), expected: "PUBLIC KEY" });
         let msg = err.to_string();
-        assert!(
-            msg.contains("expected a PEM 'PUBLIC KEY' (SPKI) such as root.pub"),
-            "{msg}"
-        );
+        assert!(msg.contains("expected a PEM 'PUBLIC KEY' (SPKI) such as root.pub"), "{msg}");
         assert!(msg.contains("pass the .pub file to the client and the .key file to the server"));
 
         let err = ServerKey::from_pkcs8_pem(PY_SEC1_PEM).expect_err("sec1");
@@ -1195,9 +1120,7 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
         assert!(err.to_string().contains("openssl pkcs8 -topk8 -nocrypt"));
 
         let err = ServerKey::from_pkcs8_pem(PY_ENCRYPTED_PEM).expect_err("encrypted");
-        assert!(
-            matches!(&err, KeyError::WrongPemLabel { found, .. } if found == "ENCRYPTED PRIVATE KEY")
-        );
+        assert!(matches!(&err, KeyError::WrongPemLabel { found, .. } if found == "ENCRYPTED PRIVATE KEY"));
         assert!(err.to_string().contains("not supported"));
     }
 
@@ -1206,15 +1129,11 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
         for empty in ["", "   \n\t"] {
             assert_eq!(
                 ServerKey::from_pkcs8_pem(empty).expect_err("empty"),
-                KeyError::Empty {
-                    expected: "PRIVATE KEY"
-                }
+                KeyError::Empty { expected: "PRIVATE KEY" }
             );
             assert_eq!(
                 PublicKey::from_public_key_pem(empty).expect_err("empty"),
-                KeyError::Empty {
-                    expected: "PUBLIC KEY"
-                }
+                KeyError::Empty { expected: "PUBLIC KEY" }
             );
         }
         for garbage in [
@@ -1224,28 +1143,19 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
             "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
         ] {
             let err = ServerKey::from_pkcs8_pem(garbage).expect_err("garbage");
-            assert!(
-                matches!(err, KeyError::NotPem { .. }),
-                "{garbage:?}: {err:?}"
-            );
+            assert!(matches!(err, KeyError::NotPem { .. }), "{garbage:?}: {err:?}");
             assert!(err.to_string().contains("-----BEGIN PRIVATE KEY-----"));
         }
         // Valid PEM, invalid DER.
         let bad_der = "-----BEGIN PUBLIC KEY-----\nAAECAwQF\n-----END PUBLIC KEY-----\n";
         assert!(matches!(
             PublicKey::from_public_key_pem(bad_der),
-            Err(KeyError::InvalidDer {
-                expected: "SubjectPublicKeyInfo",
-                ..
-            })
+            Err(KeyError::InvalidDer { expected: "SubjectPublicKeyInfo", .. })
         ));
         let bad_der = "-----BEGIN PRIVATE KEY-----\nAAECAwQF\n-----END PRIVATE KEY-----\n";
         assert!(matches!(
             ServerKey::from_pkcs8_pem(bad_der),
-            Err(KeyError::InvalidDer {
-                expected: "PKCS#8 PrivateKeyInfo",
-                ..
-            })
+            Err(KeyError::InvalidDer { expected: "PKCS#8 PrivateKeyInfo", .. })
         ));
 
         // DER of the wrong kind says so.
@@ -1263,28 +1173,17 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
         // SPKI with trailing bytes, truncated, or an off-curve point.
         let mut long = spki.to_vec();
         long.push(0);
-        assert!(matches!(
-            PublicKey::from_spki_der(&long),
-            Err(KeyError::InvalidDer { .. })
-        ));
-        assert!(matches!(
-            PublicKey::from_spki_der(&spki[..90]),
-            Err(KeyError::InvalidDer { .. })
-        ));
+        assert!(matches!(PublicKey::from_spki_der(&long), Err(KeyError::InvalidDer { .. })));
+        assert!(matches!(PublicKey::from_spki_der(&spki[..90]), Err(KeyError::InvalidDer { .. })));
         let mut off_curve = spki;
         off_curve[90] ^= 1;
         assert_eq!(
             PublicKey::from_spki_der(&off_curve),
-            Err(KeyError::InvalidKey {
-                detail: "the public point is not on the P-256 curve or is malformed"
-            })
+            Err(KeyError::InvalidKey { detail: "the public point is not on the P-256 curve or is malformed" })
         );
         let mut bad_tag = spki;
         bad_tag[26] = 0x05;
-        assert!(matches!(
-            PublicKey::from_spki_der(&bad_tag),
-            Err(KeyError::InvalidKey { .. })
-        ));
+        assert!(matches!(PublicKey::from_spki_der(&bad_tag), Err(KeyError::InvalidKey { .. })));
     }
 
     #[test]
@@ -1295,38 +1194,22 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
         let mut der = a.to_pkcs8_der().to_vec();
         let pa = a.public_key().to_spki_der();
         let pb = b.public_key().to_spki_der();
-        let at = der
-            .windows(65)
-            .position(|w| w == &pa[26..])
-            .expect("embedded public key");
+        let at = der.windows(65).position(|w| w == &pa[26..]).expect("embedded public key");
         der[at..at + 65].copy_from_slice(&pb[26..]);
-        assert!(matches!(
-            ServerKey::from_pkcs8_der(&der),
-            Err(KeyError::InvalidKey { .. })
-        ));
+        assert!(matches!(ServerKey::from_pkcs8_der(&der), Err(KeyError::InvalidKey { .. })));
     }
 
     #[test]
     fn other_algorithms_and_curves_are_rejected() {
         let err = ServerKey::from_pkcs8_pem(P384_PRIVATE_PEM).expect_err("p384");
-        assert_eq!(
-            err,
-            KeyError::WrongCurve {
-                found: "P-384/secp384r1 (OID 1.3.132.0.34)".into()
-            }
-        );
+        assert_eq!(err, KeyError::WrongCurve { found: "P-384/secp384r1 (OID 1.3.132.0.34)".into() });
         assert!(err.to_string().contains("needs P-256"));
         assert!(matches!(
             PublicKey::from_public_key_pem(P384_PUBLIC_PEM),
             Err(KeyError::WrongCurve { found }) if found.starts_with("P-384")
         ));
         let err = ServerKey::from_pkcs8_pem(ED25519_PRIVATE_PEM).expect_err("ed25519");
-        assert_eq!(
-            err,
-            KeyError::WrongAlgorithm {
-                found: "Ed25519 (OID 1.3.101.112)".into()
-            }
-        );
+        assert_eq!(err, KeyError::WrongAlgorithm { found: "Ed25519 (OID 1.3.101.112)".into() });
         assert!(err.to_string().contains("ECDSA P-256"));
         assert!(matches!(
             PublicKey::from_public_key_pem(ED25519_PUBLIC_PEM),
@@ -1335,53 +1218,25 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
         let p384_spki = hex("3076301006072a8648ce3d020106052b81040022036200");
         let mut p384_spki = p384_spki;
         p384_spki.extend_from_slice(&[4u8; 97]);
-        assert!(
-            EphemeralKey::generate(&mut rng(8))
-                .agree(&p384_spki)
-                .is_none()
-        );
+        assert!(EphemeralKey::generate(&mut rng(8)).agree(&p384_spki).is_none());
     }
 
     #[test]
     fn every_error_display_says_what_to_do() {
         let errors = [
-            KeyError::Empty {
-                expected: "PUBLIC KEY",
-            },
-            KeyError::NotPem {
-                expected: "PRIVATE KEY",
-                detail: "x".into(),
-            },
-            KeyError::WrongPemLabel {
-                found: "CERTIFICATE".into(),
-                expected: "PUBLIC KEY",
-            },
-            KeyError::WrongPemLabel {
-                found: "RSA PRIVATE KEY".into(),
-                expected: "PRIVATE KEY",
-            },
-            KeyError::InvalidDer {
-                expected: "SubjectPublicKeyInfo",
-                detail: "x".into(),
-            },
-            KeyError::WrongAlgorithm {
-                found: "RSA".into(),
-            },
-            KeyError::WrongCurve {
-                found: "secp256k1".into(),
-            },
+            KeyError::Empty { expected: "PUBLIC KEY" },
+            KeyError::NotPem { expected: "PRIVATE KEY", detail: "x".into() },
+            KeyError::WrongPemLabel { found: "CERTIFICATE".into(), expected: "PUBLIC KEY" },
+            KeyError::WrongPemLabel { found: "RSA PRIVATE KEY".into(), expected: "PRIVATE KEY" },
+            KeyError::InvalidDer { expected: "SubjectPublicKeyInfo", detail: "x".into() },
+            KeyError::WrongAlgorithm { found: "RSA".into() },
+            KeyError::WrongCurve { found: "secp256k1".into() },
             KeyError::InvalidKey { detail: "x" },
-            KeyError::Io {
-                path: "/nope/root.key".into(),
-                message: "cannot read: not found".into(),
-            },
+            KeyError::Io { path: "/nope/root.key".into(), message: "cannot read: not found".into() },
         ];
         for e in errors {
             let msg = e.to_string();
-            assert!(
-                msg.contains("mpcli genkey") || msg.contains("openssl"),
-                "{msg}"
-            );
+            assert!(msg.contains("mpcli genkey") || msg.contains("openssl"), "{msg}");
             let _: &dyn core::error::Error = &e;
         }
     }
@@ -1400,10 +1255,7 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
         bad[60] ^= 4;
         assert!(a.agree(&bad).is_none());
         // Same seed, same key: the core stays deterministic.
-        assert_eq!(
-            EphemeralKey::generate(&mut rng(9)).public_spki(),
-            a.public_spki()
-        );
+        assert_eq!(EphemeralKey::generate(&mut rng(9)).public_spki(), a.public_spki());
         let dbg = std::format!("{a:?}");
         assert!(dbg.starts_with("EphemeralKey { public: "), "{dbg}");
     }
@@ -1423,29 +1275,18 @@ MCowBQYDK2VwAyEAOsbmvAtpzyVOmLQmM+OD5Gnbc0BCrhM48GH0vwNUb84=
         // Pre-existing, world-readable file gets tightened and replaced.
         std::fs::write(&key_path, "old").expect("write");
         key.write_pem_file(&key_path).expect("write key");
-        key.public_key()
-            .write_pem_file(&pub_path)
-            .expect("write pub");
+        key.public_key().write_pem_file(&pub_path).expect("write pub");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&key_path)
-                .expect("meta")
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(&key_path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let loaded = ServerKey::read_pem_file(&key_path).expect("read key");
         assert_eq!(loaded.public_key(), key.public_key());
-        assert_eq!(
-            PublicKey::read_pem_file(&pub_path).expect("read pub"),
-            key.public_key()
-        );
+        assert_eq!(PublicKey::read_pem_file(&pub_path).expect("read pub"), key.public_key());
         // Swapped files give the label error.
-        assert!(matches!(
-            ServerKey::read_pem_file(&pub_path),
-            Err(KeyError::WrongPemLabel { .. })
-        ));
+        assert!(matches!(ServerKey::read_pem_file(&pub_path), Err(KeyError::WrongPemLabel { .. })));
         let missing = dir.join("missing.pub");
         match PublicKey::read_pem_file(&missing) {
             Err(KeyError::Io { path, message }) => {

@@ -68,6 +68,8 @@ pub struct Endpoint {
     free: Vec<u32>,
     by_addr: BTreeMap<SocketAddr, u32>,
     ready: VecDeque<ConnectionId>,
+    /// Connections changed since their readiness and timer were last settled.
+    dirty: Vec<ConnectionId>,
     events: VecDeque<Event>,
     finals: VecDeque<(SocketAddr, heapless::Vec<u8, FINAL_DATAGRAM_MAX>)>,
     stats: EndpointStats,
@@ -83,11 +85,7 @@ impl Endpoint {
     ///
     /// `seed` must come from a secure source in production (the drivers use
     /// the OS); fixed seeds are for tests and simulations.
-    pub fn server(
-        cfg: EndpointConfig,
-        key: ServerKey,
-        seed: Seed,
-    ) -> Result<Endpoint, ConfigError> {
+    pub fn server(cfg: EndpointConfig, key: ServerKey, seed: Seed) -> Result<Endpoint, ConfigError> {
         Endpoint::new(cfg, Some(key), seed)
     }
 
@@ -96,11 +94,7 @@ impl Endpoint {
         Endpoint::new(cfg, None, seed)
     }
 
-    fn new(
-        cfg: EndpointConfig,
-        server_key: Option<ServerKey>,
-        seed: Seed,
-    ) -> Result<Endpoint, ConfigError> {
+    fn new(cfg: EndpointConfig, server_key: Option<ServerKey>, seed: Seed) -> Result<Endpoint, ConfigError> {
         cfg.validate()?;
         Ok(Endpoint {
             sizes: cfg.sizes(),
@@ -111,6 +105,7 @@ impl Endpoint {
             free: Vec::new(),
             by_addr: BTreeMap::new(),
             ready: VecDeque::new(),
+            dirty: Vec::new(),
             events: VecDeque::new(),
             finals: VecDeque::new(),
             stats: EndpointStats::default(),
@@ -138,10 +133,7 @@ impl Endpoint {
 
     /// A live connection, or `None` once it has closed.
     pub fn connection(&self, id: ConnectionId) -> Option<&Connection> {
-        self.slots
-            .get(id.index as usize)
-            .filter(|s| s.generation == id.generation)
-            .and_then(|s| s.conn.as_ref())
+        self.slots.get(id.index as usize).filter(|s| s.generation == id.generation).and_then(|s| s.conn.as_ref())
     }
 
     /// Every live connection that has completed its handshake or is a
@@ -151,10 +143,7 @@ impl Endpoint {
         self.slots.iter().enumerate().filter_map(|(i, s)| {
             let c = s.conn.as_ref()?;
             let listed = c.is_connected() || c.role() == crate::Role::Client;
-            listed.then_some(ConnectionId {
-                index: i as u32,
-                generation: s.generation,
-            })
+            listed.then_some(ConnectionId { index: i as u32, generation: s.generation })
         })
     }
 
@@ -182,11 +171,7 @@ impl Endpoint {
 
     /// Disconnects `conn` and blocks its IP address.
     pub fn ban(&mut self, now: Instant, conn: ConnectionId) -> Result<(), UnknownConnection> {
-        let ip = self
-            .connection(conn)
-            .ok_or(UnknownConnection)?
-            .remote()
-            .ip();
+        let ip = self.connection(conn).ok_or(UnknownConnection)?.remote().ip();
         self.disconnect(now, conn)?;
         self.blocklist.add(IpNet::host(ip));
         Ok(())
@@ -213,11 +198,7 @@ impl Endpoint {
     /// attacker on the path can impersonate the server. Use it only to
     /// fetch a key to pin (see [`Connection::server_key`]) on a trusted
     /// network.
-    pub fn connect_trust_on_first_use(
-        &mut self,
-        now: Instant,
-        addr: SocketAddr,
-    ) -> Result<ConnectionId, ConnectError> {
+    pub fn connect_trust_on_first_use(&mut self, now: Instant, addr: SocketAddr) -> Result<ConnectionId, ConnectError> {
         self.start_connect(now, addr, ServerAuth::TrustOnFirstUse)
     }
 
@@ -239,7 +220,7 @@ impl Endpoint {
         }
         let conn = Connection::client(addr, now, &self.cfg, self.rng.fork(), auth);
         let id = self.insert(addr, conn);
-        self.refresh(id, now);
+        self.touch(id, now);
         Ok(id)
     }
 
@@ -247,21 +228,14 @@ impl Endpoint {
     /// `max_message_size` is accepted; large ones are fragmented.
     ///
     /// Exactly one `Delivered` or `Lost` event follows for the returned id.
-    pub fn send(
-        &mut self,
-        conn: ConnectionId,
-        data: &[u8],
-        delivery: Delivery,
-    ) -> Result<MessageId, SendError> {
+    pub fn send(&mut self, conn: ConnectionId, data: &[u8], delivery: Delivery) -> Result<MessageId, SendError> {
         if data.len() > self.cfg.max_message_size {
-            return Err(SendError::TooLarge {
-                max: self.cfg.max_message_size,
-            });
+            return Err(SendError::TooLarge { max: self.cfg.max_message_size });
         }
         let now = self.now;
         let c = self.conn_mut(conn).ok_or(SendError::UnknownConnection)?;
         let id = c.send(data, delivery)?;
-        self.refresh(conn, now);
+        self.touch(conn, now);
         Ok(id)
     }
 
@@ -269,15 +243,10 @@ impl Endpoint {
     /// out, and `Disconnected` (or, during a client's handshake,
     /// `ConnectFailed`) follows once the peer acknowledges or the linger
     /// time passes.
-    pub fn disconnect(
-        &mut self,
-        now: Instant,
-        conn: ConnectionId,
-    ) -> Result<(), UnknownConnection> {
+    pub fn disconnect(&mut self, now: Instant, conn: ConnectionId) -> Result<(), UnknownConnection> {
         let now = self.clamp(now);
-        self.with_conn(conn, |c, ctx| c.disconnect(now, ctx))
-            .ok_or(UnknownConnection)?;
-        self.refresh(conn, now);
+        self.with_conn(conn, |c, ctx| c.disconnect(now, ctx)).ok_or(UnknownConnection)?;
+        self.touch(conn, now);
         Ok(())
     }
 
@@ -294,23 +263,16 @@ impl Endpoint {
             self.stats.drop(DropReason::Blocked);
             return;
         }
-        let expect = if self.is_server() {
-            Direction::ToServer
-        } else {
-            Direction::ToClient
-        };
+        let expect = if self.is_server() { Direction::ToServer } else { Direction::ToClient };
         let Ok(hdr) = Header::parse(datagram, expect) else {
             self.stats.drop(DropReason::Malformed);
             return;
         };
         match self.by_addr.get(&from) {
             Some(&index) => {
-                let id = ConnectionId {
-                    index,
-                    generation: self.slots[index as usize].generation,
-                };
+                let id = ConnectionId { index, generation: self.slots[index as usize].generation };
                 self.with_conn(id, |c, ctx| c.handle_datagram(now, &hdr, datagram, ctx));
-                self.refresh(id, now);
+                self.touch(id, now);
             }
             None if self.is_server() && hdr.ty == MsgType::ClientHello => {
                 if let Err(reason) = self.accept(now, from, &hdr, datagram) {
@@ -322,45 +284,29 @@ impl Endpoint {
     }
 
     /// A CLIENT_HELLO from an unknown address (§10.1, §10.2).
-    fn accept(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        hdr: &Header,
-        datagram: &[u8],
-    ) -> Result<(), DropReason> {
+    fn accept(&mut self, now: Instant, from: SocketAddr, hdr: &Header, datagram: &[u8]) -> Result<(), DropReason> {
         let msg = Connection::open_crc(hdr, datagram)?;
         let hello = wire::handshake::parse_client_hello(msg.data, self.sizes.hello_padding)
             .map_err(|_| DropReason::Malformed)?;
         if hello.version != wire::handshake::PROTOCOL_VERSION {
             return Err(DropReason::Malformed);
         }
-        if self.pending >= self.cfg.max_pending_handshakes
-            || self.established >= self.cfg.max_connections
-        {
+        if self.pending >= self.cfg.max_pending_handshakes || self.established >= self.cfg.max_connections {
             return Err(DropReason::Rate);
         }
         let root = self.server_key.as_ref().ok_or(DropReason::UnknownPeer)?;
-        let conn = Connection::server(
-            from,
-            now,
-            &self.cfg,
-            self.rng.fork(),
-            root,
-            hello.key_spki,
-            hdr.seq,
-            msg.msgseq,
-        )
-        .ok_or(DropReason::Malformed)?;
+        let conn = Connection::server(from, now, &self.cfg, self.rng.fork(), root, hello.key_spki, hdr.seq, msg.msgseq)
+            .ok_or(DropReason::Malformed)?;
         self.pending += 1;
         let id = self.insert(from, conn);
-        self.refresh(id, now);
+        self.touch(id, now);
         Ok(())
     }
 
     /// Runs the timers due at `now`: retransmissions, keep-alives, timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clamp(now);
+        self.settle(now);
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
             let Some(conn) = slot.conn.as_ref() else {
@@ -369,12 +315,9 @@ impl Endpoint {
             if conn.timeout.is_none_or(|t| t > now) {
                 continue;
             }
-            let id = ConnectionId {
-                index: index as u32,
-                generation: slot.generation,
-            };
+            let id = ConnectionId { index: index as u32, generation: slot.generation };
             self.with_conn(id, |c, ctx| c.handle_timeout(now, ctx));
-            self.refresh(id, now);
+            self.touch(id, now);
         }
     }
 
@@ -382,26 +325,21 @@ impl Endpoint {
 
     /// Writes the next datagram to send into `buf`, or returns `None` when
     /// nothing is due now. Connections take turns, one datagram each.
-    pub fn poll_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8; MAX_DATAGRAM],
-    ) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8; MAX_DATAGRAM]) -> Option<Transmit> {
         let now = self.clamp(now);
         if let Some((destination, bytes)) = self.finals.pop_front() {
             buf[..bytes.len()].copy_from_slice(&bytes);
             return Some(self.sent(destination, bytes.len()));
         }
+        self.settle(now);
         while let Some(id) = self.ready.pop_front() {
             let Some(conn) = self.conn_mut(id) else {
                 continue;
             };
             conn.in_ready_queue = false;
             let destination = conn.remote();
-            let len = self
-                .with_conn(id, |c, ctx| c.poll_transmit(now, buf, ctx))
-                .flatten();
-            self.refresh(id, now);
+            let len = self.with_conn(id, |c, ctx| c.poll_transmit(now, buf, ctx)).flatten();
+            self.touch(id, now);
             if let Some(len) = len {
                 return Some(self.sent(destination, len));
             }
@@ -423,11 +361,9 @@ impl Endpoint {
     /// When to call [`handle_timeout`](Endpoint::handle_timeout) next, if
     /// any timer is armed. Datagrams ready to send now are not timers: drain
     /// [`poll_transmit`](Endpoint::poll_transmit) after every input.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.conn.as_ref()?.timeout)
-            .min()
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.settle(self.now);
+        self.slots.iter().filter_map(|s| s.conn.as_ref()?.timeout).min()
     }
 
     // ----- internals -----------------------------------------------------
@@ -446,95 +382,80 @@ impl Endpoint {
                 i
             }
             None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    conn: Some(conn),
-                });
+                self.slots.push(Slot { generation: 0, conn: Some(conn) });
                 (self.slots.len() - 1) as u32
             }
         };
         self.by_addr.insert(addr, index);
-        ConnectionId {
-            index,
-            generation: self.slots[index as usize].generation,
-        }
+        ConnectionId { index, generation: self.slots[index as usize].generation }
     }
 
     fn conn_mut(&mut self, id: ConnectionId) -> Option<&mut Connection> {
-        self.slots
-            .get_mut(id.index as usize)
-            .filter(|s| s.generation == id.generation)
-            .and_then(|s| s.conn.as_mut())
+        self.slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation).and_then(|s| s.conn.as_mut())
     }
 
     /// Runs `f` on a live connection with its context, keeping the
     /// endpoint's connection counts in step with its state.
-    fn with_conn<R>(
-        &mut self,
-        id: ConnectionId,
-        f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R,
-    ) -> Option<R> {
-        let slot = self
-            .slots
-            .get_mut(id.index as usize)
-            .filter(|s| s.generation == id.generation)?;
+    fn with_conn<R>(&mut self, id: ConnectionId, f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R) -> Option<R> {
+        let slot = self.slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation)?;
         let conn = slot.conn.as_mut()?;
         let before = (conn.state(), conn.is_connected());
-        let mut ctx = Ctx {
-            cfg: &self.cfg,
-            sizes: self.sizes,
-            events: &mut self.events,
-            stats: &mut self.stats,
-            id,
-        };
+        let mut ctx = Ctx { cfg: &self.cfg, sizes: self.sizes, events: &mut self.events, stats: &mut self.stats, id };
         let r = f(conn, &mut ctx);
         let after = (conn.state(), conn.is_connected());
         if before != after {
             let server = conn.role() == crate::Role::Server;
             let pending = |s: (ConnectionState, bool)| server && s.0 == ConnectionState::Connecting;
             let live = |s: (ConnectionState, bool)| s.1 && s.0 != ConnectionState::Closed;
-            self.pending =
-                self.pending + usize::from(pending(after)) - usize::from(pending(before));
-            self.established =
-                self.established + usize::from(live(after)) - usize::from(live(before));
+            self.pending = self.pending + usize::from(pending(after)) - usize::from(pending(before));
+            self.established = self.established + usize::from(live(after)) - usize::from(live(before));
         }
         Some(r)
     }
 
-    /// After any input to `id`: releases it if closed (queuing its final
-    /// datagram), queues it for transmission if it has one due, and caches
-    /// its next timeout.
-    fn refresh(&mut self, id: ConnectionId, now: Instant) {
-        let Some(conn) = self.conn_mut(id) else {
-            return;
-        };
-        let closed = conn.is_closed();
-        if closed {
+    /// After any input to `id`: releases it at once if it closed (queuing
+    /// its final datagram), otherwise marks it for [`Endpoint::settle`].
+    fn touch(&mut self, id: ConnectionId, now: Instant) {
+        let Some(conn) = self.conn_mut(id) else { return };
+        if conn.is_closed() {
             let remote = conn.remote();
             let mut buf = [0u8; MAX_DATAGRAM];
-            if let Some(len) = self
-                .with_conn(id, |c, ctx| c.poll_final(now, &mut buf, ctx))
-                .flatten()
+            if let Some(len) = self.with_conn(id, |c, ctx| c.poll_final(now, &mut buf, ctx)).flatten()
+                && let Ok(bytes) = heapless::Vec::from_slice(&buf[..len])
             {
-                if let Ok(bytes) = heapless::Vec::from_slice(&buf[..len]) {
-                    self.finals.push_back((remote, bytes));
-                }
+                self.finals.push_back((remote, bytes));
             }
             self.release(id);
-            return;
+        } else if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(id);
         }
-        let Some(conn) = self
-            .slots
-            .get_mut(id.index as usize)
-            .and_then(|s| s.conn.as_mut())
-        else {
-            return;
-        };
-        if !conn.in_ready_queue && conn.next_transmit(now, &self.cfg).is_some_and(|t| t <= now) {
-            conn.in_ready_queue = true;
-            self.ready.push_back(id);
+    }
+
+    /// Settles every changed connection: queues it for transmission if a
+    /// datagram is due, and caches its transmit time and next timer. Done
+    /// lazily, so a burst of inputs costs one evaluation per connection.
+    fn settle(&mut self, now: Instant) {
+        for k in 0..self.dirty.len() {
+            let id = self.dirty[k];
+            let Some(conn) = self
+                .slots
+                .get_mut(id.index as usize)
+                .filter(|s| s.generation == id.generation)
+                .and_then(|s| s.conn.as_mut())
+            else {
+                continue;
+            };
+            conn.dirty = false;
+            let transmit = conn.next_transmit(now, &self.cfg);
+            conn.transmit_at = transmit;
+            if !conn.in_ready_queue && transmit.is_some_and(|t| t <= now) {
+                conn.in_ready_queue = true;
+                self.ready.push_back(id);
+            }
+            conn.timeout = conn.poll_timeout(now, transmit, &self.cfg);
         }
-        conn.timeout = conn.poll_timeout(now, &self.cfg);
+        self.dirty.clear();
     }
 
     fn release(&mut self, id: ConnectionId) {

@@ -78,9 +78,7 @@ pub struct UnknownConnection;
 
 impl fmt::Display for UnknownConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "unknown connection: it has already closed, or the handle belongs to another endpoint",
-        )
+        f.write_str("unknown connection: it has already closed, or the handle belongs to another endpoint")
     }
 }
 

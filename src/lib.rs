@@ -114,9 +114,7 @@ pub mod wire;
 mod tests;
 
 pub use blocklist::{BlockList, IpNet, IpNetParseError};
-pub use config::{
-    ConfigError, EndpointConfig, MAX_DATAGRAM, MAX_MESSAGE_SIZE_LIMIT, MAX_MTU, MIN_MTU, Sizes,
-};
+pub use config::{ConfigError, EndpointConfig, MAX_DATAGRAM, MAX_MESSAGE_SIZE_LIMIT, MAX_MTU, MIN_MTU, Sizes};
 pub use connection::{Connection, ConnectionState, Role};
 pub use crypto::{KeyError, PublicKey, ServerKey};
 pub use endpoint::{Endpoint, Transmit};

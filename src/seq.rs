@@ -93,30 +93,39 @@ pub enum Insert {
     Stale,
 }
 
-/// A duplicate window over ring values: the newest value `cur` and a bitmap of
-/// the `size` values before it (§7.1).
+/// A duplicate window over ring values: the newest value `cur` and a record
+/// of which of the `size` values before it were seen (§7.1).
 ///
-/// `WORDS` 64-bit words hold the bitmap; bit `d − 1` (counting from bit 0 of
-/// word 0) records `cur − d`. The packet window (`size = 32`) exports the
-/// bitmap as the header's `ack_bits` with [`Window::ack_bits`].
+/// The record is a ring bitmap of `64·WORDS` bits indexed by an absolute
+/// position that grows by the distance each newer value moves `cur` (the
+/// replay-window technique of RFC 6479): accepting a newer value clears only
+/// the bits it skips, instead of shifting the whole bitmap, so the 1024-entry
+/// message window costs the same per datagram as the 32-entry packet window.
+/// The packet window exports its record as the header's `ack_bits` with
+/// [`Window::ack_bits`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window<const WORDS: usize> {
     cur: u16,
     size: u16,
+    /// Absolute position of `cur`; value `cur − d` lives at bit `(pos − d) mod 64·WORDS`.
+    pos: u64,
     bits: [u64; WORDS],
 }
 
 /// The 32-entry packet window, which also produces `ack`/`ack_bits`.
 pub type PacketWindow = Window<1>;
-/// The message (`msgseq`) window: up to 1024 entries.
-pub type MessageWindow = Window<16>;
+/// The message (`msgseq`) window: up to 1024 entries (17 words, since the
+/// ring needs one bit more than the entries it remembers).
+pub type MessageWindow = Window<17>;
 
 impl<const WORDS: usize> Window<WORDS> {
+    const BITS: u64 = 64 * WORDS as u64;
+
     /// An empty window remembering `size` values behind the newest.
     ///
-    /// `size` is clamped to `1..=64·WORDS`.
+    /// `size` is clamped to `1..=64·WORDS − 1`.
     pub const fn new(size: u16) -> Self {
-        let max = (WORDS * 64) as u16;
+        let max = (WORDS * 64 - 1) as u16;
         let size = if size == 0 {
             1
         } else if size > max {
@@ -124,11 +133,7 @@ impl<const WORDS: usize> Window<WORDS> {
         } else {
             size
         };
-        Window {
-            cur: 0,
-            size,
-            bits: [0; WORDS],
-        }
+        Window { cur: 0, size, pos: 0, bits: [0; WORDS] }
     }
 
     /// The newest accepted value, or 0 when empty.
@@ -144,6 +149,7 @@ impl<const WORDS: usize> Window<WORDS> {
     }
 
     /// Whether `s` would be accepted, without recording it.
+    #[inline]
     pub fn check(&self, s: u16) -> Insert {
         if s == 0 {
             return Insert::Stale;
@@ -157,11 +163,7 @@ impl<const WORDS: usize> Window<WORDS> {
         } else if d == 0 {
             Insert::Duplicate
         } else if d as u32 <= self.size as u32 {
-            if self.get(d as usize - 1) {
-                Insert::Duplicate
-            } else {
-                Insert::Accepted
-            }
+            if self.get(self.pos - d as u64) { Insert::Duplicate } else { Insert::Accepted }
         } else {
             Insert::Stale
         }
@@ -170,25 +172,34 @@ impl<const WORDS: usize> Window<WORDS> {
     /// Records `s` and reports whether it was new (§7.1).
     ///
     /// `0` is never a valid value and is reported as [`Insert::Stale`].
+    #[inline]
     pub fn insert(&mut self, s: u16) -> Insert {
         let verdict = self.check(s);
         if verdict != Insert::Accepted {
             return verdict;
         }
         if self.cur == 0 {
+            // Start far enough from zero that `pos − d` never underflows.
+            self.pos = Self::BITS;
             self.cur = s;
+            self.set(self.pos);
             return verdict;
         }
         let d = diff(self.cur, s);
         if d < 0 {
-            let n = (-d) as u32;
-            self.shift_up(n);
-            if n <= self.size as u32 {
-                self.set(n as usize - 1);
+            let n = (-d) as u64;
+            if n >= Self::BITS {
+                self.bits = [0; WORDS];
+            } else {
+                for p in self.pos + 1..self.pos + n {
+                    self.clear(p);
+                }
             }
+            self.pos += n;
             self.cur = s;
+            self.set(self.pos);
         } else {
-            self.set(d as usize - 1);
+            self.set(self.pos - d as u64);
         }
         verdict
     }
@@ -197,50 +208,37 @@ impl<const WORDS: usize> Window<WORDS> {
     /// means `newest − d` was received, for `d` in 1..=32.
     #[inline]
     pub fn ack_bits(&self) -> u32 {
-        // Bits 0..32 of word 0 hold d = 1..=32 from the low end; the header
-        // wants d = 1 at the top.
-        (self.bits[0] as u32).reverse_bits()
+        if self.cur == 0 {
+            return 0;
+        }
+        // Rotate so that `cur − d` lands on bit `64 − d` of word 0's image.
+        let word = (self.pos / 64) as usize % WORDS;
+        let lo = self.bits[word];
+        let prev = self.bits[(word + WORDS - 1) % WORDS];
+        let shift = (self.pos % 64) as u32;
+        // The 64 bits ending at `pos`: bit 63 is `pos`, bit 63 − k is `pos − k`.
+        let window = if shift == 63 { lo } else { (lo << (63 - shift)) | (prev >> (shift + 1)) };
+        // Bits 62..=31 are d = 1..=32; mask d > size.
+        let bits = (window >> 31) as u32;
+        if self.size >= 32 { bits } else { bits & !(u32::MAX >> self.size) }
     }
 
     #[inline]
-    fn get(&self, i: usize) -> bool {
-        self.bits[i / 64] & (1u64 << (i % 64)) != 0
+    fn get(&self, p: u64) -> bool {
+        let i = p % Self::BITS;
+        self.bits[(i / 64) as usize] & (1u64 << (i % 64)) != 0
     }
 
     #[inline]
-    fn set(&mut self, i: usize) {
-        self.bits[i / 64] |= 1u64 << (i % 64);
+    fn set(&mut self, p: u64) {
+        let i = p % Self::BITS;
+        self.bits[(i / 64) as usize] |= 1u64 << (i % 64);
     }
 
-    /// Moves every recorded bit `n` positions further from `cur`, forgetting
-    /// what falls beyond `size`.
-    fn shift_up(&mut self, n: u32) {
-        let n = n as usize;
-        if n >= self.size as usize {
-            self.bits = [0; WORDS];
-            return;
-        }
-        let (words, bits) = (n / 64, n % 64);
-        for i in (0..WORDS).rev() {
-            let mut v = 0u64;
-            if i >= words {
-                v = self.bits[i - words] << bits;
-                if bits != 0 && i > words {
-                    v |= self.bits[i - words - 1] >> (64 - bits);
-                }
-            }
-            self.bits[i] = v;
-        }
-        // Clear the bits at or beyond `size`.
-        let size = self.size as usize;
-        for i in 0..WORDS {
-            let lo = i * 64;
-            if lo >= size {
-                self.bits[i] = 0;
-            } else if size - lo < 64 {
-                self.bits[i] &= (1u64 << (size - lo)) - 1;
-            }
-        }
+    #[inline]
+    fn clear(&mut self, p: u64) {
+        let i = p % Self::BITS;
+        self.bits[(i / 64) as usize] &= !(1u64 << (i % 64));
     }
 }
 
@@ -374,6 +372,16 @@ mod tests {
                     let got = w.insert(s);
                     let want = model_insert(&mut seen, &mut cur, i32::from(size), s);
                     if got != want || w.newest() != cur {
+                        return false;
+                    }
+                    // ack_bits: bit 0x8000_0000 >> (d − 1) iff cur − d was seen.
+                    let mut bits = 0u32;
+                    for d in 1..=32u32.min(u32::from(size)) {
+                        if seen.contains(&back(cur, d)) {
+                            bits |= 0x8000_0000 >> (d - 1);
+                        }
+                    }
+                    if w.ack_bits() != bits {
                         return false;
                     }
                 }

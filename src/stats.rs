@@ -320,10 +320,7 @@ mod tests {
         assert_eq!(r.recv_bytes, 500.0);
         // Far later, the history has rolled past them.
         m.on_sent(Instant::from_secs(1000), 1);
-        assert_eq!(
-            m.rates(Instant::from_secs(1001), 299).sent_datagrams,
-            1.0 / 299.0
-        );
+        assert_eq!(m.rates(Instant::from_secs(1001), 299).sent_datagrams, 1.0 / 299.0);
         assert_eq!(m.rates(Instant::from_secs(1001), 1).sent_bytes, 1.0);
     }
 

@@ -99,10 +99,7 @@ mod tests {
     fn arithmetic_saturates() {
         assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
         assert_eq!(Instant::ZERO - Instant::from_secs(1), Duration::ZERO);
-        assert_eq!(
-            Instant::from_millis(1500) - Instant::from_secs(1),
-            Duration::from_millis(500)
-        );
+        assert_eq!(Instant::from_millis(1500) - Instant::from_secs(1), Duration::from_millis(500));
         assert_eq!(Instant::from_micros(2_500_000).as_secs(), 2);
         assert_eq!(Instant::ZERO + Duration::MAX, Instant::MAX);
     }

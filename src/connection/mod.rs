@@ -19,9 +19,7 @@ use crate::seq::{Counter, Insert, MessageWindow, PacketWindow};
 use crate::stats::{ConnectionMetrics, DropReason, EndpointStats};
 use crate::time::Instant;
 use crate::wire::handshake::{self, CHALLENGE_RESP_LEN, SERVER_BLOB_LEN};
-use crate::wire::{
-    self, CRC_LEN, Direction, HEADER_LEN, Header, MsgType, PayloadWriter, SPKI_LEN, TAG_LEN,
-};
+use crate::wire::{self, CRC_LEN, Direction, HEADER_LEN, Header, MsgType, PayloadWriter, SPKI_LEN, TAG_LEN};
 
 use pacer::Pacer;
 use reassembly::Reassembler;
@@ -70,10 +68,7 @@ pub(crate) enum ServerAuth {
 
 enum State {
     ClientHello(Box<ClientHello>),
-    ClientChallenge {
-        body: [u8; CHALLENGE_RESP_LEN],
-        msgseq: u16,
-    },
+    ClientChallenge { body: [u8; CHALLENGE_RESP_LEN], msgseq: u16 },
     ServerPending(Box<ServerPending>),
     Established,
     Closing,
@@ -84,6 +79,10 @@ struct ClientHello {
     ephemeral: EphemeralKey,
     auth: ServerAuth,
     msgseq: u16,
+    /// The CHALLENGE_RESP's msgseq, reserved with the hello's before any
+    /// application message can be queued: the send queue numbers its
+    /// messages consecutively, so a msgseq taken later would collide with one.
+    challenge_msgseq: u16,
     /// The CLIENT_HELLO message data; every copy is identical (rule 8).
     body: Vec<u8>,
     /// A SERVER_HELLO failed signature verification (reported on timeout).
@@ -136,21 +135,20 @@ pub struct Connection {
     ctime_second: u32,
     sent_this_second: u32,
     metrics: ConnectionMetrics,
+    /// Retransmission timing, recomputed on every RTT sample.
+    timing: Timing,
     /// A DISCONNECT reply to send as this connection's last datagram.
     pub(crate) final_disconnect: bool,
     pub(crate) in_ready_queue: bool,
+    /// Changed since the endpoint last settled it.
+    pub(crate) dirty: bool,
+    /// `next_transmit` as of the last settle (valid while not dirty).
+    pub(crate) transmit_at: Option<Instant>,
     pub(crate) timeout: Option<Instant>,
 }
 
 impl Connection {
-    fn new(
-        role: Role,
-        remote: SocketAddr,
-        now: Instant,
-        cfg: &EndpointConfig,
-        rng: Rng,
-        state: State,
-    ) -> Connection {
+    fn new(role: Role, remote: SocketAddr, now: Instant, cfg: &EndpointConfig, rng: Rng, state: State) -> Connection {
         let sizes = cfg.sizes();
         Connection {
             role,
@@ -161,12 +159,7 @@ impl Connection {
             server_key: None,
             connected: false,
             rng,
-            handshake_deadline: now
-                + if role == Role::Client {
-                    cfg.connect_timeout
-                } else {
-                    cfg.handshake_timeout
-                },
+            handshake_deadline: now + if role == Role::Client { cfg.connect_timeout } else { cfg.handshake_timeout },
             handshake_resend_at: now,
             linger_deadline: Instant::MAX,
             last_recv: now,
@@ -177,12 +170,7 @@ impl Connection {
             newest_ctime: None,
             ack_owed_since: None,
             unacked_eliciting: 0,
-            send: SendState::new(
-                sizes.max_payload,
-                cfg.send_window,
-                cfg.send_queue_messages,
-                cfg.send_queue_bytes,
-            ),
+            send: SendState::new(sizes.max_payload, cfg.send_window, cfg.send_queue_messages, cfg.send_queue_bytes),
             reassembly: Reassembler::new(reassembly::Limits {
                 max_fragments: cfg.max_fragments,
                 max_reassemblies: cfg.max_reassemblies,
@@ -193,8 +181,11 @@ impl Connection {
             ctime_second: 0,
             sent_this_second: 0,
             metrics: ConnectionMetrics::default(),
+            timing: Timing { rto: cfg.retransmit_interval.min(cfg.ack_timeout), ack_timeout: cfg.ack_timeout },
             final_disconnect: false,
             in_ready_queue: false,
+            dirty: false,
+            transmit_at: None,
             timeout: None,
         }
     }
@@ -224,10 +215,12 @@ impl Connection {
             State::Closed, // replaced below, once the msgseqs are reserved
         );
         let msgseq = conn.send.take_msgseq();
+        let challenge_msgseq = conn.send.take_msgseq();
         conn.state = State::ClientHello(Box::new(ClientHello {
             ephemeral,
             auth,
             msgseq,
+            challenge_msgseq,
             body,
             bad_signature: false,
         }));
@@ -259,13 +252,7 @@ impl Connection {
         let signature = root.sign(&blob);
         let mut reply = heapless::Vec::<u8, SERVER_HELLO_MAX>::new();
         reply.resize(SERVER_HELLO_MAX, 0).ok()?;
-        let n = handshake::emit_server_hello(
-            &mut reply,
-            &root.public_key().to_spki_der(),
-            &blob,
-            &signature,
-        )
-        .ok()?;
+        let n = handshake::emit_server_hello(&mut reply, &root.public_key().to_spki_der(), &blob, &signature).ok()?;
         reply.truncate(n);
 
         let mut conn = Connection::new(Role::Server, remote, now, cfg, rng, State::Closed);
@@ -274,12 +261,7 @@ impl Connection {
         conn.recv_packets.insert(hello_seq);
         conn.recv_messages.insert(hello_msgseq);
         let msgseq = conn.send.take_msgseq();
-        conn.state = State::ServerPending(Box::new(ServerPending {
-            client_key,
-            msgseq,
-            reply,
-            reply_due: true,
-        }));
+        conn.state = State::ServerPending(Box::new(ServerPending { client_key, msgseq, reply, reply_due: true }));
         Some(conn)
     }
 
@@ -349,25 +331,20 @@ impl Connection {
         }
     }
 
-    fn timing(&self, cfg: &EndpointConfig) -> Timing {
-        let rto = match self.metrics.srtt {
-            Some(srtt) => srtt + self.metrics.rttvar * 4 + cfg.max_ack_delay,
-            None => cfg.retransmit_interval,
-        };
-        Timing {
-            rto: rto.max(cfg.retransmit_interval).min(cfg.ack_timeout),
-            ack_timeout: cfg.ack_timeout,
-        }
+    /// Feeds an RTT sample and recomputes the retransmission timeout:
+    /// `srtt + 4·rttvar + max_ack_delay`, within `retransmit_interval..=ack_timeout`.
+    fn on_rtt(&mut self, rtt: core::time::Duration, cfg: &EndpointConfig) {
+        self.metrics.on_rtt(rtt);
+        let srtt = self.metrics.srtt.unwrap_or(rtt);
+        let rto = srtt + self.metrics.rttvar * 4 + cfg.max_ack_delay;
+        self.timing =
+            Timing { rto: rto.max(cfg.retransmit_interval).min(cfg.ack_timeout), ack_timeout: cfg.ack_timeout };
     }
 
     // ----- commands ------------------------------------------------------
 
     /// Queues an application message.
-    pub(crate) fn send(
-        &mut self,
-        data: &[u8],
-        delivery: Delivery,
-    ) -> Result<MessageId, crate::SendError> {
+    pub(crate) fn send(&mut self, data: &[u8], delivery: Delivery) -> Result<MessageId, crate::SendError> {
         match self.state {
             State::Closing | State::Closed => return Err(crate::SendError::Closing),
             _ => {}
@@ -388,10 +365,8 @@ impl Connection {
             State::ServerPending(_) => self.close_silently(ctx),
             State::Established => {
                 let (events, metrics, id) = (&mut *ctx.events, &mut self.metrics, ctx.id);
-                self.send
-                    .drop_unsent(&mut |o| report(events, metrics, id, o));
-                self.send
-                    .push(Vec::new(), Delivery::Reliable, MsgType::Disconnect);
+                self.send.drop_unsent(&mut |o| report(events, metrics, id, o));
+                self.send.push(Vec::new(), Delivery::Reliable, MsgType::Disconnect);
                 self.state = State::Closing;
                 self.linger_deadline = now + ctx.cfg.disconnect_linger;
             }
@@ -403,13 +378,7 @@ impl Connection {
 
     /// Handles a datagram from this connection's address whose header
     /// parsed. Drops (and counts) anything the state does not accept.
-    pub(crate) fn handle_datagram(
-        &mut self,
-        now: Instant,
-        hdr: &Header,
-        datagram: &mut [u8],
-        ctx: &mut Ctx<'_>,
-    ) {
+    pub(crate) fn handle_datagram(&mut self, now: Instant, hdr: &Header, datagram: &mut [u8], ctx: &mut Ctx<'_>) {
         use MsgType::*;
         let result = match (&self.state, hdr.ty) {
             (State::ClientHello(_), ServerHello) => self.on_server_hello(now, hdr, datagram),
@@ -432,16 +401,9 @@ impl Connection {
     }
 
     /// Verifies a CRC-mode datagram and returns its single message.
-    pub(crate) fn open_crc<'d>(
-        hdr: &Header,
-        datagram: &'d [u8],
-    ) -> Result<wire::frame::Message<'d>, DropReason> {
-        let end = hdr
-            .payload_end(datagram.len(), CRC_LEN)
-            .map_err(|_| DropReason::Malformed)?;
-        let trailer = datagram
-            .get(end..end + CRC_LEN)
-            .ok_or(DropReason::Malformed)?;
+    pub(crate) fn open_crc<'d>(hdr: &Header, datagram: &'d [u8]) -> Result<wire::frame::Message<'d>, DropReason> {
+        let end = hdr.payload_end(datagram.len(), CRC_LEN).map_err(|_| DropReason::Malformed)?;
+        let trailer = datagram.get(end..end + CRC_LEN).ok_or(DropReason::Malformed)?;
         let expected = u32::from_be_bytes(trailer.try_into().map_err(|_| DropReason::Malformed)?);
         if crypto::crc32(&datagram[..end]) != expected {
             return Err(DropReason::BadCrc);
@@ -454,12 +416,7 @@ impl Connection {
         }
     }
 
-    fn on_server_hello(
-        &mut self,
-        now: Instant,
-        hdr: &Header,
-        datagram: &[u8],
-    ) -> Result<(), DropReason> {
+    fn on_server_hello(&mut self, now: Instant, hdr: &Header, datagram: &[u8]) -> Result<(), DropReason> {
         let State::ClientHello(hello) = &mut self.state else {
             return Err(DropReason::Unexpected);
         };
@@ -467,22 +424,15 @@ impl Connection {
         let sh = handshake::parse_server_hello(msg.data).map_err(|_| DropReason::Malformed)?;
         let root = match &hello.auth {
             ServerAuth::Pinned(key) => key.clone(),
-            ServerAuth::TrustOnFirstUse => {
-                PublicKey::from_spki_der(sh.root_spki).map_err(|_| DropReason::Malformed)?
-            }
+            ServerAuth::TrustOnFirstUse => PublicKey::from_spki_der(sh.root_spki).map_err(|_| DropReason::Malformed)?,
         };
         if !root.verify(sh.blob, sh.signature) {
             hello.bad_signature = true;
             return Err(DropReason::AuthFailed);
         }
         let blob = handshake::parse_server_blob(sh.blob).map_err(|_| DropReason::Malformed)?;
-        let shared = hello
-            .ephemeral
-            .agree(blob.ephemeral_spki)
-            .ok_or(DropReason::Malformed)?;
-        self.key = Some(PacketKey::new(&crypto::derive_packet_key(
-            &shared, &blob.salt,
-        )));
+        let shared = hello.ephemeral.agree(blob.ephemeral_spki).ok_or(DropReason::Malformed)?;
+        self.key = Some(PacketKey::new(&crypto::derive_packet_key(&shared, &blob.salt)));
         self.token = blob.token;
         self.server_key = Some(root);
         self.recv_packets.insert(hdr.seq);
@@ -491,7 +441,7 @@ impl Connection {
         self.metrics.on_received(now, datagram.len());
         let mut body = [0u8; CHALLENGE_RESP_LEN];
         handshake::emit_challenge_resp(&mut body, blob.token);
-        let msgseq = self.send.take_msgseq();
+        let msgseq = hello.challenge_msgseq;
         self.state = State::ClientChallenge { body, msgseq };
         self.handshake_resend_at = now;
         Ok(())
@@ -502,8 +452,7 @@ impl Connection {
             return Err(DropReason::Unexpected);
         };
         let msg = Self::open_crc(hdr, datagram)?;
-        let hello =
-            handshake::parse_client_hello(msg.data, 0).map_err(|_| DropReason::Malformed)?;
+        let hello = handshake::parse_client_hello(msg.data, 0).map_err(|_| DropReason::Malformed)?;
         if hello.key_spki != pending.client_key {
             // Another handshake from the same address: wait for this one to expire.
             return Err(DropReason::Unexpected);
@@ -524,18 +473,12 @@ impl Connection {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), DropReason> {
         let key = self.key.as_ref().ok_or(DropReason::Unexpected)?;
-        let end = hdr
-            .payload_end(datagram.len(), TAG_LEN)
-            .map_err(|_| DropReason::Malformed)?;
+        let end = hdr.payload_end(datagram.len(), TAG_LEN).map_err(|_| DropReason::Malformed)?;
         let (head, rest) = datagram.split_at_mut(HEADER_LEN);
         let head: &[u8; HEADER_LEN] = (&*head).try_into().map_err(|_| DropReason::Malformed)?;
         let (payload, rest) = rest.split_at_mut(end - HEADER_LEN);
-        let tag: &[u8; TAG_LEN] = rest
-            .get(..TAG_LEN)
-            .and_then(|t| t.try_into().ok())
-            .ok_or(DropReason::Malformed)?;
-        key.open(head, payload, tag)
-            .map_err(|_| DropReason::AuthFailed)?;
+        let tag: &[u8; TAG_LEN] = rest.get(..TAG_LEN).and_then(|t| t.try_into().ok()).ok_or(DropReason::Malformed)?;
+        key.open(head, payload, tag).map_err(|_| DropReason::AuthFailed)?;
         let payload: &[u8] = payload;
 
         // Rule 17: ctime far older than the newest seen is a replay.
@@ -546,14 +489,12 @@ impl Connection {
                 return Err(DropReason::Replay);
             }
         }
-        let messages = wire::frame::parse_payload(hdr.ty, hdr.count, payload)
-            .map_err(|_| DropReason::Malformed)?;
+        let messages = wire::frame::parse_payload(hdr.ty, hdr.count, payload).map_err(|_| DropReason::Malformed)?;
 
         if let State::ServerPending(_) = self.state {
             // Only a CHALLENGE_RESP with the right token completes the handshake.
             let first = messages.clone().next().ok_or(DropReason::Malformed)?;
-            let token =
-                handshake::parse_challenge_resp(first.data).map_err(|_| DropReason::Malformed)?;
+            let token = handshake::parse_challenge_resp(first.data).map_err(|_| DropReason::Malformed)?;
             if first.ty != MsgType::ChallengeResp || token != self.token {
                 return Err(DropReason::AuthFailed);
             }
@@ -561,10 +502,7 @@ impl Connection {
         // Refuse (unacknowledged) a datagram whose fragments could not be stored.
         let fragments = messages
             .clone()
-            .filter(|m| {
-                m.ty == MsgType::AppFragment
-                    && self.recv_messages.check(m.msgseq) == Insert::Accepted
-            })
+            .filter(|m| m.ty == MsgType::AppFragment && self.recv_messages.check(m.msgseq) == Insert::Accepted)
             .map(|m| (m.msgseq, m.data));
         if self.reassembly.would_run_out_of_room(fragments) {
             return Err(DropReason::Rate);
@@ -573,10 +511,7 @@ impl Connection {
             Insert::Accepted => {}
             Insert::Duplicate | Insert::Stale => return Err(DropReason::Replay),
         }
-        if self
-            .newest_ctime
-            .is_none_or(|n| (hdr.ctime.wrapping_sub(n) as i32) > 0)
-        {
+        if self.newest_ctime.is_none_or(|n| (hdr.ctime.wrapping_sub(n) as i32) > 0) {
             self.newest_ctime = Some(hdr.ctime);
         }
         self.last_recv = now;
@@ -602,7 +537,7 @@ impl Connection {
             report(events, metrics, id, o);
         });
         if let Some(rtt) = rtt {
-            self.metrics.on_rtt(rtt);
+            self.on_rtt(rtt, ctx.cfg);
         }
 
         let mut peer_disconnect = false;
@@ -614,18 +549,12 @@ impl Connection {
             match m.ty {
                 MsgType::App => {
                     self.metrics.messages_received += 1;
-                    ctx.events.push_back(Event::Message {
-                        conn: ctx.id,
-                        payload: m.data.to_vec(),
-                    });
+                    ctx.events.push_back(Event::Message { conn: ctx.id, payload: m.data.to_vec() });
                 }
                 MsgType::AppFragment => match self.reassembly.on_fragment(now, m.msgseq, m.data) {
                     reassembly::Outcome::Complete(payload) => {
                         self.metrics.messages_received += 1;
-                        ctx.events.push_back(Event::Message {
-                            conn: ctx.id,
-                            payload,
-                        });
+                        ctx.events.push_back(Event::Message { conn: ctx.id, payload });
                     }
                     reassembly::Outcome::Dropped(_) => ctx.stats.fragments_dropped += 1,
                     reassembly::Outcome::Pending | reassembly::Outcome::Duplicate => {}
@@ -643,11 +572,7 @@ impl Connection {
         if peer_disconnect {
             let was_closing = matches!(self.state, State::Closing);
             self.final_disconnect = !was_closing;
-            let reason = if was_closing {
-                DisconnectReason::Local
-            } else {
-                DisconnectReason::Peer
-            };
+            let reason = if was_closing { DisconnectReason::Local } else { DisconnectReason::Peer };
             self.close(reason, ctx);
         } else if disconnect_acked {
             self.close(DisconnectReason::Local, ctx);
@@ -668,11 +593,8 @@ impl Connection {
         match self.state {
             State::ClientHello(ref h) => {
                 if now >= self.handshake_deadline {
-                    let reason = if h.bad_signature {
-                        ConnectFailure::WrongServerKey
-                    } else {
-                        ConnectFailure::TimedOut
-                    };
+                    let reason =
+                        if h.bad_signature { ConnectFailure::WrongServerKey } else { ConnectFailure::TimedOut };
                     self.fail(reason, ctx);
                 }
                 return;
@@ -693,11 +615,8 @@ impl Connection {
             State::Established | State::Closing => {}
         }
         if now >= self.last_recv + ctx.cfg.connection_timeout {
-            let reason = if matches!(self.state, State::Closing) {
-                DisconnectReason::Local
-            } else {
-                DisconnectReason::TimedOut
-            };
+            let reason =
+                if matches!(self.state, State::Closing) { DisconnectReason::Local } else { DisconnectReason::TimedOut };
             self.close(reason, ctx);
             return;
         }
@@ -705,13 +624,10 @@ impl Connection {
             self.close(DisconnectReason::Local, ctx);
             return;
         }
-        let timing = self.timing(ctx.cfg);
+        let timing = self.timing;
         let (events, metrics, id) = (&mut *ctx.events, &mut self.metrics, ctx.id);
-        let lost = self
-            .send
-            .detect_timeouts(now, timing, &mut |o| report(events, metrics, id, o));
-        self.send
-            .expire_best_effort(now, timing, &mut |o| report(events, metrics, id, o));
+        let lost = self.send.detect_timeouts(now, timing, &mut |o| report(events, metrics, id, o));
+        self.send.expire_best_effort(now, timing, &mut |o| report(events, metrics, id, o));
         self.metrics.datagrams_lost += lost;
         ctx.stats.reassemblies_expired += self.reassembly.expire(now) as u64;
     }
@@ -724,7 +640,7 @@ impl Connection {
             }
             State::Closed => None,
             State::Established | State::Closing => {
-                let timing = self.timing(cfg);
+                let timing = self.timing;
                 let mut t = self.last_recv + cfg.connection_timeout;
                 if matches!(self.state, State::Closing) {
                     t = t.min(self.linger_deadline);
@@ -752,7 +668,7 @@ impl Connection {
             State::ServerPending(p) => p.reply_due.then_some(now),
             State::Closed => None,
             State::Established | State::Closing => {
-                let timing = self.timing(cfg);
+                let timing = self.timing;
                 let flight_ok = self.send.flight_allows(self.packet_seq.peek());
                 let mut want: Option<Instant> = None;
                 let mut consider = |t: Instant| want = Some(want.map_or(t, |w: Instant| w.min(t)));
@@ -764,11 +680,7 @@ impl Connection {
                     }
                 }
                 if let Some(since) = self.ack_owed_since {
-                    consider(if self.unacked_eliciting >= ACK_EVERY {
-                        now
-                    } else {
-                        since + cfg.max_ack_delay
-                    });
+                    consider(if self.unacked_eliciting >= ACK_EVERY { now } else { since + cfg.max_ack_delay });
                 }
                 if matches!(self.state, State::Established) {
                     consider(self.last_send + cfg.keep_alive_interval);
@@ -786,8 +698,13 @@ impl Connection {
     /// The earliest instant this connection needs the endpoint's attention:
     /// a timer, or a transmission that cannot happen yet. Transmissions due
     /// now are not timers (the endpoint queues the connection instead).
-    pub(crate) fn poll_timeout(&self, now: Instant, cfg: &EndpointConfig) -> Option<Instant> {
-        let transmit = self.next_transmit(now, cfg).filter(|&t| t > now);
+    pub(crate) fn poll_timeout(
+        &self,
+        now: Instant,
+        next_transmit: Option<Instant>,
+        cfg: &EndpointConfig,
+    ) -> Option<Instant> {
+        let transmit = next_transmit.filter(|&t| t > now);
         match (self.next_deadline(cfg), transmit) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -800,8 +717,7 @@ impl Connection {
     }
 
     fn nonce_budget_left(&self, now: Instant, cfg: &EndpointConfig) -> bool {
-        Self::ctime(now, cfg) != self.ctime_second
-            || self.sent_this_second < DATAGRAMS_PER_CTIME_SECOND
+        Self::ctime(now, cfg) != self.ctime_second || self.sent_this_second < DATAGRAMS_PER_CTIME_SECOND
     }
 
     // ----- output --------------------------------------------------------
@@ -813,7 +729,10 @@ impl Connection {
         buf: &mut [u8; MAX_DATAGRAM],
         ctx: &mut Ctx<'_>,
     ) -> Option<usize> {
-        if self.next_transmit(now, ctx.cfg).is_none_or(|t| t > now) {
+        // The endpoint settled this connection at `now` or earlier and
+        // nothing changed since; being due only becomes truer with time.
+        debug_assert!(!self.dirty);
+        if self.transmit_at.is_none_or(|t| t > now) {
             return None;
         }
         let len = match &mut self.state {
@@ -843,7 +762,7 @@ impl Connection {
                 })
             }
             State::Established | State::Closing => {
-                let timing = self.timing(ctx.cfg);
+                let timing = self.timing;
                 let flight_ok = self.send.flight_allows(self.packet_seq.peek());
                 let mut filled = (0, 0);
                 let len = self.write_datagram(now, buf, ctx, true, |w, c| {
@@ -907,17 +826,13 @@ impl Connection {
         let head: &mut [u8; HEADER_LEN] = head.try_into().expect("split at HEADER_LEN");
         hdr.emit(head);
         let total = if aead {
-            let key = self
-                .key
-                .as_ref()
-                .expect("AEAD datagrams are only written once the key is derived");
+            let key = self.key.as_ref().expect("AEAD datagrams are only written once the key is derived");
             let tag = key.seal(head, &mut rest[..length]);
             rest[length..length + TAG_LEN].copy_from_slice(&tag);
             HEADER_LEN + length + TAG_LEN
         } else {
             let crc = crypto::crc32(&buf[..HEADER_LEN + length]);
-            buf[HEADER_LEN + length..HEADER_LEN + length + CRC_LEN]
-                .copy_from_slice(&crc.to_be_bytes());
+            buf[HEADER_LEN + length..HEADER_LEN + length + CRC_LEN].copy_from_slice(&crc.to_be_bytes());
             HEADER_LEN + length + CRC_LEN
         };
         // Every datagram carries the ack.
@@ -942,10 +857,7 @@ impl Connection {
         self.send.abandon(&mut |o| report(events, metrics, id, o));
         self.state = State::Closed;
         if self.connected {
-            ctx.events.push_back(Event::Disconnected {
-                conn: ctx.id,
-                reason,
-            });
+            ctx.events.push_back(Event::Disconnected { conn: ctx.id, reason });
         }
     }
 
@@ -954,10 +866,7 @@ impl Connection {
         let (events, metrics, id) = (&mut *ctx.events, &mut self.metrics, ctx.id);
         self.send.abandon(&mut |o| report(events, metrics, id, o));
         self.state = State::Closed;
-        ctx.events.push_back(Event::ConnectFailed {
-            conn: ctx.id,
-            reason,
-        });
+        ctx.events.push_back(Event::ConnectFailed { conn: ctx.id, reason });
     }
 
     /// A server's pending handshake ends unseen by the application.
@@ -967,12 +876,7 @@ impl Connection {
 }
 
 /// Turns a message outcome into its event and counters.
-fn report(
-    events: &mut VecDeque<Event>,
-    metrics: &mut ConnectionMetrics,
-    conn: ConnectionId,
-    outcome: Outcome,
-) {
+fn report(events: &mut VecDeque<Event>, metrics: &mut ConnectionMetrics, conn: ConnectionId, outcome: Outcome) {
     match outcome {
         Outcome::Delivered(id) => {
             metrics.messages_acked += 1;

@@ -20,16 +20,9 @@ pub(crate) struct Pacer {
 
 impl Pacer {
     pub(crate) fn new(interval: Duration, burst: u32, now: Instant) -> Pacer {
-        let interval = i64::try_from(duration_micros(interval))
-            .unwrap_or(i64::MAX / 4)
-            .min(i64::MAX / 1024);
+        let interval = i64::try_from(duration_micros(interval)).unwrap_or(i64::MAX / 4).min(i64::MAX / 1024);
         let depth = interval.saturating_mul(i64::from(burst.max(1)));
-        Pacer {
-            interval,
-            depth,
-            credit: depth,
-            updated: now,
-        }
+        Pacer { interval, depth, credit: depth, updated: now }
     }
 
     fn credit_at(&self, now: Instant) -> i64 {
@@ -49,11 +42,7 @@ impl Pacer {
     /// The earliest instant at which a datagram may leave.
     pub(crate) fn ready_at(&self, now: Instant) -> Instant {
         let missing = self.threshold() - self.credit_at(now);
-        if self.interval == 0 || missing <= 0 {
-            now
-        } else {
-            now + Duration::from_micros(missing as u64)
-        }
+        if self.interval == 0 || missing <= 0 { now } else { now + Duration::from_micros(missing as u64) }
     }
 
     /// Spends one token at `now`.

@@ -157,12 +157,7 @@ trait View {
 
 /// The §8 receiver rules and the bounds, without changing anything.
 /// `Ok(None)` is a duplicate.
-fn decide<'d, V: View>(
-    limits: &Limits,
-    view: &V,
-    msgseq: u16,
-    data: &'d [u8],
-) -> Result<Option<Accept<'d>>, Drop> {
+fn decide<'d, V: View>(limits: &Limits, view: &V, msgseq: u16, data: &'d [u8]) -> Result<Option<Accept<'d>>, Drop> {
     if msgseq == 0 {
         return Err(Drop::Invalid);
     }
@@ -170,11 +165,7 @@ fn decide<'d, V: View>(
     if !h.is_valid(usize::from(limits.max_fragments)) || chunk.is_empty() {
         return Err(Drop::Invalid);
     }
-    let key = Key {
-        frag_id: h.frag_id,
-        count: h.count,
-        m1: seq::back(msgseq, u32::from(h.index.saturating_sub(1))),
-    };
+    let key = Key { frag_id: h.frag_id, count: h.count, m1: seq::back(msgseq, u32::from(h.index.saturating_sub(1))) };
     let known = view.known(key, h.index);
     if known.exists {
         if known.has_index {
@@ -188,18 +179,12 @@ fn decide<'d, V: View>(
     if !last && known.chunk != 0 && len != known.chunk {
         return Err(Drop::Inconsistent);
     }
-    let (chunk_size, tail) = if last {
-        (known.chunk, len)
-    } else {
-        (len, known.tail)
-    };
+    let (chunk_size, tail) = if last { (known.chunk, len) } else { (len, known.tail) };
     // Smallest the message can be, given what is known: unknown chunks count
     // as one byte. Exact once both sizes are known.
     let non_final = usize::from(h.count - 1);
-    let min_total = non_final
-        .checked_mul(chunk_size.max(1))
-        .and_then(|b| b.checked_add(tail.max(1)))
-        .ok_or(Drop::TooLarge)?;
+    let min_total =
+        non_final.checked_mul(chunk_size.max(1)).and_then(|b| b.checked_add(tail.max(1))).ok_or(Drop::TooLarge)?;
     if min_total > limits.max_message_size || min_total > limits.max_bytes {
         return Err(Drop::TooLarge);
     }
@@ -214,11 +199,7 @@ fn decide<'d, V: View>(
     if !known.exists && view.live() >= limits.max_reassemblies {
         return Err(Drop::NoRoom);
     }
-    if view
-        .bytes()
-        .checked_add(add)
-        .is_none_or(|b| b > limits.max_bytes)
-    {
+    if view.bytes().checked_add(add).is_none_or(|b| b > limits.max_bytes) {
         return Err(Drop::NoRoom);
     }
     Ok(Some(Accept {
@@ -271,19 +252,11 @@ impl Entry {
 
     fn has(&self, index: u16) -> bool {
         let i = usize::from(index.wrapping_sub(1));
-        self.received
-            .get(i / 64)
-            .is_some_and(|w| (w >> (i % 64)) & 1 == 1)
+        self.received.get(i / 64).is_some_and(|w| (w >> (i % 64)) & 1 == 1)
     }
 
     fn known(&self, index: u16) -> Known {
-        Known {
-            exists: true,
-            chunk: self.chunk,
-            tail: self.tail_len,
-            have: self.have,
-            has_index: self.has(index),
-        }
+        Known { exists: true, chunk: self.chunk, tail: self.tail_len, have: self.have, has_index: self.has(index) }
     }
 
     /// Stores an accepted fragment. Every size was checked by [`decide`];
@@ -302,10 +275,10 @@ impl Entry {
             if self.chunk == 0 {
                 let n = non_final.saturating_mul(chunk.len());
                 let mut body = vec![0; n.saturating_add(self.tail.len())];
-                if let Some(dst) = body.get_mut(n..) {
-                    if dst.len() == self.tail.len() {
-                        dst.copy_from_slice(&self.tail);
-                    }
+                if let Some(dst) = body.get_mut(n..)
+                    && dst.len() == self.tail.len()
+                {
+                    dst.copy_from_slice(&self.tail);
                 }
                 self.body = body;
                 self.tail = Vec::new();
@@ -338,8 +311,7 @@ pub(crate) struct Reassembler {
 
 impl View for Reassembler {
     fn known(&self, key: Key, index: u16) -> Known {
-        self.find(key)
-            .map_or_else(Known::default, |e| e.known(index))
+        self.find(key).map_or_else(Known::default, |e| e.known(index))
     }
 
     fn in_any_range(&self, msgseq: u16) -> bool {
@@ -357,11 +329,7 @@ impl View for Reassembler {
 
 impl Reassembler {
     pub(crate) fn new(limits: Limits) -> Self {
-        Reassembler {
-            limits,
-            entries: Vec::new(),
-            bytes: 0,
-        }
+        Reassembler { limits, entries: Vec::new(), bytes: 0 }
     }
 
     fn find(&self, key: Key) -> Option<&Entry> {
@@ -408,17 +376,13 @@ impl Reassembler {
     /// several fragments of one new message count once. Fragments that would
     /// be dropped for another reason do not count. Past [`SIM_CAP`]
     /// fragments that change state the answer is `true`.
-    pub(crate) fn would_run_out_of_room<'a>(
-        &self,
-        frags: impl Iterator<Item = (u16, &'a [u8])>,
-    ) -> bool {
-        let mut sim = Sim {
-            base: self,
-            recs: [Rec::default(); SIM_CAP],
-            n: 0,
-            live: self.entries.len(),
-            bytes: self.bytes,
-        };
+    pub(crate) fn would_run_out_of_room<'a>(&self, frags: impl Iterator<Item = (u16, &'a [u8])>) -> bool {
+        let mut frags = frags.peekable();
+        if frags.peek().is_none() {
+            return false;
+        }
+        let mut sim =
+            Sim { base: self, recs: [Rec::default(); SIM_CAP], n: 0, live: self.entries.len(), bytes: self.bytes };
         for (msgseq, data) in frags {
             match decide(&self.limits, &sim, msgseq, data) {
                 Err(Drop::NoRoom) => return true,
@@ -455,11 +419,13 @@ impl Reassembler {
     }
 
     /// Reassemblies in progress.
+    #[allow(dead_code, reason = "API for metrics; used by the tests")]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Bytes of chunk buffers held.
+    #[allow(dead_code, reason = "API for metrics; used by the tests")]
     pub(crate) fn buffered_bytes(&self) -> usize {
         self.bytes
     }
@@ -511,43 +477,30 @@ impl Sim<'_> {
             if acc.new {
                 self.live += 1;
             }
-            return self.push(Rec {
-                key: acc.key,
-                index: acc.index,
-                len: acc.chunk.len(),
-            });
+            return self.push(Rec { key: acc.key, index: acc.index, len: acc.chunk.len() });
         }
         self.bytes = self.bytes.saturating_sub(acc.footprint);
         self.live = self.live.saturating_sub(1);
         let real = !self.closed(acc.key) && self.base.find(acc.key).is_some();
         let mut kept = 0;
         for i in 0..self.n {
-            if let Some(&r) = self.recs.get(i) {
-                if r.index == 0 || r.key != acc.key {
-                    if let Some(slot) = self.recs.get_mut(kept) {
-                        *slot = r;
-                    }
-                    kept += 1;
+            if let Some(&r) = self.recs.get(i)
+                && (r.index == 0 || r.key != acc.key)
+            {
+                if let Some(slot) = self.recs.get_mut(kept) {
+                    *slot = r;
                 }
+                kept += 1;
             }
         }
         self.n = kept;
-        !real
-            || self.push(Rec {
-                key: acc.key,
-                index: 0,
-                len: 0,
-            })
+        !real || self.push(Rec { key: acc.key, index: 0, len: 0 })
     }
 }
 
 impl View for Sim<'_> {
     fn known(&self, key: Key, index: u16) -> Known {
-        let mut k = if self.closed(key) {
-            Known::default()
-        } else {
-            self.base.known(key, index)
-        };
+        let mut k = if self.closed(key) { Known::default() } else { self.base.known(key, index) };
         for r in self.recs() {
             if r.index == 0 || r.key != key {
                 continue;
@@ -565,14 +518,8 @@ impl View for Sim<'_> {
     }
 
     fn in_any_range(&self, msgseq: u16) -> bool {
-        self.base
-            .entries
-            .iter()
-            .any(|e| e.key.contains(msgseq) && !self.closed(e.key))
-            || self
-                .recs()
-                .iter()
-                .any(|r| r.index != 0 && r.key.contains(msgseq))
+        self.base.entries.iter().any(|e| e.key.contains(msgseq) && !self.closed(e.key))
+            || self.recs().iter().any(|r| r.index != 0 && r.key.contains(msgseq))
     }
 
     fn live(&self) -> usize {
@@ -594,12 +541,8 @@ mod tests {
     const MAX: usize = 1434;
     const MAX_576: usize = 510;
 
-    const LIMITS: Limits = Limits {
-        max_fragments: 8192,
-        max_reassemblies: 16,
-        max_bytes: 4 << 20,
-        max_message_size: 1 << 20,
-    };
+    const LIMITS: Limits =
+        Limits { max_fragments: 8192, max_reassemblies: 16, max_bytes: 4 << 20, max_message_size: 1 << 20 };
 
     fn at(secs: u64) -> Instant {
         Instant::from_secs(secs)
@@ -607,12 +550,7 @@ mod tests {
 
     fn frag(frag_id: u16, index: u16, count: u16, chunk: &[u8]) -> Vec<u8> {
         let mut out = [0u8; FRAGMENT_HEADER_LEN];
-        FragmentHeader {
-            frag_id,
-            index,
-            count,
-        }
-        .emit(&mut out);
+        FragmentHeader { frag_id, index, count }.emit(&mut out);
         let mut v = out.to_vec();
         v.extend_from_slice(chunk);
         v
@@ -626,10 +564,7 @@ mod tests {
         (0..count)
             .map(|i| {
                 let range = fragment_range(msg.len(), max_payload, i);
-                (
-                    seq::forward(m1, i as u32),
-                    frag(frag_id, i as u16 + 1, count as u16, &msg[range]),
-                )
+                (seq::forward(m1, i as u32), frag(frag_id, i as u16 + 1, count as u16, &msg[range]))
             })
             .collect()
     }
@@ -718,10 +653,7 @@ mod tests {
         let frags = split(&msg, MAX, 3, 9);
         assert_eq!(frags[1].1.len() - FRAGMENT_HEADER_LEN, 1426);
         let mut r = Reassembler::new(LIMITS);
-        assert_eq!(
-            r.on_fragment(at(0), frags[1].0, &frags[1].1),
-            Outcome::Pending
-        );
+        assert_eq!(r.on_fragment(at(0), frags[1].0, &frags[1].1), Outcome::Pending);
         assert_eq!(r.buffered_bytes(), 1426);
         assert_eq!(feed_all(&mut r, &frags[..1]), msg);
     }
@@ -742,10 +674,7 @@ mod tests {
         let mut other = frags[1].1.clone();
         other.truncate(FRAGMENT_HEADER_LEN + 3);
         assert_eq!(r.on_fragment(at(0), frags[1].0, &other), Outcome::Duplicate);
-        assert_eq!(
-            r.on_fragment(at(0), frags[0].0, &frags[0].1),
-            Outcome::Complete(msg)
-        );
+        assert_eq!(r.on_fragment(at(0), frags[0].0, &frags[0].1), Outcome::Complete(msg));
         assert_eq!(r.len(), 0);
     }
 
@@ -764,23 +693,13 @@ mod tests {
         // Inside the wrapped range, a wrong header is inconsistent.
         let mut r = Reassembler::new(LIMITS);
         assert_eq!(r.on_fragment(at(0), 65534, &frags[0].1), Outcome::Pending);
-        assert_eq!(
-            r.on_fragment(at(0), 2, &frag(65535, 3, 5, &[1; 1024])),
-            Outcome::Dropped(Drop::Inconsistent)
-        );
-        assert_eq!(
-            r.on_fragment(at(0), 4, &frag(9, 1, 2, &[1; 10])),
-            Outcome::Pending
-        );
+        assert_eq!(r.on_fragment(at(0), 2, &frag(65535, 3, 5, &[1; 1024])), Outcome::Dropped(Drop::Inconsistent));
+        assert_eq!(r.on_fragment(at(0), 4, &frag(9, 1, 2, &[1; 10])), Outcome::Pending);
     }
 
     #[test]
     fn validation() {
-        let limits = Limits {
-            max_fragments: 100,
-            max_message_size: 3000,
-            ..LIMITS
-        };
+        let limits = Limits { max_fragments: 100, max_message_size: 3000, ..LIMITS };
         let mut r = Reassembler::new(limits);
         let invalid = Outcome::Dropped(Drop::Invalid);
         let chunk = [7u8; 1024];
@@ -795,48 +714,25 @@ mod tests {
         assert_eq!(r.on_fragment(at(0), 10, &[]), invalid);
         assert_eq!(r.on_fragment(at(0), 0, &frag(1, 1, 2, &chunk)), invalid);
         // count = max_fragments is fine.
-        assert_eq!(
-            r.on_fragment(at(0), 10, &frag(1, 100, 100, &[1])),
-            Outcome::Pending
-        );
+        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 100, 100, &[1])), Outcome::Pending);
         // 3 × 1024 + 1 > 3000, known from a non-final fragment…
         let too_large = Outcome::Dropped(Drop::TooLarge);
         assert_eq!(r.on_fragment(at(0), 500, &frag(2, 1, 4, &chunk)), too_large);
         // …or from the final one: 2998 + 3·1 > 3000.
-        assert_eq!(
-            r.on_fragment(at(0), 600, &frag(3, 4, 4, &[1; 2998])),
-            too_large
-        );
+        assert_eq!(r.on_fragment(at(0), 600, &frag(3, 4, 4, &[1; 2998])), too_large);
         // …or once both are known: 2·1024 + 953 > 3000.
-        assert_eq!(
-            r.on_fragment(at(0), 700, &frag(4, 3, 3, &[1; 953])),
-            Outcome::Pending
-        );
+        assert_eq!(r.on_fragment(at(0), 700, &frag(4, 3, 3, &[1; 953])), Outcome::Pending);
         assert_eq!(r.on_fragment(at(0), 698, &frag(4, 1, 3, &chunk)), too_large);
-        assert_eq!(
-            r.on_fragment(at(0), 800, &frag(5, 3, 3, &[1; 952])),
-            Outcome::Pending
-        );
-        assert_eq!(
-            r.on_fragment(at(0), 798, &frag(5, 1, 3, &chunk)),
-            Outcome::Pending
-        );
+        assert_eq!(r.on_fragment(at(0), 800, &frag(5, 3, 3, &[1; 952])), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), 798, &frag(5, 1, 3, &chunk)), Outcome::Pending);
         assert!(matches!(
             r.on_fragment(at(0), 799, &frag(5, 2, 3, &chunk)),
             Outcome::Complete(m) if m.len() == 3000
         ));
         // A count·chunk overflow is too large, not a panic.
-        let huge = Limits {
-            max_fragments: u16::MAX,
-            max_message_size: usize::MAX,
-            max_bytes: usize::MAX,
-            ..LIMITS
-        };
+        let huge = Limits { max_fragments: u16::MAX, max_message_size: usize::MAX, max_bytes: usize::MAX, ..LIMITS };
         let mut r = Reassembler::new(huge);
-        assert_eq!(
-            r.on_fragment(at(0), 1000, &frag(1, 1, 3, &[0; 10])),
-            Outcome::Pending
-        );
+        assert_eq!(r.on_fragment(at(0), 1000, &frag(1, 1, 3, &[0; 10])), Outcome::Pending);
         check(&r);
     }
 
@@ -849,44 +745,20 @@ mod tests {
         let inconsistent = Outcome::Dropped(Drop::Inconsistent);
         let chunk = [0xAA; 1024];
         // Different frag_id, different count, index not matching position.
-        assert_eq!(
-            r.on_fragment(at(0), 101, &frag(8, 2, 3, &chunk)),
-            inconsistent
-        );
-        assert_eq!(
-            r.on_fragment(at(0), 101, &frag(7, 2, 4, &chunk)),
-            inconsistent
-        );
-        assert_eq!(
-            r.on_fragment(at(0), 101, &frag(7, 3, 3, &[1; 100])),
-            inconsistent
-        );
-        assert_eq!(
-            r.on_fragment(at(0), 102, &frag(7, 1, 3, &chunk)),
-            inconsistent
-        );
+        assert_eq!(r.on_fragment(at(0), 101, &frag(8, 2, 3, &chunk)), inconsistent);
+        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 2, 4, &chunk)), inconsistent);
+        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 3, 3, &[1; 100])), inconsistent);
+        assert_eq!(r.on_fragment(at(0), 102, &frag(7, 1, 3, &chunk)), inconsistent);
         // Right header, wrong chunk size.
-        assert_eq!(
-            r.on_fragment(at(0), 101, &frag(7, 2, 3, &[0xAA; 1000])),
-            inconsistent
-        );
-        assert_eq!(
-            r.on_fragment(at(0), 101, &frag(7, 2, 3, &[0xAA; 1025])),
-            inconsistent
-        );
+        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 2, 3, &[0xAA; 1000])), inconsistent);
+        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 2, 3, &[0xAA; 1025])), inconsistent);
         // Outside the range: a separate reassembly.
-        assert_eq!(
-            r.on_fragment(at(0), 103, &frag(8, 1, 2, &chunk)),
-            Outcome::Pending
-        );
+        assert_eq!(r.on_fragment(at(0), 103, &frag(8, 1, 2, &chunk)), Outcome::Pending);
         assert_eq!(r.len(), 2);
         check(&r);
         // The genuine message still completes, with its own bytes.
         assert_eq!(r.on_fragment(at(0), 102, &frags[2].1), Outcome::Pending);
-        assert_eq!(
-            r.on_fragment(at(0), 101, &frags[1].1),
-            Outcome::Complete(msg)
-        );
+        assert_eq!(r.on_fragment(at(0), 101, &frags[1].1), Outcome::Complete(msg));
         assert_eq!(r.len(), 1);
     }
 
@@ -906,10 +778,7 @@ mod tests {
         // Fragments 2 and 3 are "lost" and re-sent header-less as msgseq 103, 104.
         let bogus_2 = &frags[1].1[FRAGMENT_HEADER_LEN..];
         let bogus_3 = &frags[2].1[FRAGMENT_HEADER_LEN..];
-        assert_eq!(
-            r.on_fragment(at(10), 104, bogus_3),
-            Outcome::Dropped(Drop::Invalid)
-        );
+        assert_eq!(r.on_fragment(at(10), 104, bogus_3), Outcome::Dropped(Drop::Invalid));
         // Outside every range: a bogus reassembly at m1 = 102 (count 3 → 103 is index 2).
         assert_eq!(r.on_fragment(at(10), 103, bogus_2), Outcome::Pending);
         assert_eq!(r.len(), 2);
@@ -926,10 +795,7 @@ mod tests {
         assert_eq!(r.on_fragment(at(10), 100, &frags[0].1), Outcome::Pending);
         assert_eq!(r.on_fragment(at(10), 103, bogus_2), Outcome::Pending);
         assert_eq!(r.on_fragment(at(10), 101, &frags[1].1), Outcome::Pending);
-        assert_eq!(
-            r.on_fragment(at(10), 102, &frags[2].1),
-            Outcome::Complete(msg)
-        );
+        assert_eq!(r.on_fragment(at(10), 102, &frags[2].1), Outcome::Complete(msg));
         assert_eq!(r.len(), 1);
         assert_eq!(r.expire(Instant::from_millis(12_500)), 1);
         assert_eq!((r.len(), r.buffered_bytes()), (0, 0));
@@ -942,9 +808,8 @@ mod tests {
     #[test]
     fn reassembly_count_bound() {
         let mut r = Reassembler::new(LIMITS);
-        let msgs: Vec<Vec<(u16, Vec<u8>)>> = (0..17u16)
-            .map(|i| split(&[i as u8; 3000], MAX, i + 1, 1000 + 10 * i))
-            .collect();
+        let msgs: Vec<Vec<(u16, Vec<u8>)>> =
+            (0..17u16).map(|i| split(&[i as u8; 3000], MAX, i + 1, 1000 + 10 * i)).collect();
         for m in &msgs[..16] {
             assert!(!pre(&r, &m[..1]));
             assert_eq!(r.on_fragment(at(0), m[0].0, &m[0].1), Outcome::Pending);
@@ -957,10 +822,7 @@ mod tests {
         }
         // Fragments of existing reassemblies still fit.
         assert!(!pre(&r, &msgs[3][1..2]));
-        assert_eq!(
-            r.on_fragment(at(0), msgs[3][1].0, &msgs[3][1].1),
-            Outcome::Pending
-        );
+        assert_eq!(r.on_fragment(at(0), msgs[3][1].0, &msgs[3][1].1), Outcome::Pending);
         // Invalid or inconsistent fragments are not "no room".
         let junk = [(2000, frag(0, 1, 2, &[1])), (1001, frag(99, 2, 3, &[1]))];
         assert!(!pre(&r, &junk));
@@ -971,10 +833,7 @@ mod tests {
         d.reverse();
         assert!(pre(&r, &d));
         d.reverse();
-        assert!(matches!(
-            r.on_fragment(at(0), d[0].0, &d[0].1),
-            Outcome::Complete(_)
-        ));
+        assert!(matches!(r.on_fragment(at(0), d[0].0, &d[0].1), Outcome::Complete(_)));
         assert_eq!(r.on_fragment(at(0), d[1].0, &d[1].1), Outcome::Pending);
         assert_eq!(r.len(), 16);
         check(&r);
@@ -982,10 +841,7 @@ mod tests {
 
     #[test]
     fn several_fragments_of_a_new_message_count_once() {
-        let limits = Limits {
-            max_reassemblies: 2,
-            ..LIMITS
-        };
+        let limits = Limits { max_reassemblies: 2, ..LIMITS };
         let mut r = Reassembler::new(limits);
         let a = split(&[1; 3000], MAX_576, 1, 100);
         let b = split(&[2; 3000], MAX_576, 2, 200);
@@ -998,66 +854,37 @@ mod tests {
         for (s, data) in &d[..4] {
             assert_eq!(r.on_fragment(at(0), *s, data), Outcome::Pending);
         }
-        assert_eq!(
-            r.on_fragment(at(0), d[4].0, &d[4].1),
-            Outcome::Dropped(Drop::NoRoom)
-        );
+        assert_eq!(r.on_fragment(at(0), d[4].0, &d[4].1), Outcome::Dropped(Drop::NoRoom));
         // A duplicate within one datagram is not counted twice.
-        let mut r = Reassembler::new(Limits {
-            max_bytes: 2 * 502 + 5 * 502,
-            ..limits
-        });
+        let mut r = Reassembler::new(Limits { max_bytes: 2 * 502 + 5 * 502, ..limits });
         // b allocates 5·502 bytes with its first non-final fragment; a
         // 2·502 with its second; duplicates allocate nothing.
-        let d = std::vec![
-            b[0].clone(),
-            b[0].clone(),
-            a[5].clone(),
-            a[1].clone(),
-            a[1].clone()
-        ];
+        let d = std::vec![b[0].clone(), b[0].clone(), a[5].clone(), a[1].clone(), a[1].clone()];
         assert_eq!(a.len(), 6);
         assert!(pre(&r, &d));
         let d = std::vec![b[0].clone(), b[0].clone(), b[1].clone()];
         assert!(!pre(&r, &d));
         for (s, data) in &d {
-            assert_ne!(
-                r.on_fragment(at(0), *s, data),
-                Outcome::Dropped(Drop::NoRoom)
-            );
+            assert_ne!(r.on_fragment(at(0), *s, data), Outcome::Dropped(Drop::NoRoom));
         }
         check(&r);
     }
 
     #[test]
     fn byte_budget() {
-        let limits = Limits {
-            max_bytes: 9_999,
-            ..LIMITS
-        };
+        let limits = Limits { max_bytes: 9_999, ..LIMITS };
         let mut r = Reassembler::new(limits);
         // Each 5000-byte message buffers 4·1024 bytes from its first
         // fragment; its final chunk (904 bytes) when that arrives.
-        let msgs: Vec<_> = (0..3u16)
-            .map(|i| {
-                split(
-                    &Rng(u64::from(i) + 1).bytes(5000),
-                    MAX,
-                    i + 1,
-                    100 * (i + 1),
-                )
-            })
-            .collect();
+        let msgs: Vec<_> =
+            (0..3u16).map(|i| split(&Rng(u64::from(i) + 1).bytes(5000), MAX, i + 1, 100 * (i + 1))).collect();
         for m in &msgs[..2] {
             assert!(!pre(&r, &m[..1]));
             assert_eq!(r.on_fragment(at(0), m[0].0, &m[0].1), Outcome::Pending);
         }
         assert_eq!(r.buffered_bytes(), 8192);
         assert!(pre(&r, &msgs[2][..1]));
-        assert_eq!(
-            r.on_fragment(at(0), msgs[2][0].0, &msgs[2][0].1),
-            Outcome::Dropped(Drop::NoRoom)
-        );
+        assert_eq!(r.on_fragment(at(0), msgs[2][0].0, &msgs[2][0].1), Outcome::Dropped(Drop::NoRoom));
         // The final chunk alone still fits: 8192 + 904 ≤ 9 999, and once
         // stored, the body no longer does.
         let tail = msgs[2].last().expect("tail");
@@ -1066,18 +893,12 @@ mod tests {
         assert_eq!(r.buffered_bytes(), 8192 + 904);
         let tail0 = msgs[0].last().expect("tail");
         assert!(pre(&r, std::slice::from_ref(tail0)));
-        assert_eq!(
-            r.on_fragment(at(0), tail0.0, &tail0.1),
-            Outcome::Dropped(Drop::NoRoom)
-        );
+        assert_eq!(r.on_fragment(at(0), tail0.0, &tail0.1), Outcome::Dropped(Drop::NoRoom));
         check(&r);
         // A message that could never fit the budget is too large, not "no room".
         let big = split(&[0; 20_000], MAX, 9, 5000);
         assert!(!pre(&r, &big[..1]));
-        assert_eq!(
-            r.on_fragment(at(0), big[0].0, &big[0].1),
-            Outcome::Dropped(Drop::TooLarge)
-        );
+        assert_eq!(r.on_fragment(at(0), big[0].0, &big[0].1), Outcome::Dropped(Drop::TooLarge));
         // Expiry frees it all.
         assert_eq!(r.expire(at(100)), 3);
         assert_eq!((r.len(), r.buffered_bytes()), (0, 0));
@@ -1088,10 +909,7 @@ mod tests {
 
     /// The message a split came from.
     fn m_bytes(frags: &[(u16, Vec<u8>)]) -> Vec<u8> {
-        frags
-            .iter()
-            .flat_map(|(_, d)| d[FRAGMENT_HEADER_LEN..].iter().copied())
-            .collect()
+        frags.iter().flat_map(|(_, d)| d[FRAGMENT_HEADER_LEN..].iter().copied()).collect()
     }
 
     #[test]
@@ -1117,10 +935,7 @@ mod tests {
         assert_eq!(r.next_expiry(), Some(Instant::from_millis(22_500)));
         // The maximum count expires after 1 + 4096 s.
         let mut r = Reassembler::new(LIMITS);
-        assert_eq!(
-            r.on_fragment(at(0), 9, &frag(1, 8192, 8192, &[1])),
-            Outcome::Pending
-        );
+        assert_eq!(r.on_fragment(at(0), 9, &frag(1, 8192, 8192, &[1])), Outcome::Pending);
         assert_eq!(r.next_expiry(), Some(at(4097)));
     }
 
@@ -1140,8 +955,7 @@ mod tests {
     impl Arbitrary for Op {
         fn arbitrary(g: &mut Gen) -> Op {
             let small = |g: &mut Gen, n: u16| u16::arbitrary(g) % n;
-            let bytes =
-                |g: &mut Gen, n: u16| -> Vec<u8> { (0..n).map(|_| u8::arbitrary(g)).collect() };
+            let bytes = |g: &mut Gen, n: u16| -> Vec<u8> { (0..n).map(|_| u8::arbitrary(g)).collect() };
             let (msgseq, data) = match small(g, 10) {
                 // Raw bytes.
                 0 => (u16::arbitrary(g), Vec::<u8>::arbitrary(g)),
@@ -1161,26 +975,12 @@ mod tests {
                     let count = 2 + id % 4;
                     let m1 = seq::forward(65530, u32::from(id) * 7);
                     let index = 1 + small(g, count);
-                    let len = if index == count {
-                        1 + small(g, 30)
-                    } else if small(g, 20) == 0 {
-                        1 + small(g, 30)
-                    } else {
-                        4 * id
-                    };
+                    let len = if index == count || small(g, 20) == 0 { 1 + small(g, 30) } else { 4 * id };
                     let chunk = bytes(g, len);
-                    (
-                        seq::forward(m1, u32::from(index - 1)),
-                        frag(id, index, count, &chunk),
-                    )
+                    (seq::forward(m1, u32::from(index - 1)), frag(id, index, count, &chunk))
                 }
             };
-            Op {
-                msgseq,
-                data,
-                end: small(g, 3) == 0,
-                advance_ms: small(g, 1500),
-            }
+            Op { msgseq, data, end: small(g, 3) == 0, advance_ms: small(g, 1500) }
         }
     }
 
@@ -1188,12 +988,7 @@ mod tests {
     /// accounting exact, and the pre-check agrees exactly with
     /// `on_fragment` about running out of room.
     fn prop_limits_and_precheck(ops: Vec<Op>) -> bool {
-        let limits = Limits {
-            max_fragments: 5,
-            max_reassemblies: 3,
-            max_bytes: 200,
-            max_message_size: 120,
-        };
+        let limits = Limits { max_fragments: 5, max_reassemblies: 3, max_bytes: 200, max_message_size: 120 };
         let mut r = Reassembler::new(limits);
         let mut now = at(0);
         let mut datagram: Vec<(u16, Vec<u8>)> = Vec::new();
@@ -1225,9 +1020,7 @@ mod tests {
 
     #[test]
     fn quickcheck_limits_and_precheck() {
-        QuickCheck::new()
-            .tests(2000)
-            .quickcheck(prop_limits_and_precheck as fn(Vec<Op>) -> bool);
+        QuickCheck::new().tests(2000).quickcheck(prop_limits_and_precheck as fn(Vec<Op>) -> bool);
     }
 
     /// A shuffled genuine message among garbage fragments at distant
@@ -1239,19 +1032,14 @@ mod tests {
         let mut frags = split(&msg, MAX_576, 4, 1000);
         rng.shuffle(&mut frags);
         let genuine = frags.len();
-        let mut all: Vec<(bool, u16, Vec<u8>)> =
-            frags.into_iter().map(|(s, d)| (true, s, d)).collect();
+        let mut all: Vec<(bool, u16, Vec<u8>)> = frags.into_iter().map(|(s, d)| (true, s, d)).collect();
         for op in garbage {
             // msgseqs 20000..40000: no garbage range reaches 1000..1050, and
             // the genuine range covers no garbage msgseq.
             let s = 20_000 + op.msgseq % 20_000;
             all.insert(rng.below(all.len() + 1), (false, s, op.data));
         }
-        let limits = Limits {
-            max_reassemblies: 1000,
-            max_bytes: 64 << 20,
-            ..LIMITS
-        };
+        let limits = Limits { max_reassemblies: 1000, max_bytes: 64 << 20, ..LIMITS };
         let mut r = Reassembler::new(limits);
         let mut delivered = 0;
         let mut seen = 0;
@@ -1277,8 +1065,6 @@ mod tests {
 
     #[test]
     fn quickcheck_genuine_among_garbage() {
-        QuickCheck::new()
-            .tests(300)
-            .quickcheck(prop_genuine_among_garbage as fn(u64, u16, Vec<Op>) -> TestResult);
+        QuickCheck::new().tests(300).quickcheck(prop_genuine_among_garbage as fn(u64, u16, Vec<Op>) -> TestResult);
     }
 }

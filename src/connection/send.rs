@@ -113,12 +113,7 @@ pub(crate) struct SendState {
 }
 
 impl SendState {
-    pub(crate) fn new(
-        max_payload: usize,
-        send_window: u16,
-        max_messages: usize,
-        max_bytes: usize,
-    ) -> SendState {
+    pub(crate) fn new(max_payload: usize, send_window: u16, max_messages: usize, max_bytes: usize) -> SendState {
         SendState {
             max_payload,
             send_window,
@@ -174,10 +169,7 @@ impl SendState {
         } else {
             let n = fragment::fragment_count(len, self.max_payload);
             // The caller bounds `len` so that `n` ≤ max_fragments ≤ 8192.
-            (
-                self.frag_ids.advance(),
-                u16::try_from(n).unwrap_or(u16::MAX),
-            )
+            (self.frag_ids.advance(), u16::try_from(n).unwrap_or(u16::MAX))
         };
         if self.units.is_empty() {
             self.base_msgseq = self.msgseq.peek();
@@ -240,9 +232,7 @@ impl SendState {
         if m.frag_id == 0 {
             m.data.len()
         } else {
-            FRAGMENT_HEADER_LEN
-                + fragment::fragment_range(m.data.len(), self.max_payload, usize::from(u.frag))
-                    .len()
+            FRAGMENT_HEADER_LEN + fragment::fragment_range(m.data.len(), self.max_payload, usize::from(u.frag)).len()
         }
     }
 
@@ -254,8 +244,7 @@ impl SendState {
     /// Whether a datagram carrying messages may be sent with sequence
     /// number `next_seq` without pushing an unresolved one out of ack range.
     pub(crate) fn flight_allows(&self, next_seq: u16) -> bool {
-        self.oldest_in_flight()
-            .is_none_or(|old| seq::diff(next_seq, old) <= i32::from(FLIGHT_LIMIT))
+        self.oldest_in_flight().is_none_or(|old| seq::diff(next_seq, old) <= i32::from(FLIGHT_LIMIT))
     }
 
     fn advance_window(&mut self) {
@@ -285,8 +274,7 @@ impl SendState {
         if u.sends == 0 {
             return true;
         }
-        if self.delivery_of(u) == Some(Delivery::BestEffort) && now >= u.first_sent + t.ack_timeout
-        {
+        if self.delivery_of(u) == Some(Delivery::BestEffort) && now >= u.first_sent + t.ack_timeout {
             // Past its deadline: `expire_best_effort` will retire it.
             return false;
         }
@@ -314,9 +302,7 @@ impl SendState {
                 continue;
             }
             let at = u.last_sent + t.rto;
-            if self.delivery_of(u) == Some(Delivery::BestEffort)
-                && at >= u.first_sent + t.ack_timeout
-            {
+            if self.delivery_of(u) == Some(Delivery::BestEffort) && at >= u.first_sent + t.ack_timeout {
                 continue;
             }
             best = Some(best.map_or(at, |b| b.min(at)));
@@ -330,12 +316,7 @@ impl SendState {
         let end = self.next_unsent.min(self.units.len());
         self.units
             .range(self.win_start.min(end)..end)
-            .filter(|u| {
-                !u.acked
-                    && !u.done
-                    && u.sends > 0
-                    && self.delivery_of(u) == Some(Delivery::BestEffort)
-            })
+            .filter(|u| !u.acked && !u.done && u.sends > 0 && self.delivery_of(u) == Some(Delivery::BestEffort))
             .map(|u| u.first_sent + t.ack_timeout)
             .min()
     }
@@ -346,21 +327,14 @@ impl SendState {
 
     /// Stops repeating best-effort units whose deadline passed; reports
     /// messages that are thereby lost.
-    pub(crate) fn expire_best_effort(
-        &mut self,
-        now: Instant,
-        t: Timing,
-        report: &mut dyn FnMut(Outcome),
-    ) {
+    pub(crate) fn expire_best_effort(&mut self, now: Instant, t: Timing, report: &mut dyn FnMut(Outcome)) {
         let end = self.next_unsent.min(self.units.len());
         for i in self.win_start..end {
             let u = self.units[i];
             if u.acked || u.done || u.sends == 0 {
                 continue;
             }
-            if self.delivery_of(&u) == Some(Delivery::BestEffort)
-                && now >= u.first_sent + t.ack_timeout
-            {
+            if self.delivery_of(&u) == Some(Delivery::BestEffort) && now >= u.first_sent + t.ack_timeout {
                 self.units[i].done = true;
                 if u.in_flight == 0 {
                     self.unit_lost(i, report);
@@ -372,13 +346,7 @@ impl SendState {
     /// Fills `w` with due units (resends first, then new ones, in msgseq
     /// order), recording them as carried by datagram `pkt_seq`. Returns
     /// the number of units written and how many of them were resends.
-    pub(crate) fn fill(
-        &mut self,
-        w: &mut PayloadWriter<'_>,
-        now: Instant,
-        t: Timing,
-        pkt_seq: u16,
-    ) -> (usize, usize) {
+    pub(crate) fn fill(&mut self, w: &mut PayloadWriter<'_>, now: Instant, t: Timing, pkt_seq: u16) -> (usize, usize) {
         self.advance_window();
         let end = self.window_end();
         let carried_start = self.carried_base + self.carried.len() as u64;
@@ -386,9 +354,19 @@ impl SendState {
         let mut resends = 0usize;
         // Two passes: units already sent (resends), then first sends.
         for pass in 0..2 {
+            // First sends of one message go out in fragment order: once a
+            // unit does not fit, the rest of its message waits. Otherwise a
+            // small final fragment could leave long before the first one,
+            // and the receiver, whose reassembly deadline runs from the
+            // first fragment it gets (§8), could expire the message while
+            // every fragment ends up acknowledged (rule 5).
+            let mut held = None;
             for i in self.win_start..end {
                 let u = self.units[i];
                 if !self.due(&u, now, t) || (pass == 0) != (u.sends > 0) {
+                    continue;
+                }
+                if pass == 1 && held == Some(u.msg) {
                     continue;
                 }
                 let len = self.unit_wire_len(&u);
@@ -396,6 +374,7 @@ impl SendState {
                     if w.count() == u8::MAX {
                         break;
                     }
+                    held = Some(u.msg);
                     continue;
                 }
                 let msgseq = self.unit_msgseq(i);
@@ -406,16 +385,8 @@ impl SendState {
                 let pushed = if m.frag_id == 0 {
                     w.push(msgseq, m.kind, &m.data)
                 } else {
-                    let range = fragment::fragment_range(
-                        m.data.len(),
-                        self.max_payload,
-                        usize::from(u.frag),
-                    );
-                    let hdr = FragmentHeader {
-                        frag_id: m.frag_id,
-                        index: u.frag + 1,
-                        count: m.nfrags,
-                    };
+                    let range = fragment::fragment_range(m.data.len(), self.max_payload, usize::from(u.frag));
+                    let hdr = FragmentHeader { frag_id: m.frag_id, index: u.frag + 1, count: m.nfrags };
                     let chunk = &m.data[range];
                     w.push_with(msgseq, MsgType::AppFragment, len, |out| {
                         let (h, rest) = out.split_at_mut(FRAGMENT_HEADER_LEN);
@@ -484,9 +455,8 @@ impl SendState {
                 continue;
             }
             let d = seq::diff(ack, p.seq);
-            let acked = d == 0
-                || (1..=i32::from(ACK_RANGE)).contains(&d)
-                    && ack_bits & (0x8000_0000u32 >> (d - 1)) != 0;
+            let acked =
+                d == 0 || (1..=i32::from(ACK_RANGE)).contains(&d) && ack_bits & (0x8000_0000u32 >> (d - 1)) != 0;
             if acked {
                 if d == 0 {
                     rtt = Some(now - p.time);
@@ -506,12 +476,7 @@ impl SendState {
 
     /// Declares lost every datagram unacknowledged for `ack_timeout`.
     /// Returns how many were lost.
-    pub(crate) fn detect_timeouts(
-        &mut self,
-        now: Instant,
-        t: Timing,
-        report: &mut dyn FnMut(Outcome),
-    ) -> u64 {
+    pub(crate) fn detect_timeouts(&mut self, now: Instant, t: Timing, report: &mut dyn FnMut(Outcome)) -> u64 {
         let mut lost = 0;
         for k in 0..self.sent.len() {
             let p = self.sent[k];
@@ -528,17 +493,7 @@ impl SendState {
 
     /// When the oldest unresolved datagram times out.
     pub(crate) fn next_packet_timeout(&self, t: Timing) -> Option<Instant> {
-        self.sent
-            .iter()
-            .find(|p| !p.resolved)
-            .map(|p| p.time + t.ack_timeout)
-    }
-
-    fn carried_units(&self, p: &SentPacket) -> impl Iterator<Item = u64> + '_ {
-        let start = (p.carried_start - self.carried_base) as usize;
-        self.carried
-            .range(start..start + usize::from(p.carried_len))
-            .copied()
+        self.sent.iter().find(|p| !p.resolved).map(|p| p.time + t.ack_timeout)
     }
 
     fn mark_resend(&mut self, k: usize) {
@@ -559,9 +514,9 @@ impl SendState {
     fn resolve(&mut self, k: usize, acked: bool, report: &mut dyn FnMut(Outcome)) {
         self.sent[k].resolved = true;
         let p = self.sent[k];
-        let units: heapless::Vec<u64, 256> = self.carried_units(&p).collect();
-        for abs in units {
-            let Some(i) = self.unit_by_abs(abs) else {
+        let start = (p.carried_start - self.carried_base) as usize;
+        for j in start..start + usize::from(p.carried_len) {
+            let Some(i) = self.unit_by_abs(self.carried[j]) else {
                 continue;
             };
             let u = &mut self.units[i];
@@ -666,13 +621,8 @@ impl SendState {
                 sent_any[mi] = true;
             }
         }
-        let ids: Vec<u64> = self
-            .messages
-            .iter()
-            .zip(&sent_any)
-            .filter(|(m, sent)| !m.decided && !**sent)
-            .map(|(m, _)| m.id)
-            .collect();
+        let ids: Vec<u64> =
+            self.messages.iter().zip(&sent_any).filter(|(m, sent)| !m.decided && !**sent).map(|(m, _)| m.id).collect();
         for id in ids {
             self.decide_lost(id, report);
         }
@@ -685,12 +635,7 @@ impl SendState {
 
     /// Reports every undecided message lost (the connection is closing).
     pub(crate) fn abandon(&mut self, report: &mut dyn FnMut(Outcome)) {
-        let ids: Vec<u64> = self
-            .messages
-            .iter()
-            .filter(|m| !m.decided)
-            .map(|m| m.id)
-            .collect();
+        let ids: Vec<u64> = self.messages.iter().filter(|m| !m.decided).map(|m| m.id).collect();
         for id in ids {
             self.decide_lost(id, report);
         }
@@ -704,8 +649,6 @@ impl SendState {
 
     /// Whether any message still waits to be sent for the first time.
     pub(crate) fn has_unsent(&self) -> bool {
-        self.units
-            .range(self.next_unsent.min(self.units.len())..)
-            .any(|u| u.sends == 0 && !u.done)
+        self.units.range(self.next_unsent.min(self.units.len())..).any(|u| u.sends == 0 && !u.done)
     }
 }

@@ -4,10 +4,7 @@
 use alloc::vec::Vec;
 
 use super::harness::*;
-use crate::{
-    ConnectFailure, ConnectionState, Delivery, DisconnectReason, Duration, EndpointConfig, Event,
-    MessageId,
-};
+use crate::{ConnectFailure, ConnectionState, Delivery, DisconnectReason, Duration, EndpointConfig, Event, MessageId};
 
 fn outcomes(events: &[Event]) -> Vec<(MessageId, bool)> {
     events
@@ -23,15 +20,10 @@ fn outcomes(events: &[Event]) -> Vec<(MessageId, bool)> {
 #[test]
 fn handshake_and_echo_both_ways() {
     let (mut net, c, s) = Net::pair(EndpointConfig::default());
-    assert_eq!(
-        net.eps[1].connection(c).unwrap().state(),
-        ConnectionState::Connected
-    );
+    assert_eq!(net.eps[1].connection(c).unwrap().state(), ConnectionState::Connected);
     assert_eq!(net.eps[SERVER].connection_count(), 1);
     let id = net.eps[1].send(c, b"ping", Delivery::Reliable).unwrap();
-    net.eps[SERVER]
-        .send(s, b"pong", Delivery::Unreliable)
-        .unwrap();
+    net.eps[SERVER].send(s, b"pong", Delivery::Unreliable).unwrap();
     net.run_for(Duration::from_millis(300));
     assert_eq!(net.messages(SERVER), [b"ping".to_vec()]);
     assert_eq!(net.messages(1), [b"pong".to_vec()]);
@@ -39,34 +31,16 @@ fn handshake_and_echo_both_ways() {
     assert_eq!(outcomes(&net.events[SERVER]).len(), 1);
     let m = net.eps[1].connection(c).unwrap().metrics();
     assert!(m.srtt.is_some(), "{m:?}");
-    assert_eq!(
-        net.eps[SERVER].stats().dropped_total(),
-        0,
-        "{}",
-        net.eps[SERVER].stats()
-    );
-    assert_eq!(
-        net.eps[1].stats().dropped_total(),
-        0,
-        "{}",
-        net.eps[1].stats()
-    );
+    assert_eq!(net.eps[SERVER].stats().dropped_total(), 0, "{}", net.eps[SERVER].stats());
+    assert_eq!(net.eps[1].stats().dropped_total(), 0, "{}", net.eps[1].stats());
 }
 
 #[test]
 fn handshake_wire_sizes_match_section_9() {
     let (net, _, _) = Net::pair(EndpointConfig::default());
-    let sizes: Vec<(bool, usize)> = net
-        .wire_log
-        .iter()
-        .take(4)
-        .map(|d| (d.from == addr(1), d.bytes.len()))
-        .collect();
+    let sizes: Vec<(bool, usize)> = net.wire_log.iter().take(4).map(|d| (d.from == addr(1), d.bytes.len())).collect();
     assert_eq!(sizes[0], (true, 1438), "CLIENT_HELLO");
-    assert!(
-        !sizes[1].0 && (300..=329).contains(&sizes[1].1),
-        "SERVER_HELLO {sizes:?}"
-    );
+    assert!(!sizes[1].0 && (300..=329).contains(&sizes[1].1), "SERVER_HELLO {sizes:?}");
     assert_eq!(sizes[2], (true, 49), "CHALLENGE_RESP");
     assert_eq!(sizes[3], (false, 36), "KEEP_ALIVE confirming the session");
 }
@@ -75,30 +49,16 @@ fn handshake_wire_sizes_match_section_9() {
 fn reliable_messages_survive_heavy_loss_exactly_once() {
     let (mut net, c, _) = Net::pair(EndpointConfig::default());
     let mut rng = TestRng::new(99);
-    net.set_filter(move |_| {
-        if rng.chance(0.3) {
-            Verdict::Drop
-        } else {
-            Verdict::Deliver
-        }
-    });
+    net.set_filter(move |_| if rng.chance(0.3) { Verdict::Drop } else { Verdict::Deliver });
     let sizes = [0usize, 1, 100, 1432, 1433, 3000, 20_000];
     let mut ids = Vec::new();
     for (i, &n) in sizes.iter().enumerate() {
-        ids.push(
-            net.eps[1]
-                .send(c, &payload(n, i as u8), Delivery::Reliable)
-                .unwrap(),
-        );
+        ids.push(net.eps[1].send(c, &payload(n, i as u8), Delivery::Reliable).unwrap());
     }
     net.run_for(Duration::from_secs(20));
     let mut got = net.messages(SERVER);
     got.sort();
-    let mut want: Vec<Vec<u8>> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| payload(n, i as u8))
-        .collect();
+    let mut want: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| payload(n, i as u8)).collect();
     want.sort();
     assert_eq!(got, want);
     let mut o = outcomes(&net.events[1]);
@@ -112,13 +72,7 @@ fn connect_times_out_without_a_server() {
     net.set_filter(|_| Verdict::Drop);
     let c = net.connect(1);
     net.run_for(Duration::from_secs(6));
-    assert_eq!(
-        net.events[1],
-        [Event::ConnectFailed {
-            conn: c,
-            reason: ConnectFailure::TimedOut
-        }]
-    );
+    assert_eq!(net.events[1], [Event::ConnectFailed { conn: c, reason: ConnectFailure::TimedOut }]);
     assert!(net.eps[1].connection(c).is_none());
     // Hellos repeat every 0.25 s within the 5 s connect timeout.
     let hellos = net.wire_log.iter().filter(|d| d.from == addr(1)).count();
@@ -130,14 +84,8 @@ fn silence_times_out_both_sides() {
     let (mut net, c, s) = Net::pair(EndpointConfig::default());
     net.set_filter(|_| Verdict::Drop);
     net.run_for(Duration::from_secs(6));
-    assert!(net.events[1].contains(&Event::Disconnected {
-        conn: c,
-        reason: DisconnectReason::TimedOut
-    }));
-    assert!(net.events[SERVER].contains(&Event::Disconnected {
-        conn: s,
-        reason: DisconnectReason::TimedOut
-    }));
+    assert!(net.events[1].contains(&Event::Disconnected { conn: c, reason: DisconnectReason::TimedOut }));
+    assert!(net.events[SERVER].contains(&Event::Disconnected { conn: s, reason: DisconnectReason::TimedOut }));
     assert_eq!(net.eps[SERVER].connection_count(), 0);
 }
 
@@ -145,10 +93,7 @@ fn silence_times_out_both_sides() {
 fn keep_alives_hold_an_idle_connection() {
     let (mut net, c, s) = Net::pair(EndpointConfig::default());
     net.run_for(Duration::from_secs(60));
-    assert_eq!(
-        net.eps[1].connection(c).unwrap().state(),
-        ConnectionState::Connected
-    );
+    assert_eq!(net.eps[1].connection(c).unwrap().state(), ConnectionState::Connected);
     assert!(net.eps[SERVER].connection(s).is_some());
     // About 10 keep-alives a second each way.
     let n = net.wire_log.iter().filter(|d| d.from == addr(1)).count();
@@ -161,69 +106,27 @@ fn client_disconnect_is_seen_once_by_both_sides() {
     let now = net.now;
     net.eps[1].disconnect(now, c).unwrap();
     net.run_for(Duration::from_secs(2));
-    let client_ends: Vec<_> = net.events[1]
-        .iter()
-        .filter(|e| matches!(e, Event::Disconnected { .. }))
-        .collect();
-    assert_eq!(
-        client_ends,
-        [&Event::Disconnected {
-            conn: c,
-            reason: DisconnectReason::Local
-        }]
-    );
-    let server_ends: Vec<_> = net.events[SERVER]
-        .iter()
-        .filter(|e| matches!(e, Event::Disconnected { .. }))
-        .collect();
-    assert_eq!(
-        server_ends,
-        [&Event::Disconnected {
-            conn: s,
-            reason: DisconnectReason::Peer
-        }]
-    );
+    let client_ends: Vec<_> = net.events[1].iter().filter(|e| matches!(e, Event::Disconnected { .. })).collect();
+    assert_eq!(client_ends, [&Event::Disconnected { conn: c, reason: DisconnectReason::Local }]);
+    let server_ends: Vec<_> = net.events[SERVER].iter().filter(|e| matches!(e, Event::Disconnected { .. })).collect();
+    assert_eq!(server_ends, [&Event::Disconnected { conn: s, reason: DisconnectReason::Peer }]);
     assert!(net.eps[1].connection(c).is_none() && net.eps[SERVER].connection(s).is_none());
-    assert_eq!(
-        net.eps[1].send(c, b"x", Delivery::Reliable),
-        Err(crate::SendError::UnknownConnection)
-    );
+    assert_eq!(net.eps[1].send(c, b"x", Delivery::Reliable), Err(crate::SendError::UnknownConnection));
     // The client closed on the server's reply, well before the 1 s linger.
-    assert!(
-        net.eps[SERVER].stats().dropped_total() == 0,
-        "{}",
-        net.eps[SERVER].stats()
-    );
+    assert!(net.eps[SERVER].stats().dropped_total() == 0, "{}", net.eps[SERVER].stats());
 }
 
 #[test]
 fn server_disconnect_is_seen_once_by_both_sides() {
     let (mut net, c, s) = Net::pair(EndpointConfig::default());
-    let id = net.eps[SERVER]
-        .send(s, b"bye soon", Delivery::Reliable)
-        .unwrap();
+    let id = net.eps[SERVER].send(s, b"bye soon", Delivery::Reliable).unwrap();
     let now = net.now;
     net.eps[SERVER].disconnect(now, s).unwrap();
     net.run_for(Duration::from_secs(2));
-    assert!(net.events[SERVER].contains(&Event::Disconnected {
-        conn: s,
-        reason: DisconnectReason::Local
-    }));
-    assert!(
-        net.events[SERVER].contains(&Event::Lost { conn: s, id }),
-        "unsent message reported lost"
-    );
-    assert!(net.events[1].contains(&Event::Disconnected {
-        conn: c,
-        reason: DisconnectReason::Peer
-    }));
-    assert_eq!(
-        net.events[1]
-            .iter()
-            .filter(|e| matches!(e, Event::Disconnected { .. }))
-            .count(),
-        1
-    );
+    assert!(net.events[SERVER].contains(&Event::Disconnected { conn: s, reason: DisconnectReason::Local }));
+    assert!(net.events[SERVER].contains(&Event::Lost { conn: s, id }), "unsent message reported lost");
+    assert!(net.events[1].contains(&Event::Disconnected { conn: c, reason: DisconnectReason::Peer }));
+    assert_eq!(net.events[1].iter().filter(|e| matches!(e, Event::Disconnected { .. })).count(), 1);
 }
 
 #[test]
@@ -235,13 +138,7 @@ fn disconnect_linger_ends_without_an_ack() {
     net.eps[1].disconnect(now, c).unwrap();
     let t0 = net.now;
     assert!(net.run_until(Duration::from_secs(3), |n| !n.events[1].is_empty()));
-    assert_eq!(
-        net.events[1],
-        [Event::Disconnected {
-            conn: c,
-            reason: DisconnectReason::Local
-        }]
-    );
+    assert_eq!(net.events[1], [Event::Disconnected { conn: c, reason: DisconnectReason::Local }]);
     assert_eq!(net.now - t0, Duration::from_secs(1));
 }
 
@@ -251,19 +148,14 @@ fn queued_messages_of_a_failed_connect_are_lost_once() {
     net.set_filter(|_| Verdict::Drop);
     let c = net.connect(1);
     let a = net.eps[1].send(c, b"a", Delivery::Reliable).unwrap();
-    let b = net.eps[1]
-        .send(c, &payload(5000, 1), Delivery::Unreliable)
-        .unwrap();
+    let b = net.eps[1].send(c, &payload(5000, 1), Delivery::Unreliable).unwrap();
     net.run_for(Duration::from_secs(6));
     assert_eq!(
         net.events[1],
         [
             Event::Lost { conn: c, id: a },
             Event::Lost { conn: c, id: b },
-            Event::ConnectFailed {
-                conn: c,
-                reason: ConnectFailure::TimedOut
-            }
+            Event::ConnectFailed { conn: c, reason: ConnectFailure::TimedOut }
         ]
     );
 }
@@ -273,23 +165,13 @@ fn same_seed_same_bytes_different_seed_different_bytes() {
     fn run(seed: u64) -> Vec<Vec<u8>> {
         let mut net = Net::new(EndpointConfig::default(), 2, seed);
         let mut rng = TestRng::new(seed);
-        net.set_filter(move |_| {
-            if rng.chance(0.1) {
-                Verdict::Drop
-            } else {
-                Verdict::Deliver
-            }
-        });
+        net.set_filter(move |_| if rng.chance(0.1) { Verdict::Drop } else { Verdict::Deliver });
         let c1 = net.connect(1);
         let c2 = net.connect(2);
         net.run_for(Duration::from_millis(500));
         for i in 0..20u8 {
-            net.eps[1]
-                .send(c1, &payload(100 * usize::from(i), i), Delivery::Reliable)
-                .unwrap();
-            net.eps[2]
-                .send(c2, &payload(3000, i), Delivery::BestEffort)
-                .unwrap();
+            net.eps[1].send(c1, &payload(100 * usize::from(i), i), Delivery::Reliable).unwrap();
+            net.eps[2].send(c2, &payload(3000, i), Delivery::BestEffort).unwrap();
             net.run_for(Duration::from_millis(50));
         }
         net.run_for(Duration::from_secs(3));

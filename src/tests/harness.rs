@@ -11,8 +11,7 @@ use std::string::String;
 use crate::crypto::PacketKey;
 use crate::wire::{Direction, HEADER_LEN, Header, MsgType, TAG_LEN};
 use crate::{
-    ConnectionId, Duration, Endpoint, EndpointConfig, Event, Instant, MAX_DATAGRAM, PublicKey, Rng,
-    Seed, ServerKey,
+    ConnectionId, Duration, Endpoint, EndpointConfig, Event, Instant, MAX_DATAGRAM, PublicKey, Rng, Seed, ServerKey,
 };
 
 pub(crate) const SERVER: usize = 0;
@@ -28,11 +27,7 @@ pub(crate) struct Datagram {
 
 impl Datagram {
     pub(crate) fn header(&self) -> Header {
-        let dir = if self.bytes.starts_with(b"FSOS") {
-            Direction::ToServer
-        } else {
-            Direction::ToClient
-        };
+        let dir = if self.bytes.starts_with(b"FSOS") { Direction::ToServer } else { Direction::ToClient };
         Header::parse(&self.bytes, dir).expect("endpoints only emit valid headers")
     }
 }
@@ -74,12 +69,9 @@ impl Net {
     pub(crate) fn new(cfg: EndpointConfig, clients: usize, seed: u64) -> Net {
         let key = test_key();
         let pinned = key.public_key();
-        let mut eps =
-            alloc::vec![Endpoint::server(cfg.clone(), key, Seed::from_u64(seed)).unwrap()];
+        let mut eps = alloc::vec![Endpoint::server(cfg.clone(), key, Seed::from_u64(seed)).unwrap()];
         for i in 0..clients {
-            eps.push(
-                Endpoint::client(cfg.clone(), Seed::from_u64(seed ^ (0x1000 + i as u64))).unwrap(),
-            );
+            eps.push(Endpoint::client(cfg.clone(), Seed::from_u64(seed ^ (0x1000 + i as u64))).unwrap());
         }
         Net {
             now: Instant::ZERO,
@@ -101,11 +93,7 @@ impl Net {
         let c = net.connect(1);
         net.run_for(Duration::from_millis(200));
         let s = net.server_conn_of(1).expect("handshake completed");
-        assert!(
-            net.events[1].contains(&Event::Connected { conn: c }),
-            "{:?}",
-            net.events[1]
-        );
+        assert!(net.events[1].contains(&Event::Connected { conn: c }), "{:?}", net.events[1]);
         (net, c, s)
     }
 
@@ -117,9 +105,7 @@ impl Net {
     /// The server's connection for client endpoint `client`.
     pub(crate) fn server_conn_of(&self, client: usize) -> Option<ConnectionId> {
         let a = self.addrs[client];
-        self.eps[SERVER]
-            .connections()
-            .find(|&id| self.eps[SERVER].connection(id).unwrap().remote() == a)
+        self.eps[SERVER].connections().find(|&id| self.eps[SERVER].connection(id).unwrap().remote() == a)
     }
 
     pub(crate) fn set_filter(&mut self, f: impl FnMut(&Datagram) -> Verdict + 'static) {
@@ -135,16 +121,9 @@ impl Net {
         let mut buf = [0u8; MAX_DATAGRAM];
         for i in 0..self.eps.len() {
             while let Some(t) = self.eps[i].poll_transmit(self.now, &mut buf) {
-                assert!(
-                    t.len <= self.eps[i].config().sizes().max_datagram,
-                    "oversize datagram"
-                );
-                let d = Datagram {
-                    from: self.addrs[i],
-                    to: t.destination,
-                    bytes: buf[..t.len].to_vec(),
-                    sent: self.now,
-                };
+                assert!(t.len <= self.eps[i].config().sizes().max_datagram, "oversize datagram");
+                let d =
+                    Datagram { from: self.addrs[i], to: t.destination, bytes: buf[..t.len].to_vec(), sent: self.now };
                 self.wire_log.push(d.clone());
                 self.inject_filtered(d);
             }
@@ -169,8 +148,7 @@ impl Net {
     /// Puts a datagram on the wire, bypassing the filter; it arrives after the latency.
     pub(crate) fn inject(&mut self, d: Datagram) {
         self.counter += 1;
-        self.in_flight
-            .push((self.now + self.latency, self.counter, d));
+        self.in_flight.push((self.now + self.latency, self.counter, d));
     }
 
     /// Delivers a datagram right now (bypassing wire and filter).
@@ -187,7 +165,7 @@ impl Net {
     pub(crate) fn step(&mut self, limit: Instant) -> bool {
         self.flush();
         let next_delivery = self.in_flight.iter().map(|x| x.0).min();
-        let next_timer = self.eps.iter().filter_map(Endpoint::poll_timeout).min();
+        let next_timer = self.eps.iter_mut().filter_map(|e| e.poll_timeout()).min();
         let next = match (next_delivery, next_timer) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => match a.or(b) {
@@ -213,13 +191,9 @@ impl Net {
         for ep in &mut self.eps {
             ep.handle_timeout(self.now);
         }
-        for ep in &self.eps {
+        for ep in &mut self.eps {
             if let Some(t) = ep.poll_timeout() {
-                assert!(
-                    t > self.now,
-                    "poll_timeout {t} not after handle_timeout({})",
-                    self.now
-                );
+                assert!(t > self.now, "poll_timeout {t} not after handle_timeout({})", self.now);
             }
         }
         self.flush();
@@ -250,12 +224,7 @@ impl Net {
 
     /// The session key of `conn` at endpoint `ep`, to decode captured datagrams.
     pub(crate) fn key_of(&self, ep: usize, conn: ConnectionId) -> PacketKey {
-        self.eps[ep]
-            .connection(conn)
-            .unwrap()
-            .packet_key()
-            .unwrap()
-            .clone()
+        self.eps[ep].connection(conn).unwrap().packet_key().unwrap().clone()
     }
 
     pub(crate) fn take_events(&mut self, ep: usize) -> Vec<Event> {
@@ -282,8 +251,7 @@ pub(crate) fn decode(key: &PacketKey, d: &Datagram) -> (Header, Vec<(u16, MsgTyp
     let head: [u8; HEADER_LEN] = (&*head).try_into().unwrap();
     let (payload, tag) = rest.split_at_mut(len);
     let tag: [u8; TAG_LEN] = tag[..TAG_LEN].try_into().unwrap();
-    key.open(&head, payload, &tag)
-        .expect("decodes under the session key");
+    key.open(&head, payload, &tag).expect("decodes under the session key");
     let msgs = crate::wire::frame::parse_payload(hdr.ty, hdr.count, payload)
         .unwrap()
         .map(|m| (m.msgseq, m.ty, m.data.to_vec()))
@@ -312,9 +280,7 @@ impl TestRng {
 
 /// Patterned bytes of length `n` (distinct per `tag`).
 pub(crate) fn payload(n: usize, tag: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(tag))
-        .collect()
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(tag)).collect()
 }
 
 pub(crate) fn describe(events: &[Event]) -> String {
@@ -340,25 +306,13 @@ pub(crate) fn craft(
         w.push(msgseq, ty, data).expect("crafted messages fit");
     }
     let (length, count, ty) = w.finish();
-    let hdr = Header {
-        dir,
-        ctime,
-        seq,
-        ack,
-        ty,
-        length: length as u16,
-        count,
-        ack_bits,
-    };
+    let hdr = Header { dir, ctime, seq, ack, ty, length: length as u16, count, ack_bits };
     let head: &mut [u8; HEADER_LEN] = head.try_into().unwrap();
     hdr.emit(head);
     let mut out = Vec::from(&buf[..HEADER_LEN + length]);
     match key {
         Some(k) => {
-            let tag = k.seal(
-                &out[..HEADER_LEN].try_into().unwrap(),
-                &mut out[HEADER_LEN..],
-            );
+            let tag = k.seal(&out[..HEADER_LEN].try_into().unwrap(), &mut out[HEADER_LEN..]);
             out.extend_from_slice(&tag);
         }
         None => {

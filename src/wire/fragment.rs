@@ -47,9 +47,7 @@ impl FragmentHeader {
     /// [`WireError::Truncated`] when `data` is shorter than 6 bytes.
     #[inline]
     pub fn parse(data: &[u8]) -> Result<(FragmentHeader, &[u8]), WireError> {
-        let (h, chunk) = data
-            .split_first_chunk::<FRAGMENT_HEADER_LEN>()
-            .ok_or(WireError::Truncated)?;
+        let (h, chunk) = data.split_first_chunk::<FRAGMENT_HEADER_LEN>().ok_or(WireError::Truncated)?;
         Ok((
             FragmentHeader {
                 frag_id: u16::from_be_bytes([h[0], h[1]]),
@@ -107,11 +105,7 @@ pub const fn frag_chunk(max_payload: usize) -> usize {
 /// Number of full-size chunks cut before the final one.
 #[inline]
 const fn full_chunks(len: usize, tail_max: usize, chunk: usize) -> usize {
-    if len <= tail_max {
-        0
-    } else {
-        (len - tail_max).div_ceil(chunk)
-    }
+    if len <= tail_max { 0 } else { (len - tail_max).div_ceil(chunk) }
 }
 
 /// Number of fragments our split makes of a message of `len` bytes, in O(1).
@@ -149,11 +143,7 @@ pub const fn fragment_range(len: usize, max_payload: usize, i: usize) -> Range<u
     let chunk = frag_chunk(max_payload);
     // `i < count`, so `i * chunk <= (count - 1) * chunk < len`.
     let start = i * chunk;
-    if i + 1 == count {
-        start..len
-    } else {
-        start..start + chunk
-    }
+    if i + 1 == count { start..len } else { start..start + chunk }
 }
 
 #[cfg(test)]
@@ -168,9 +158,7 @@ mod tests {
     const MAX_576: usize = 510;
 
     fn lens(len: usize, max: usize) -> Vec<usize> {
-        (0..fragment_count(len, max))
-            .map(|i| fragment_range(len, max, i).len())
-            .collect()
+        (0..fragment_count(len, max)).map(|i| fragment_range(len, max, i).len()).collect()
     }
 
     #[test]
@@ -208,11 +196,7 @@ mod tests {
             assert_eq!(f["type"].as_u64(), Some(7));
             assert_eq!(f["msgseq"].as_u64(), Some(i as u64 + 1));
             let want_hdr = hex(f["frag_hdr"].as_str().expect("hex"));
-            let h = FragmentHeader {
-                frag_id: 1,
-                index: i as u16 + 1,
-                count: frags.len() as u16,
-            };
+            let h = FragmentHeader { frag_id: 1, index: i as u16 + 1, count: frags.len() as u16 };
             assert!(h.is_valid(8192));
             let mut out = [0u8; FRAGMENT_HEADER_LEN];
             h.emit(&mut out);
@@ -230,11 +214,7 @@ mod tests {
 
     #[test]
     fn header_validity() {
-        let h = |frag_id, index, count| FragmentHeader {
-            frag_id,
-            index,
-            count,
-        };
+        let h = |frag_id, index, count| FragmentHeader { frag_id, index, count };
         assert!(h(1, 1, 2).is_valid(8192));
         assert!(h(65535, 8192, 8192).is_valid(8192));
         assert!(!h(0, 1, 2).is_valid(8192));

@@ -55,11 +55,7 @@ pub const fn overhead(n: usize) -> usize {
 ///
 /// On success the returned iterator yields the messages in payload order
 /// without further checks.
-pub fn parse_payload<'a>(
-    header_ty: MsgType,
-    count: u8,
-    payload: &'a [u8],
-) -> Result<Messages<'a>, WireError> {
+pub fn parse_payload<'a>(header_ty: MsgType, count: u8, payload: &'a [u8]) -> Result<Messages<'a>, WireError> {
     match count {
         0 if payload.is_empty() => {}
         1 if payload.len() >= SINGLE_HEAD_LEN => {}
@@ -67,9 +63,7 @@ pub fn parse_payload<'a>(
         _ => {
             let mut rest = payload;
             for _ in 0..count {
-                let (head, tail) = rest
-                    .split_first_chunk::<RECORD_HEAD_LEN>()
-                    .ok_or(WireError::BadFraming)?;
+                let (head, tail) = rest.split_first_chunk::<RECORD_HEAD_LEN>().ok_or(WireError::BadFraming)?;
                 if MsgType::from_u8(head[4]).is_none() {
                     return Err(WireError::BadFraming);
                 }
@@ -81,11 +75,7 @@ pub fn parse_payload<'a>(
             }
         }
     }
-    Ok(Messages {
-        rest: payload,
-        left: count,
-        single_ty: if count == 1 { Some(header_ty) } else { None },
-    })
+    Ok(Messages { rest: payload, left: count, single_ty: if count == 1 { Some(header_ty) } else { None } })
 }
 
 /// The messages of a validated payload, in order; see [`parse_payload`].
@@ -113,21 +103,13 @@ impl<'a> Iterator for Messages<'a> {
         if let Some(ty) = self.single_ty {
             let (head, data) = self.rest.split_first_chunk::<SINGLE_HEAD_LEN>()?;
             self.rest = &[];
-            return Some(Message {
-                msgseq: u16::from_be_bytes(*head),
-                ty,
-                data,
-            });
+            return Some(Message { msgseq: u16::from_be_bytes(*head), ty, data });
         }
         let (head, tail) = self.rest.split_first_chunk::<RECORD_HEAD_LEN>()?;
         let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
         let (data, rest) = tail.split_at_checked(len)?;
         self.rest = rest;
-        Some(Message {
-            msgseq: u16::from_be_bytes([head[2], head[3]]),
-            ty: MsgType::from_u8(head[4])?,
-            data,
-        })
+        Some(Message { msgseq: u16::from_be_bytes([head[2], head[3]]), ty: MsgType::from_u8(head[4])?, data })
     }
 
     #[inline]
@@ -185,14 +167,7 @@ impl<'a> PayloadWriter<'a> {
     #[inline]
     pub fn new(buf: &'a mut [u8], max_payload: usize) -> Self {
         let max = max_payload.min(buf.len()).min(usize::from(u16::MAX));
-        PayloadWriter {
-            buf,
-            max,
-            len: 0,
-            data_total: 0,
-            count: 0,
-            first_ty: MsgType::KeepAlive,
-        }
+        PayloadWriter { buf, max, len: 0, data_total: 0, count: 0, first_ty: MsgType::KeepAlive }
     }
 
     /// Whether one more message of `data_len` bytes fits: the count stays
@@ -272,12 +247,8 @@ impl<'a> PayloadWriter<'a> {
         if new_len > self.buf.len() {
             return Err(Full);
         }
-        self.buf
-            .copy_within(SINGLE_HEAD_LEN..self.len, RECORD_HEAD_LEN);
-        let (head, _) = self
-            .buf
-            .split_first_chunk_mut::<RECORD_HEAD_LEN>()
-            .ok_or(Full)?;
+        self.buf.copy_within(SINGLE_HEAD_LEN..self.len, RECORD_HEAD_LEN);
+        let (head, _) = self.buf.split_first_chunk_mut::<RECORD_HEAD_LEN>().ok_or(Full)?;
         let [s0, s1, ..] = *head;
         // `data_len <= max <= u16::MAX`.
         let [l0, l1] = (data_len as u16).to_be_bytes();
@@ -309,11 +280,7 @@ impl<'a> PayloadWriter<'a> {
     /// `(0, 0, KeepAlive)`; otherwise the header type is the first message's.
     #[inline]
     pub fn finish(self) -> (usize, u8, MsgType) {
-        let ty = if self.count == 0 {
-            MsgType::KeepAlive
-        } else {
-            self.first_ty
-        };
+        let ty = if self.count == 0 { MsgType::KeepAlive } else { self.first_ty };
         (self.len, self.count, ty)
     }
 }
@@ -347,13 +314,7 @@ mod tests {
         let p = hex("0001 0009 06 61 0002 000a 06 6263");
         let m = parse_payload(MsgType::App, 2, &p).expect("valid");
         assert_eq!(m.len(), 2);
-        assert_eq!(
-            collect(m),
-            vec![
-                (9, MsgType::App, b"a".to_vec()),
-                (10, MsgType::App, b"bc".to_vec())
-            ]
-        );
+        assert_eq!(collect(m), vec![(9, MsgType::App, b"a".to_vec()), (10, MsgType::App, b"bc".to_vec())]);
         // And it is what the writer produces.
         let mut buf = [0u8; MAX];
         let mut w = PayloadWriter::new(&mut buf, MAX);
@@ -384,26 +345,14 @@ mod tests {
         let w = PayloadWriter::new(&mut buf, MAX);
         assert!(w.is_empty());
         assert_eq!(w.finish(), (0, 0, MsgType::KeepAlive));
-        assert_eq!(
-            parse_payload(MsgType::KeepAlive, 0, &[])
-                .expect("valid")
-                .len(),
-            0
-        );
-        assert_eq!(
-            parse_payload(MsgType::KeepAlive, 0, &[0]).err(),
-            Some(WireError::BadFraming)
-        );
+        assert_eq!(parse_payload(MsgType::KeepAlive, 0, &[]).expect("valid").len(), 0);
+        assert_eq!(parse_payload(MsgType::KeepAlive, 0, &[0]).err(), Some(WireError::BadFraming));
     }
 
     #[test]
     fn malformed_payloads() {
         let bad = |ty, count, p: &str| {
-            assert_eq!(
-                parse_payload(ty, count, &hex(p)).err(),
-                Some(WireError::BadFraming),
-                "{p}"
-            );
+            assert_eq!(parse_payload(ty, count, &hex(p)).err(), Some(WireError::BadFraming), "{p}");
         };
         bad(MsgType::App, 1, "");
         bad(MsgType::App, 1, "00");
@@ -420,13 +369,7 @@ mod tests {
         // Types 0..=7 are all accepted in records.
         let p = hex("0000 0001 00 0000 0002 07");
         let got = collect(parse_payload(MsgType::Unknown, 2, &p).expect("valid"));
-        assert_eq!(
-            got,
-            vec![
-                (1, MsgType::Unknown, vec![]),
-                (2, MsgType::AppFragment, vec![])
-            ]
-        );
+        assert_eq!(got, vec![(1, MsgType::Unknown, vec![]), (2, MsgType::AppFragment, vec![])]);
     }
 
     #[test]
@@ -443,10 +386,7 @@ mod tests {
         // Two messages: 1000 + x + 10 <= 1434.
         assert_eq!(w.room(), Some(424));
         let mut called = false;
-        assert_eq!(
-            w.push_with(2, MsgType::App, 425, |_| called = true),
-            Err(Full)
-        );
+        assert_eq!(w.push_with(2, MsgType::App, 425, |_| called = true), Err(Full));
         assert!(!called, "fill is not called when the message does not fit");
         w.push_with(2, MsgType::AppFragment, 424, |d| {
             assert_eq!(d.len(), 424);
@@ -457,13 +397,7 @@ mod tests {
         let (len, count, ty) = w.finish();
         assert_eq!((len, count, ty), (MAX, 2, MsgType::App));
         let got = collect(parse_payload(ty, count, &buf[..len]).expect("valid"));
-        assert_eq!(
-            got,
-            vec![
-                (1, MsgType::App, vec![7; 1000]),
-                (2, MsgType::AppFragment, vec![9; 424])
-            ]
-        );
+        assert_eq!(got, vec![(1, MsgType::App, vec![7; 1000]), (2, MsgType::AppFragment, vec![9; 424])]);
     }
 
     #[test]
@@ -581,23 +515,14 @@ mod tests {
         fn prop_small(msgs: Vec<Msg>) -> TestResult {
             pack_round_trip(msgs, 510)
         }
-        QuickCheck::new()
-            .tests(500)
-            .quickcheck(prop as fn(Vec<Msg>) -> TestResult);
-        QuickCheck::new()
-            .tests(200)
-            .quickcheck(prop_small as fn(Vec<Msg>) -> TestResult);
+        QuickCheck::new().tests(500).quickcheck(prop as fn(Vec<Msg>) -> TestResult);
+        QuickCheck::new().tests(200).quickcheck(prop_small as fn(Vec<Msg>) -> TestResult);
     }
 
     #[test]
     fn many_empty_messages_stop_at_255() {
         fn prop(seqs: Vec<u16>) -> TestResult {
-            let msgs: Vec<Msg> = seqs
-                .iter()
-                .cycle()
-                .take(300)
-                .map(|&s| Msg(s, MsgType::App, vec![]))
-                .collect();
+            let msgs: Vec<Msg> = seqs.iter().cycle().take(300).map(|&s| Msg(s, MsgType::App, vec![])).collect();
             if seqs.is_empty() {
                 return TestResult::discard();
             }

@@ -156,22 +156,14 @@ pub fn write_bytes(w: &mut Writer, b: &[u8]) -> Result<(), WireError> {
 /// Reads the object type id and checks it.
 #[inline]
 fn expect_type_id(r: &mut Reader, id: u16) -> Result<(), WireError> {
-    if r.u16()? == id {
-        Ok(())
-    } else {
-        Err(WireError::BadType)
-    }
+    if r.u16()? == id { Ok(()) } else { Err(WireError::BadType) }
 }
 
 /// Reads a tagged byte string of exactly `SPKI_LEN` bytes.
 #[inline]
 fn read_spki<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], WireError> {
     let key = read_bytes(r)?;
-    if key.len() == SPKI_LEN {
-        Ok(key)
-    } else {
-        Err(WireError::BadValue)
-    }
+    if key.len() == SPKI_LEN { Ok(key) } else { Err(WireError::BadValue) }
 }
 
 /// Reads a tagged integer token in `0..=MAX_TOKEN`.
@@ -187,11 +179,7 @@ fn read_token(r: &mut Reader) -> Result<u32, WireError> {
 /// Fails with [`WireError::BadFraming`] if bytes remain.
 #[inline]
 fn expect_end(r: &Reader) -> Result<(), WireError> {
-    if r.is_empty() {
-        Ok(())
-    } else {
-        Err(WireError::BadFraming)
-    }
+    if r.is_empty() { Ok(()) } else { Err(WireError::BadFraming) }
 }
 
 /// The CLIENT_HELLO padding length our client sends and our server requires:
@@ -230,11 +218,7 @@ pub fn parse_client_hello(data: &[u8], min_padding: usize) -> Result<ClientHello
 /// version 1, then `padding` verbatim (the caller supplies
 /// [`client_hello_padding`] random bytes). Returns the length written,
 /// `101 + padding.len()`; [`WireError::Truncated`] if `out` is too short.
-pub fn emit_client_hello(
-    out: &mut [u8],
-    key_spki: &[u8; SPKI_LEN],
-    padding: &[u8],
-) -> Result<usize, WireError> {
+pub fn emit_client_hello(out: &mut [u8], key_spki: &[u8; SPKI_LEN], padding: &[u8]) -> Result<usize, WireError> {
     let mut w = Writer::new(out);
     w.put_u16(ID_CLIENT_HELLO)?;
     write_bytes(&mut w, key_spki)?;
@@ -265,11 +249,7 @@ pub fn parse_server_hello(data: &[u8]) -> Result<ServerHello<'_>, WireError> {
     let blob = read_bytes(&mut r)?;
     let signature = read_bytes(&mut r)?;
     expect_end(&r)?;
-    Ok(ServerHello {
-        root_spki,
-        blob,
-        signature,
-    })
+    Ok(ServerHello { root_spki, blob, signature })
 }
 
 /// Writes SERVER_HELLO message data into `out`. Returns the length written,
@@ -307,16 +287,10 @@ pub struct ServerBlob<'a> {
 pub fn parse_server_blob(blob: &[u8]) -> Result<ServerBlob<'_>, WireError> {
     let mut r = Reader::new(blob);
     let ephemeral_spki = read_spki(&mut r)?;
-    let salt = read_bytes(&mut r)?
-        .try_into()
-        .map_err(|_| WireError::BadValue)?;
+    let salt = read_bytes(&mut r)?.try_into().map_err(|_| WireError::BadValue)?;
     let token = read_token(&mut r)?;
     expect_end(&r)?;
-    Ok(ServerBlob {
-        ephemeral_spki,
-        salt,
-        token,
-    })
+    Ok(ServerBlob { ephemeral_spki, salt, token })
 }
 
 /// Writes the 123-byte signed blob, the token always with tag 5.
@@ -324,12 +298,7 @@ pub fn parse_server_blob(blob: &[u8]) -> Result<ServerBlob<'_>, WireError> {
 /// `token` must be at most [`MAX_TOKEN`] (our server draws it from
 /// `0x4000_0000..=0x7FFF_FFFF`, §10.6); a larger value would be written as a
 /// negative `i32` that parsers reject.
-pub fn emit_server_blob(
-    out: &mut [u8; SERVER_BLOB_LEN],
-    ephemeral_spki: &[u8; SPKI_LEN],
-    salt: &[u8; 16],
-    token: u32,
-) {
+pub fn emit_server_blob(out: &mut [u8; SERVER_BLOB_LEN], ephemeral_spki: &[u8; SPKI_LEN], salt: &[u8; 16], token: u32) {
     debug_assert!(token <= MAX_TOKEN, "token above 0x7FFF_FFFF");
     let mut w = Writer::new(out);
     let r = write_bytes(&mut w, ephemeral_spki)
@@ -377,9 +346,7 @@ mod tests {
 
     fn spki(name: &str) -> [u8; SPKI_LEN] {
         let v = vectors();
-        hex(v["kdf"][name].as_str().expect("hex"))
-            .try_into()
-            .expect("91-byte SPKI")
+        hex(v["kdf"][name].as_str().expect("hex")).try_into().expect("91-byte SPKI")
     }
 
     fn int_hex(v: i64) -> std::string::String {
@@ -433,10 +400,7 @@ mod tests {
         assert_eq!(read_int(&mut r), Err(WireError::BadValue));
         assert_eq!(r.remaining(), 3, "nothing consumed on error");
         let short = hex("000500");
-        assert_eq!(
-            read_int(&mut Reader::new(&short)),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(read_int(&mut Reader::new(&short)), Err(WireError::Truncated));
     }
 
     #[test]
@@ -445,10 +409,7 @@ mod tests {
         let mut buf = [0u8; 64];
         let mut w = Writer::new(&mut buf);
         write_bytes(&mut w, &salt).expect("fits");
-        assert_eq!(
-            to_hex(w.written()),
-            std::format!("000e0003 10{}", to_hex(&salt)).replace(' ', "")
-        );
+        assert_eq!(to_hex(w.written()), std::format!("000e0003 10{}", to_hex(&salt)).replace(' ', ""));
         let enc = w.written().to_vec();
         let mut r = Reader::new(&enc);
         assert_eq!(read_bytes(&mut r), Ok(&salt[..]));
@@ -484,9 +445,7 @@ mod tests {
     #[test]
     fn challenge_resp_vector() {
         let v = vectors();
-        let want = hex(v["challenge_response_body_token_0x4ABCDEF0"]
-            .as_str()
-            .expect("hex"));
+        let want = hex(v["challenge_response_body_token_0x4ABCDEF0"].as_str().expect("hex"));
         assert_eq!(want, hex("0084 000301 0005 4abcdef0"));
         let mut out = [0u8; CHALLENGE_RESP_LEN];
         emit_challenge_resp(&mut out, 0x4ABC_DEF0);
@@ -501,14 +460,8 @@ mod tests {
         assert_eq!(p("0083 000301 0005 4abcdef0"), Err(WireError::BadType));
         assert_eq!(p("0084 000302 0005 4abcdef0"), Err(WireError::BadValue));
         assert_eq!(p("0084 000301 0005 8abcdef0"), Err(WireError::BadValue));
-        assert_eq!(
-            p("0084 000301 0006 000000008abcdef0"),
-            Err(WireError::BadValue)
-        );
-        assert_eq!(
-            p("0084 000301 0005 4abcdef0 00"),
-            Err(WireError::BadFraming)
-        );
+        assert_eq!(p("0084 000301 0006 000000008abcdef0"), Err(WireError::BadValue));
+        assert_eq!(p("0084 000301 0005 4abcdef0 00"), Err(WireError::BadFraming));
         assert_eq!(p("0084 000301 0005 4abcde"), Err(WireError::Truncated));
         assert_eq!(p("0084 000e0003 01"), Err(WireError::BadValue));
         assert_eq!(p(""), Err(WireError::Truncated));
@@ -539,16 +492,10 @@ mod tests {
         assert_eq!(h.key_spki, &key[..]);
         assert_eq!(h.version, PROTOCOL_VERSION);
         // One byte short of the required padding is rejected; more is fine.
-        assert_eq!(
-            parse_client_hello(&out[..n - 1], pad_len),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(parse_client_hello(&out[..n - 1], pad_len), Err(WireError::Truncated));
         assert!(parse_client_hello(&out[..n], pad_len - 1).is_ok());
         // Too small an output buffer.
-        assert_eq!(
-            emit_client_hello(&mut out[..1411], &key, &padding),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(emit_client_hello(&mut out[..1411], &key, &padding), Err(WireError::Truncated));
     }
 
     #[test]
@@ -584,9 +531,7 @@ mod tests {
     fn server_hello_round_trip() {
         let root = spki("client_pub_der_spki");
         let eph = spki("server_pub_der_spki");
-        let salt: [u8; 16] = hex("202122232425262728292a2b2c2d2e2f")
-            .try_into()
-            .expect("16 bytes");
+        let salt: [u8; 16] = hex("202122232425262728292a2b2c2d2e2f").try_into().expect("16 bytes");
         let mut blob = [0u8; SERVER_BLOB_LEN];
         emit_server_blob(&mut blob, &eph, &salt, 0x4ABC_DEF0);
         assert_eq!(&blob[..5], &hex("000e00035b")[..]);
@@ -595,14 +540,7 @@ mod tests {
         assert_eq!(&blob[101..117], &salt[..]);
         assert_eq!(&blob[117..], &hex("00054abcdef0")[..]);
         let b = parse_server_blob(&blob).expect("valid");
-        assert_eq!(
-            b,
-            ServerBlob {
-                ephemeral_spki: &eph[..],
-                salt,
-                token: 0x4ABC_DEF0
-            }
-        );
+        assert_eq!(b, ServerBlob { ephemeral_spki: &eph[..], salt, token: 0x4ABC_DEF0 });
 
         for sig_len in [0usize, 8, 46, 70, 71, 72] {
             let sig: Vec<u8> = (0..sig_len).map(|i| i as u8 ^ 0x30).collect();
@@ -618,17 +556,11 @@ mod tests {
             assert_eq!(h.blob, &blob[..]);
             assert_eq!(h.signature, &sig[..]);
             // Trailing bytes, truncation.
-            assert_eq!(
-                parse_server_hello(&out[..n + 1]),
-                Err(WireError::BadFraming)
-            );
+            assert_eq!(parse_server_hello(&out[..n + 1]), Err(WireError::BadFraming));
             assert_eq!(parse_server_hello(&out[..n - 1]), Err(WireError::Truncated));
         }
         let mut out = [0u8; 300];
-        assert_eq!(
-            emit_server_hello(&mut out, &root, &blob, &[0; 72]),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(emit_server_hello(&mut out, &root, &blob, &[0; 72]), Err(WireError::Truncated));
     }
 
     #[test]
@@ -683,12 +615,7 @@ mod tests {
         let m = emit_server_hello(&mut sh, &key, &blob, &[3; 71]).expect("fits");
         let mut cr = [0u8; CHALLENGE_RESP_LEN];
         emit_challenge_resp(&mut cr, 0x4000_0001);
-        vec![
-            ch[..n].to_vec(),
-            sh[..m].to_vec(),
-            blob.to_vec(),
-            cr.to_vec(),
-        ]
+        vec![ch[..n].to_vec(), sh[..m].to_vec(), blob.to_vec(), cr.to_vec()]
     }
 
     fn parse_all(b: &[u8], min_padding: usize) {

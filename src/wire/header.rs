@@ -109,9 +109,7 @@ impl Header {
     /// Check 4 needs the trailer length: see [`Header::payload_end`].
     #[inline]
     pub fn parse(datagram: &[u8], expect: Direction) -> Result<Header, WireError> {
-        let h: &[u8; HEADER_LEN] = datagram
-            .first_chunk::<HEADER_LEN>()
-            .ok_or(WireError::Truncated)?;
+        let h: &[u8; HEADER_LEN] = datagram.first_chunk::<HEADER_LEN>().ok_or(WireError::Truncated)?;
         let magic = expect.magic();
         if h[0..4] != magic {
             return Err(WireError::BadMagic);
@@ -138,28 +136,7 @@ impl Header {
         let [a0, a1] = self.ack.to_be_bytes();
         let [l0, l1] = self.length.to_be_bytes();
         let [b0, b1, b2, b3] = self.ack_bits.to_be_bytes();
-        *out = [
-            m0,
-            m1,
-            m2,
-            m3,
-            c0,
-            c1,
-            c2,
-            c3,
-            s0,
-            s1,
-            a0,
-            a1,
-            self.ty as u8,
-            l0,
-            l1,
-            self.count,
-            b0,
-            b1,
-            b2,
-            b3,
-        ];
+        *out = [m0, m1, m2, m3, c0, c1, c2, c3, s0, s1, a0, a1, self.ty as u8, l0, l1, self.count, b0, b1, b2, b3];
     }
 
     /// Receiver check 4 of §2: the end of the payload, `20 + length`, when
@@ -194,11 +171,7 @@ mod tests {
 
     impl Arbitrary for Direction {
         fn arbitrary(g: &mut Gen) -> Direction {
-            if bool::arbitrary(g) {
-                Direction::ToServer
-            } else {
-                Direction::ToClient
-            }
+            if bool::arbitrary(g) { Direction::ToServer } else { Direction::ToClient }
         }
     }
 
@@ -256,10 +229,7 @@ mod tests {
             }
         );
         assert_eq!(h.payload_end(1438, super::super::CRC_LEN), Ok(1434));
-        assert_eq!(
-            h.payload_end(1437, super::super::CRC_LEN),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(h.payload_end(1437, super::super::CRC_LEN), Err(WireError::Truncated));
         let ka = hex("46534f43 6b00d11d 0002 0002 04 0000 00 80000000");
         let k = Header::parse(&ka, Direction::ToClient).expect("valid header");
         assert_eq!((k.ty, k.count, k.length), (MsgType::KeepAlive, 0, 0));
@@ -271,44 +241,23 @@ mod tests {
     fn checks_in_order() {
         let good = hex("46534f53 00000001 0001 0000 06 0000 00 00000000");
         assert!(Header::parse(&good, Direction::ToServer).is_ok());
-        assert_eq!(
-            Header::parse(&good[..19], Direction::ToServer),
-            Err(WireError::Truncated)
-        );
-        assert_eq!(
-            Header::parse(&[], Direction::ToServer),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(Header::parse(&good[..19], Direction::ToServer), Err(WireError::Truncated));
+        assert_eq!(Header::parse(&[], Direction::ToServer), Err(WireError::Truncated));
         // Wrong direction is a bad magic.
-        assert_eq!(
-            Header::parse(&good, Direction::ToClient),
-            Err(WireError::BadMagic)
-        );
+        assert_eq!(Header::parse(&good, Direction::ToClient), Err(WireError::BadMagic));
         for i in 0..4 {
             let mut bad = good.clone();
             bad[i] ^= 0x20;
-            assert_eq!(
-                Header::parse(&bad, Direction::ToServer),
-                Err(WireError::BadMagic)
-            );
+            assert_eq!(Header::parse(&bad, Direction::ToServer), Err(WireError::BadMagic));
         }
         let mut bad = good.clone();
         bad[12] = 8;
-        assert_eq!(
-            Header::parse(&bad, Direction::ToServer),
-            Err(WireError::BadType)
-        );
+        assert_eq!(Header::parse(&bad, Direction::ToServer), Err(WireError::BadType));
         // Magic is checked before type.
         bad[0] = 0;
-        assert_eq!(
-            Header::parse(&bad, Direction::ToServer),
-            Err(WireError::BadMagic)
-        );
+        assert_eq!(Header::parse(&bad, Direction::ToServer), Err(WireError::BadMagic));
         // Truncation is checked before magic.
-        assert_eq!(
-            Header::parse(&bad[..10], Direction::ToServer),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(Header::parse(&bad[..10], Direction::ToServer), Err(WireError::Truncated));
     }
 
     #[test]
@@ -323,10 +272,7 @@ mod tests {
             count: 1,
             ack_bits: 0,
         };
-        assert_eq!(
-            h.payload_end(usize::MAX, usize::MAX),
-            Err(WireError::Truncated)
-        );
+        assert_eq!(h.payload_end(usize::MAX, usize::MAX), Err(WireError::Truncated));
         assert_eq!(h.payload_end(20 + 65535 + 16, 16), Ok(20 + 65535));
         h.length = 0;
         assert_eq!(h.payload_end(20, 0), Ok(20));

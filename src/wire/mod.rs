@@ -87,10 +87,7 @@ impl<'a> Reader<'a> {
     /// A reader positioned at the start of `buf`.
     #[inline]
     pub const fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader {
-            buf,
-            start_len: buf.len(),
-        }
+        Reader { buf, start_len: buf.len() }
     }
 
     /// Number of bytes not yet read.
@@ -119,10 +116,7 @@ impl<'a> Reader<'a> {
 
     #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
-        let (head, tail) = self
-            .buf
-            .split_first_chunk::<N>()
-            .ok_or(WireError::Truncated)?;
+        let (head, tail) = self.buf.split_first_chunk::<N>().ok_or(WireError::Truncated)?;
         self.buf = tail;
         Ok(*head)
     }
@@ -230,10 +224,7 @@ impl<'a> Writer<'a> {
     #[inline]
     pub fn reserve(&mut self, n: usize) -> Result<&mut [u8], WireError> {
         let end = self.len.checked_add(n).ok_or(WireError::Truncated)?;
-        let dst = self
-            .buf
-            .get_mut(self.len..end)
-            .ok_or(WireError::Truncated)?;
+        let dst = self.buf.get_mut(self.len..end).ok_or(WireError::Truncated)?;
         self.len = end;
         Ok(dst)
     }
@@ -302,8 +293,7 @@ pub(crate) mod testutil {
 
     /// The test vectors file (PROTOCOL.md §17).
     pub fn vectors() -> serde_json::Value {
-        serde_json::from_str(include_str!("../../tests/data/mpgs1_vectors.json"))
-            .expect("vectors file is valid JSON")
+        serde_json::from_str(include_str!("../../tests/data/mpgs1_vectors.json")).expect("vectors file is valid JSON")
     }
 
     /// Decodes lowercase or uppercase hex, ignoring spaces.
@@ -373,13 +363,9 @@ mod tests {
     #[test]
     fn display_is_nonempty() {
         use std::string::ToString;
-        for e in [
-            WireError::Truncated,
-            WireError::BadMagic,
-            WireError::BadType,
-            WireError::BadFraming,
-            WireError::BadValue,
-        ] {
+        for e in
+            [WireError::Truncated, WireError::BadMagic, WireError::BadType, WireError::BadFraming, WireError::BadValue]
+        {
             assert!(!e.to_string().is_empty());
         }
     }
@@ -406,11 +392,7 @@ mod tests {
                     )
                 })
                 .collect();
-            let dir = if bytes[3] == b'S' {
-                Direction::ToServer
-            } else {
-                Direction::ToClient
-            };
+            let dir = if bytes[3] == b'S' { Direction::ToServer } else { Direction::ToClient };
             let other = match dir {
                 Direction::ToServer => Direction::ToClient,
                 Direction::ToClient => Direction::ToServer,
@@ -419,10 +401,7 @@ mod tests {
             let h = Header::parse(&bytes, dir).expect("vector header parses");
             assert_eq!(u64::from(h.seq), want["seq"].as_u64().expect("number"));
             assert_eq!(u64::from(h.ack), want["ack"].as_u64().expect("number"));
-            assert_eq!(
-                u64::from(h.ack_bits),
-                want["ack_bits"].as_u64().expect("number")
-            );
+            assert_eq!(u64::from(h.ack_bits), want["ack_bits"].as_u64().expect("number"));
             assert_eq!(h.ty as u64, want["type"].as_u64().expect("number"));
             assert_eq!(u64::from(h.ctime), want["ctime"].as_u64().expect("number"));
             assert_eq!(usize::from(h.count), msgs.len());
@@ -432,19 +411,13 @@ mod tests {
             assert_eq!(&out[..], &bytes[..HEADER_LEN]);
             // The payload length is what the reference's messages need.
             let data_total: usize = msgs.iter().map(|m| m.2.len()).sum();
-            assert_eq!(
-                usize::from(h.length),
-                data_total + frame::overhead(msgs.len())
-            );
+            assert_eq!(usize::from(h.length), data_total + frame::overhead(msgs.len()));
             let crc_mode = i == 4;
             assert_eq!(crc_mode, h.ty == MsgType::ClientHello);
             let trailer = if crc_mode { CRC_LEN } else { TAG_LEN };
             let end = h.payload_end(bytes.len(), trailer).expect("long enough");
             assert_eq!(end + trailer, bytes.len(), "no bytes after the trailer");
-            assert_eq!(
-                h.payload_end(bytes.len() - 1, trailer),
-                Err(WireError::Truncated)
-            );
+            assert_eq!(h.payload_end(bytes.len() - 1, trailer), Err(WireError::Truncated));
             if crc_mode {
                 let payload = &bytes[HEADER_LEN..end];
                 let got: Vec<(u16, u8, Vec<u8>)> = frame::parse_payload(h.ty, h.count, payload)
