@@ -8,6 +8,7 @@
 //!   stays in steady state.
 //!
 //! Compare the two in one run: `cargo bench --bench datagram`.
+#![allow(clippy::unwrap_used)] // a benchmark that cannot set up should stop loudly
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -56,7 +57,7 @@ impl Pair {
         cfg.send_interval = Duration::ZERO;
         let root = ServerKey::generate(&mut Rng::new(Seed::from_u64(1)));
         let pinned = root.public_key();
-        let mut server = Endpoint::server(cfg.clone(), root, Seed::from_u64(2)).unwrap();
+        let server = Endpoint::server(cfg.clone(), root, Seed::from_u64(2)).unwrap();
         let mut client = Endpoint::client(cfg, Seed::from_u64(3)).unwrap();
         let now = Instant::ZERO;
         let conn = client.connect(now, SERVER, pinned).unwrap();
@@ -96,7 +97,7 @@ impl Pair {
             other => panic!("expected the message, got {other:?}"),
         }
         self.sent += 1;
-        if self.sent % 16 == 0 {
+        if self.sent.is_multiple_of(16) {
             // Acks back to the client, and its Delivered events.
             let server_addr = SERVER;
             while let Some(t) = self.server.poll_transmit(self.now, &mut self.buf) {

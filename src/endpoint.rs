@@ -70,6 +70,8 @@ pub struct Endpoint {
     ready: VecDeque<ConnectionId>,
     /// Connections changed since their readiness and timer were last settled.
     dirty: Vec<ConnectionId>,
+    /// Connections whose cached timer is stale (settled only when read).
+    timer_dirty: Vec<ConnectionId>,
     events: VecDeque<Event>,
     finals: VecDeque<(SocketAddr, heapless::Vec<u8, FINAL_DATAGRAM_MAX>)>,
     stats: EndpointStats,
@@ -106,6 +108,7 @@ impl Endpoint {
             by_addr: BTreeMap::new(),
             ready: VecDeque::new(),
             dirty: Vec::new(),
+            timer_dirty: Vec::new(),
             events: VecDeque::new(),
             finals: VecDeque::new(),
             stats: EndpointStats::default(),
@@ -129,6 +132,13 @@ impl Endpoint {
     /// Endpoint-wide counters, including dropped datagrams by reason.
     pub fn stats(&self) -> &EndpointStats {
         &self.stats
+    }
+
+    /// The connection with the peer at `addr`, if any (a server's pending
+    /// handshakes included).
+    pub fn connection_by_addr(&self, addr: SocketAddr) -> Option<ConnectionId> {
+        let &index = self.by_addr.get(&addr)?;
+        Some(ConnectionId { index, generation: self.slots[index as usize].generation })
     }
 
     /// A live connection, or `None` once it has closed.
@@ -306,7 +316,7 @@ impl Endpoint {
     /// Runs the timers due at `now`: retransmissions, keep-alives, timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clamp(now);
-        self.settle(now);
+        self.settle_timers(now);
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
             let Some(conn) = slot.conn.as_ref() else {
@@ -362,7 +372,7 @@ impl Endpoint {
     /// any timer is armed. Datagrams ready to send now are not timers: drain
     /// [`poll_transmit`](Endpoint::poll_transmit) after every input.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.settle(self.now);
+        self.settle_timers(self.now);
         self.slots.iter().filter_map(|s| s.conn.as_ref()?.timeout).min()
     }
 
@@ -416,7 +426,14 @@ impl Endpoint {
     /// After any input to `id`: releases it at once if it closed (queuing
     /// its final datagram), otherwise marks it for [`Endpoint::settle`].
     fn touch(&mut self, id: ConnectionId, now: Instant) {
-        let Some(conn) = self.conn_mut(id) else { return };
+        let Some(conn) = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return;
+        };
         if conn.is_closed() {
             let remote = conn.remote();
             let mut buf = [0u8; MAX_DATAGRAM];
@@ -426,15 +443,21 @@ impl Endpoint {
                 self.finals.push_back((remote, bytes));
             }
             self.release(id);
-        } else if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(id);
+        } else {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(id);
+            }
+            if !conn.timer_dirty {
+                conn.timer_dirty = true;
+                self.timer_dirty.push(id);
+            }
         }
     }
 
     /// Settles every changed connection: queues it for transmission if a
-    /// datagram is due, and caches its transmit time and next timer. Done
-    /// lazily, so a burst of inputs costs one evaluation per connection.
+    /// datagram is due, and caches its transmit time. Done lazily, so a
+    /// burst of inputs costs one evaluation per connection.
     fn settle(&mut self, now: Instant) {
         for k in 0..self.dirty.len() {
             let id = self.dirty[k];
@@ -453,17 +476,45 @@ impl Endpoint {
                 conn.in_ready_queue = true;
                 self.ready.push_back(id);
             }
-            conn.timeout = conn.poll_timeout(now, transmit, &self.cfg);
         }
         self.dirty.clear();
     }
 
+    /// Settles, then recomputes the cached timer of every connection whose
+    /// timer is stale. Only `poll_timeout` and `handle_timeout` read timers,
+    /// so the per-datagram path never pays for this.
+    fn settle_timers(&mut self, now: Instant) {
+        self.settle(now);
+        for k in 0..self.timer_dirty.len() {
+            let id = self.timer_dirty[k];
+            let Some(conn) = self
+                .slots
+                .get_mut(id.index as usize)
+                .filter(|s| s.generation == id.generation)
+                .and_then(|s| s.conn.as_mut())
+            else {
+                continue;
+            };
+            conn.timer_dirty = false;
+            // A transmit time cached by an earlier settle may have come due
+            // since (a caller ticking `handle_timeout` without reading
+            // `poll_timeout`): queue it now, since `poll_timeout` below only
+            // keeps transmit times still in the future as timers.
+            if !conn.in_ready_queue && conn.transmit_at.is_some_and(|t| t <= now) {
+                conn.in_ready_queue = true;
+                self.ready.push_back(id);
+            }
+            conn.timeout = conn.poll_timeout(now, conn.transmit_at, &self.cfg);
+        }
+        self.timer_dirty.clear();
+    }
+
     fn release(&mut self, id: ConnectionId) {
         let slot = &mut self.slots[id.index as usize];
-        if let Some(conn) = slot.conn.take() {
-            if self.by_addr.get(&conn.remote()) == Some(&id.index) {
-                self.by_addr.remove(&conn.remote());
-            }
+        if let Some(conn) = slot.conn.take()
+            && self.by_addr.get(&conn.remote()) == Some(&id.index)
+        {
+            self.by_addr.remove(&conn.remote());
         }
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(id.index);

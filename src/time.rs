@@ -49,25 +49,37 @@ impl Instant {
     }
 
     /// `self - earlier`, or zero when `earlier` is later than `self`.
+    #[inline]
     pub const fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))
     }
 
     /// `self + d`, saturating at [`Instant::MAX`].
+    #[inline]
     pub fn saturating_add(self, d: Duration) -> Instant {
         Instant(self.0.saturating_add(duration_micros(d)))
     }
 }
 
 /// A duration in whole microseconds, saturating at `u64::MAX`.
+#[inline]
 pub(crate) fn duration_micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+    // u64 arithmetic: `Duration::as_micros` goes through u128.
+    d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()))
 }
 
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, d: Duration) -> Instant {
         self.saturating_add(d)
+    }
+}
+
+impl Sub<Duration> for Instant {
+    type Output = Instant;
+    /// Saturating at [`Instant::ZERO`].
+    fn sub(self, d: Duration) -> Instant {
+        Instant(self.0.saturating_sub(duration_micros(d)))
     }
 }
 

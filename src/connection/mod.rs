@@ -116,7 +116,6 @@ pub struct Connection {
     token: u32,
     server_key: Option<PublicKey>,
     connected: bool,
-    rng: Rng,
     handshake_deadline: Instant,
     handshake_resend_at: Instant,
     linger_deadline: Instant,
@@ -144,11 +143,13 @@ pub struct Connection {
     pub(crate) dirty: bool,
     /// `next_transmit` as of the last settle (valid while not dirty).
     pub(crate) transmit_at: Option<Instant>,
+    /// `timeout` is stale.
+    pub(crate) timer_dirty: bool,
     pub(crate) timeout: Option<Instant>,
 }
 
 impl Connection {
-    fn new(role: Role, remote: SocketAddr, now: Instant, cfg: &EndpointConfig, rng: Rng, state: State) -> Connection {
+    fn new(role: Role, remote: SocketAddr, now: Instant, cfg: &EndpointConfig, state: State) -> Connection {
         let sizes = cfg.sizes();
         Connection {
             role,
@@ -158,7 +159,6 @@ impl Connection {
             token: 0,
             server_key: None,
             connected: false,
-            rng,
             handshake_deadline: now + if role == Role::Client { cfg.connect_timeout } else { cfg.handshake_timeout },
             handshake_resend_at: now,
             linger_deadline: Instant::MAX,
@@ -186,6 +186,7 @@ impl Connection {
             in_ready_queue: false,
             dirty: false,
             transmit_at: None,
+            timer_dirty: false,
             timeout: None,
         }
     }
@@ -211,7 +212,6 @@ impl Connection {
             remote,
             now,
             cfg,
-            rng,
             State::Closed, // replaced below, once the msgseqs are reserved
         );
         let msgseq = conn.send.take_msgseq();
@@ -255,7 +255,7 @@ impl Connection {
         let n = handshake::emit_server_hello(&mut reply, &root.public_key().to_spki_der(), &blob, &signature).ok()?;
         reply.truncate(n);
 
-        let mut conn = Connection::new(Role::Server, remote, now, cfg, rng, State::Closed);
+        let mut conn = Connection::new(Role::Server, remote, now, cfg, State::Closed);
         conn.key = Some(PacketKey::new(&crypto::derive_packet_key(&shared, &salt)));
         conn.token = token;
         conn.recv_packets.insert(hello_seq);
@@ -542,7 +542,7 @@ impl Connection {
 
         let mut peer_disconnect = false;
         for m in messages {
-            if self.recv_messages.insert(m.msgseq) != Insert::Accepted {
+            if self.recv_messages.check(m.msgseq) != Insert::Accepted {
                 self.metrics.duplicate_messages += 1;
                 continue;
             }
@@ -556,7 +556,13 @@ impl Connection {
                         self.metrics.messages_received += 1;
                         ctx.events.push_back(Event::Message { conn: ctx.id, payload });
                     }
-                    reassembly::Outcome::Dropped(_) => ctx.stats.fragments_dropped += 1,
+                    reassembly::Outcome::Dropped(_) => {
+                        ctx.stats.fragments_dropped += 1;
+                        // Its msgseq stays unrecorded: a dropped fragment must
+                        // not make the genuine one with that msgseq a
+                        // duplicate (rule 14).
+                        continue;
+                    }
                     reassembly::Outcome::Pending | reassembly::Outcome::Duplicate => {}
                 },
                 MsgType::Disconnect => peer_disconnect = true,
@@ -564,6 +570,7 @@ impl Connection {
                 // with data, UNKNOWN: ignored.
                 _ => {}
             }
+            self.recv_messages.insert(m.msgseq);
         }
         if hdr.count > 0 {
             self.ack_owed_since.get_or_insert(now);
@@ -835,6 +842,9 @@ impl Connection {
             buf[HEADER_LEN + length..HEADER_LEN + length + CRC_LEN].copy_from_slice(&crc.to_be_bytes());
             HEADER_LEN + length + CRC_LEN
         };
+        let (events, metrics, id) = (&mut *ctx.events, &mut self.metrics, ctx.id);
+        let lost = self.send.on_datagram_sent(seq, &mut |o| report(events, metrics, id, o));
+        self.metrics.datagrams_lost += lost;
         // Every datagram carries the ack.
         self.ack_owed_since = None;
         self.unacked_eliciting = 0;

@@ -209,11 +209,6 @@ impl SendState {
         self.messages.iter().filter(|m| !m.decided).count()
     }
 
-    /// Whether every queued message is decided and nothing is in flight.
-    pub(crate) fn is_idle(&self) -> bool {
-        self.units.is_empty()
-    }
-
     fn msg_index(&self, id: u64) -> Option<usize> {
         let i = id.checked_sub(self.msg_base)?;
         usize::try_from(i).ok().filter(|&i| i < self.messages.len())
@@ -236,15 +231,38 @@ impl SendState {
         }
     }
 
-    /// The oldest sent, unresolved datagram's sequence number.
-    fn oldest_in_flight(&self) -> Option<u16> {
-        self.sent.iter().find(|p| !p.resolved).map(|p| p.seq)
+    /// Whether a datagram carrying messages may be sent with sequence
+    /// number `next_seq`: the oldest datagram still expected to be
+    /// acknowledged stays well inside the ack range. Datagrams already
+    /// suspected lost (their content is queued again) do not hold the
+    /// connection back.
+    pub(crate) fn flight_allows(&self, next_seq: u16) -> bool {
+        self.sent
+            .iter()
+            .find(|p| !p.resolved && !p.suspected)
+            .is_none_or(|p| seq::diff(next_seq, p.seq) <= i32::from(FLIGHT_LIMIT))
     }
 
-    /// Whether a datagram carrying messages may be sent with sequence
-    /// number `next_seq` without pushing an unresolved one out of ack range.
-    pub(crate) fn flight_allows(&self, next_seq: u16) -> bool {
-        self.oldest_in_flight().is_none_or(|old| seq::diff(next_seq, old) <= i32::from(FLIGHT_LIMIT))
+    /// Datagram `seq` is going out: every unresolved datagram more than the
+    /// ack range behind it can no longer be acknowledged by a peer that
+    /// receives this one, so it is declared lost now rather than at the ack
+    /// timeout.
+    pub(crate) fn on_datagram_sent(&mut self, seq: u16, report: &mut dyn FnMut(Outcome)) -> u64 {
+        let mut lost = 0;
+        for k in 0..self.sent.len() {
+            let (old, resolved) = (self.sent[k].seq, self.sent[k].resolved);
+            if seq::diff(seq, old) <= i32::from(ACK_RANGE) {
+                break;
+            }
+            if !resolved {
+                self.resolve(k, false, report);
+                lost += 1;
+            }
+        }
+        if lost > 0 {
+            self.pop_resolved();
+        }
+        lost
     }
 
     fn advance_window(&mut self) {
@@ -610,6 +628,8 @@ impl SendState {
             self.messages.pop_front();
             self.msg_base += 1;
         }
+        // Keep `has_due` and `fill` looking at the same window.
+        self.advance_window();
     }
 
     /// Abandons every message not yet sent (local disconnect): each is
@@ -645,10 +665,5 @@ impl SendState {
         self.carried.clear();
         self.win_start = 0;
         self.next_unsent = 0;
-    }
-
-    /// Whether any message still waits to be sent for the first time.
-    pub(crate) fn has_unsent(&self) -> bool {
-        self.units.range(self.next_unsent.min(self.units.len())..).any(|u| u.sends == 0 && !u.done)
     }
 }

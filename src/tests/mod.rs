@@ -5,5 +5,7 @@
 
 mod bugs;
 mod flows;
+mod forge;
+mod handshake_rules;
 mod harness;
 mod rules;
