@@ -5,8 +5,6 @@
 //! part of this core nor visible on the wire, so there is nothing of ours to
 //! regress.
 
-#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
-
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 

@@ -2,8 +2,6 @@
 //! counters, CRC-datagram parsing, raw AEAD forging, and silencing a client
 //! so that forged packet sequence numbers are predictable.
 
-#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
-
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 

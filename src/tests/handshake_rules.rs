@@ -1,8 +1,6 @@
 //! The handshake and robustness rules of PROTOCOL.md §15: rules 7, 8, 9,
 //! 11, 12, 18 and 19, one test per rule, named after it.
 
-#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
-
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
