@@ -353,7 +353,7 @@ impl Connection {
             return Err(crate::SendError::QueueFull);
         }
         self.metrics.messages_sent += 1;
-        Ok(self.send.push(data.to_vec(), delivery, MsgType::App))
+        Ok(self.send.push(data, delivery, MsgType::App))
     }
 
     /// Starts a graceful close (§13).
@@ -366,7 +366,7 @@ impl Connection {
             State::Established => {
                 let (events, metrics, id) = (&mut *ctx.events, &mut self.metrics, ctx.id);
                 self.send.drop_unsent(&mut |o| report(events, metrics, id, o));
-                self.send.push(Vec::new(), Delivery::Reliable, MsgType::Disconnect);
+                self.send.push(&[], Delivery::Reliable, MsgType::Disconnect);
                 self.state = State::Closing;
                 self.linger_deadline = now + ctx.cfg.disconnect_linger;
             }
@@ -542,7 +542,12 @@ impl Connection {
 
         let mut peer_disconnect = false;
         for m in messages {
-            if self.recv_messages.check(m.msgseq) != Insert::Accepted {
+            // Only a fragment can still be refused after the window accepts
+            // it; its msgseq is recorded once reassembly has taken it.
+            let fragment = m.ty == MsgType::AppFragment;
+            let verdict =
+                if fragment { self.recv_messages.check(m.msgseq) } else { self.recv_messages.insert(m.msgseq) };
+            if verdict != Insert::Accepted {
                 self.metrics.duplicate_messages += 1;
                 continue;
             }
@@ -570,7 +575,9 @@ impl Connection {
                 // with data, UNKNOWN: ignored.
                 _ => {}
             }
-            self.recv_messages.insert(m.msgseq);
+            if fragment {
+                self.recv_messages.insert(m.msgseq);
+            }
         }
         if hdr.count > 0 {
             self.ack_owed_since.get_or_insert(now);

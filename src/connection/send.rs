@@ -39,11 +39,71 @@ pub(crate) enum Outcome {
     DisconnectAcked,
 }
 
+impl OutMsg {
+    /// Frees a fragmented message's buffer once nothing will be sent from it.
+    fn free_heap(&mut self) {
+        if let Bytes::Heap(v) = &mut self.data {
+            *v = Vec::new();
+        }
+    }
+}
+
+/// Where a queued message's bytes live.
+#[derive(Debug)]
+enum Bytes {
+    /// In the connection's [`Arena`], at this absolute offset.
+    Arena(u64),
+    /// A fragmented message, in its own buffer (freed once decided).
+    Heap(Vec<u8>),
+}
+
+/// FIFO storage for unfragmented queued messages. Messages are appended at
+/// the back and released from the front as they retire in id order, so
+/// steady traffic reuses one buffer instead of allocating per message. The
+/// dead prefix is dropped once it is at least half the buffer, which keeps
+/// compaction amortised O(1) per byte.
+#[derive(Debug, Default)]
+struct Arena {
+    buf: Vec<u8>,
+    /// Absolute offset of `buf[0]`.
+    base: u64,
+}
+
+impl Arena {
+    fn push(&mut self, data: &[u8]) -> u64 {
+        let off = self.base + self.buf.len() as u64;
+        self.buf.extend_from_slice(data);
+        off
+    }
+
+    fn get(&self, off: u64, len: usize) -> &[u8] {
+        let start = (off - self.base) as usize;
+        &self.buf[start..start + len]
+    }
+
+    /// Releases every byte before absolute offset `off`.
+    fn release_to(&mut self, off: u64) {
+        let dead = (off - self.base) as usize;
+        if dead == self.buf.len() {
+            self.buf.clear();
+            self.base = off;
+        } else if dead >= 4096 && dead * 2 >= self.buf.len() {
+            self.buf.drain(..dead);
+            self.base = off;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.base += self.buf.len() as u64;
+        self.buf.clear();
+    }
+}
+
 #[derive(Debug)]
 struct OutMsg {
     id: u64,
-    data: Vec<u8>,
-    delivery: Delivery,
+    data: Bytes,
+    len: usize,
     kind: MsgType,
     frag_id: u16,
     nfrags: u16,
@@ -57,6 +117,9 @@ struct OutMsg {
 struct Unit {
     msg: u64,
     frag: u16,
+    /// Bytes of message data on the wire (the fragment header included).
+    wire_len: u16,
+    delivery: Delivery,
     acked: bool,
     /// No further copies will be sent (sent once for `Unreliable`, past its
     /// deadline for `BestEffort`, decided or abandoned for any mode).
@@ -98,6 +161,7 @@ pub(crate) struct SendState {
     next_msg_id: u64,
     messages: VecDeque<OutMsg>,
     msg_base: u64,
+    arena: Arena,
     queued_bytes: usize,
     units: VecDeque<Unit>,
     /// Absolute number of `units[0]`; unit `n` has msgseq `base_msgseq + (n − unit_base)`.
@@ -124,6 +188,7 @@ impl SendState {
             next_msg_id: 0,
             messages: VecDeque::new(),
             msg_base: 0,
+            arena: Arena::default(),
             queued_bytes: 0,
             units: VecDeque::new(),
             unit_base: 0,
@@ -160,16 +225,16 @@ impl SendState {
     }
 
     /// Queues a message; the caller checked size and room.
-    pub(crate) fn push(&mut self, data: Vec<u8>, delivery: Delivery, kind: MsgType) -> MessageId {
+    pub(crate) fn push(&mut self, data: &[u8], delivery: Delivery, kind: MsgType) -> MessageId {
         let id = self.next_msg_id;
         self.next_msg_id += 1;
         let len = data.len();
-        let (frag_id, nfrags) = if len <= fragment::max_single(self.max_payload) {
-            (0, 1)
+        let (frag_id, nfrags, data) = if len <= fragment::max_single(self.max_payload) {
+            (0, 1, Bytes::Arena(self.arena.push(data)))
         } else {
             let n = fragment::fragment_count(len, self.max_payload);
             // The caller bounds `len` so that `n` ≤ max_fragments ≤ 8192.
-            (self.frag_ids.advance(), u16::try_from(n).unwrap_or(u16::MAX))
+            (self.frag_ids.advance(), u16::try_from(n).unwrap_or(u16::MAX), Bytes::Heap(data.to_vec()))
         };
         if self.units.is_empty() {
             self.base_msgseq = self.msgseq.peek();
@@ -177,9 +242,17 @@ impl SendState {
         let first_unit = self.unit_base + self.units.len() as u64;
         for frag in 0..nfrags {
             self.msgseq.advance();
+            let wire_len = if nfrags == 1 {
+                len
+            } else {
+                FRAGMENT_HEADER_LEN + fragment::fragment_range(len, self.max_payload, usize::from(frag)).len()
+            };
             self.units.push_back(Unit {
                 msg: id,
                 frag,
+                // Both forms are at most MAX_PAYLOAD_SIZE (< 2048) bytes.
+                wire_len: wire_len as u16,
+                delivery,
                 acked: false,
                 done: false,
                 resend: false,
@@ -193,7 +266,7 @@ impl SendState {
         self.messages.push_back(OutMsg {
             id,
             data,
-            delivery,
+            len,
             kind,
             frag_id,
             nfrags,
@@ -216,19 +289,6 @@ impl SendState {
 
     fn unit_msgseq(&self, index: usize) -> u16 {
         seq::forward(self.base_msgseq, index as u32)
-    }
-
-    /// Bytes the unit occupies as message data on the wire.
-    fn unit_wire_len(&self, u: &Unit) -> usize {
-        let Some(mi) = self.msg_index(u.msg) else {
-            return 0;
-        };
-        let m = &self.messages[mi];
-        if m.frag_id == 0 {
-            m.data.len()
-        } else {
-            FRAGMENT_HEADER_LEN + fragment::fragment_range(m.data.len(), self.max_payload, usize::from(u.frag)).len()
-        }
     }
 
     /// Whether a datagram carrying messages may be sent with sequence
@@ -292,7 +352,7 @@ impl SendState {
         if u.sends == 0 {
             return true;
         }
-        if self.delivery_of(u) == Some(Delivery::BestEffort) && now >= u.first_sent + t.ack_timeout {
+        if u.delivery == Delivery::BestEffort && now >= u.first_sent + t.ack_timeout {
             // Past its deadline: `expire_best_effort` will retire it.
             return false;
         }
@@ -320,7 +380,7 @@ impl SendState {
                 continue;
             }
             let at = u.last_sent + t.rto;
-            if self.delivery_of(u) == Some(Delivery::BestEffort) && at >= u.first_sent + t.ack_timeout {
+            if u.delivery == Delivery::BestEffort && at >= u.first_sent + t.ack_timeout {
                 continue;
             }
             best = Some(best.map_or(at, |b| b.min(at)));
@@ -334,13 +394,9 @@ impl SendState {
         let end = self.next_unsent.min(self.units.len());
         self.units
             .range(self.win_start.min(end)..end)
-            .filter(|u| !u.acked && !u.done && u.sends > 0 && self.delivery_of(u) == Some(Delivery::BestEffort))
+            .filter(|u| !u.acked && !u.done && u.sends > 0 && u.delivery == Delivery::BestEffort)
             .map(|u| u.first_sent + t.ack_timeout)
             .min()
-    }
-
-    fn delivery_of(&self, u: &Unit) -> Option<Delivery> {
-        self.msg_index(u.msg).map(|i| self.messages[i].delivery)
     }
 
     /// Stops repeating best-effort units whose deadline passed; reports
@@ -352,7 +408,7 @@ impl SendState {
             if u.acked || u.done || u.sends == 0 {
                 continue;
             }
-            if self.delivery_of(&u) == Some(Delivery::BestEffort) && now >= u.first_sent + t.ack_timeout {
+            if u.delivery == Delivery::BestEffort && now >= u.first_sent + t.ack_timeout {
                 self.units[i].done = true;
                 if u.in_flight == 0 {
                     self.unit_lost(i, report);
@@ -370,8 +426,10 @@ impl SendState {
         let carried_start = self.carried_base + self.carried.len() as u64;
         let mut n = 0usize;
         let mut resends = 0usize;
-        // Two passes: units already sent (resends), then first sends.
-        for pass in 0..2 {
+        // Resends first (units before `next_unsent` have all been sent at
+        // least once), then first sends, each in msgseq order.
+        let first_unsent = self.next_unsent.clamp(self.win_start, end);
+        for (lo, hi) in [(self.win_start, first_unsent), (first_unsent, end)] {
             // First sends of one message go out in fragment order: once a
             // unit does not fit, the rest of its message waits. Otherwise a
             // small final fragment could leave long before the first one,
@@ -379,33 +437,34 @@ impl SendState {
             // first fragment it gets (§8), could expire the message while
             // every fragment ends up acknowledged (rule 5).
             let mut held = None;
-            for i in self.win_start..end {
-                let u = self.units[i];
-                if !self.due(&u, now, t) || (pass == 0) != (u.sends > 0) {
+            for i in lo..hi {
+                let u = &self.units[i];
+                if !self.due(u, now, t) || held == Some(u.msg) {
                     continue;
                 }
-                if pass == 1 && held == Some(u.msg) {
-                    continue;
-                }
-                let len = self.unit_wire_len(&u);
+                let (msg, frag, len) = (u.msg, u.frag, usize::from(u.wire_len));
                 if !w.fits(len) {
                     if w.count() == u8::MAX {
                         break;
                     }
-                    held = Some(u.msg);
+                    held = Some(msg);
                     continue;
                 }
-                let msgseq = self.unit_msgseq(i);
-                let Some(mi) = self.msg_index(u.msg) else {
+                let Some(mi) = self.msg_index(msg) else {
                     continue;
                 };
+                let msgseq = self.unit_msgseq(i);
                 let m = &self.messages[mi];
+                let data = match &m.data {
+                    Bytes::Arena(off) => self.arena.get(*off, m.len),
+                    Bytes::Heap(v) => v.as_slice(),
+                };
                 let pushed = if m.frag_id == 0 {
-                    w.push(msgseq, m.kind, &m.data)
+                    w.push(msgseq, m.kind, data)
                 } else {
-                    let range = fragment::fragment_range(m.data.len(), self.max_payload, usize::from(u.frag));
-                    let hdr = FragmentHeader { frag_id: m.frag_id, index: u.frag + 1, count: m.nfrags };
-                    let chunk = &m.data[range];
+                    let range = fragment::fragment_range(m.len, self.max_payload, usize::from(frag));
+                    let hdr = FragmentHeader { frag_id: m.frag_id, index: frag + 1, count: m.nfrags };
+                    let chunk = &data[range];
                     w.push_with(msgseq, MsgType::AppFragment, len, |out| {
                         let (h, rest) = out.split_at_mut(FRAGMENT_HEADER_LEN);
                         // `len` = 6 + chunk length, so both halves have the right size.
@@ -427,7 +486,7 @@ impl SendState {
                 unit.last_sent = now;
                 unit.in_flight += 1;
                 unit.resend = false;
-                if m.delivery == Delivery::Unreliable {
+                if unit.delivery == Delivery::Unreliable {
                     unit.done = true;
                 }
                 self.carried.push_back(self.unit_base + i as u64);
@@ -555,8 +614,8 @@ impl SendState {
                         } else {
                             Outcome::Delivered(MessageId(m.id))
                         };
-                        self.queued_bytes -= m.data.len();
-                        m.data = Vec::new();
+                        self.queued_bytes -= m.len;
+                        m.free_heap();
                         report(outcome);
                     }
                 }
@@ -585,8 +644,8 @@ impl SendState {
             return;
         }
         m.decided = true;
-        self.queued_bytes -= m.data.len();
-        m.data = Vec::new();
+        self.queued_bytes -= m.len;
+        m.free_heap();
         let internal = m.kind == MsgType::Disconnect;
         // Stop every other unit of the message (they are contiguous).
         let first = m.first_unit.saturating_sub(self.unit_base) as usize;
@@ -607,7 +666,9 @@ impl SendState {
                 break;
             }
             let n = usize::from(p.carried_len);
-            self.carried.drain(..n);
+            for _ in 0..n {
+                self.carried.pop_front();
+            }
             self.carried_base += n as u64;
             self.sent.pop_front();
         }
@@ -624,6 +685,9 @@ impl SendState {
         while let Some(m) = self.messages.front() {
             if !m.decided {
                 break;
+            }
+            if let Bytes::Arena(off) = m.data {
+                self.arena.release_to(off + m.len as u64);
             }
             self.messages.pop_front();
             self.msg_base += 1;
@@ -661,6 +725,7 @@ impl SendState {
         }
         self.units.clear();
         self.messages.clear();
+        self.arena.clear();
         self.sent.clear();
         self.carried.clear();
         self.win_start = 0;
