@@ -265,6 +265,27 @@ mod tests {
         assert_eq!(prev(1), 65535);
     }
 
+    /// The `seqnum` and `ack_bits_examples` entries of the reference's vectors.
+    #[test]
+    fn reference_vectors_seqnum_and_ack_bits() {
+        let v = crate::wire::testutil::vectors();
+        let sn = &v["seqnum"];
+        assert_eq!(i64::from(next(65535)), sn["after_65535"].as_i64().unwrap());
+        assert_eq!(i64::from(diff(1, 65535)), sn["diff(1,65535)"].as_i64().unwrap());
+        assert_eq!(i64::from(diff(0x000A, 0xFFF0)), sn["diff(0x000A,0xFFF0)"].as_i64().unwrap());
+        assert_eq!(i64::from(diff(0xFFF0, 0x000A)), sn["diff(0xFFF0,0x000A)"].as_i64().unwrap());
+        let examples = v["ack_bits_examples"].as_array().unwrap();
+        assert_eq!(examples.len(), 4);
+        for ex in examples {
+            let mut w = PacketWindow::new(32);
+            for s in ex["received_in_order"].as_array().unwrap() {
+                assert_eq!(w.insert(s.as_u64().unwrap() as u16), Insert::Accepted);
+            }
+            assert_eq!(u64::from(w.newest()), ex["hdr_ack"].as_u64().unwrap(), "{ex}");
+            assert_eq!(std::format!("{:08X}", w.ack_bits()), ex["hdr_ack_bits"].as_str().unwrap(), "{ex}");
+        }
+    }
+
     #[test]
     fn counter_skips_zero() {
         let mut c = Counter::new();
