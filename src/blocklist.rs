@@ -17,6 +17,15 @@ impl IpNet {
     /// The range of `prefix` leading bits of `addr`; host bits are cleared.
     /// Returns `None` if `prefix` exceeds the address length (32 or 128).
     pub fn new(addr: IpAddr, prefix: u8) -> Option<IpNet> {
+        // An IPv4-mapped IPv6 range (`::ffff:a.b.c.d/96+n`) is the IPv4
+        // range `a.b.c.d/n`, the form `contains` compares against.
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), prefix - 96),
+                None => (addr, prefix),
+            },
+            _ => (addr, prefix),
+        };
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if prefix > max {
             return None;
@@ -26,6 +35,10 @@ impl IpNet {
 
     /// Exactly one address.
     pub fn host(addr: IpAddr) -> IpNet {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
         let prefix = if addr.is_ipv4() { 32 } else { 128 };
         IpNet { addr, prefix }
     }
@@ -177,6 +190,11 @@ mod tests {
         assert!(b.contains(ip("192.0.2.7")));
         assert!(!b.contains(ip("192.0.2.8")));
         assert!(b.contains(ip("::ffff:10.1.0.9")), "v4-mapped v6 matches v4 range");
+        // A peer seen on a dual-stack socket, as `ban` blocks it.
+        b.add(IpNet::host(ip("::ffff:198.51.100.4")));
+        assert!(b.contains(ip("::ffff:198.51.100.4")) && b.contains(ip("198.51.100.4")));
+        b.add("::ffff:203.0.113.0/120".parse().unwrap());
+        assert!(b.contains(ip("203.0.113.77")));
         assert!(b.remove("192.0.2.7/32".parse().unwrap()));
         assert!(!b.contains(ip("192.0.2.7")));
         assert!("0.0.0.0/0".parse::<IpNet>().unwrap().contains(ip("8.8.8.8")));

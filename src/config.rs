@@ -82,7 +82,8 @@ pub struct EndpointConfig {
     /// Close a connection after this long without an authenticated
     /// datagram from the peer (default 5 s).
     pub connection_timeout: Duration,
-    /// A server forgets a pending handshake after this long (default 2 s).
+    /// A server forgets a pending handshake after this long without a
+    /// (repeated) CLIENT_HELLO from the client (default 2 s).
     pub handshake_timeout: Duration,
     /// A client gives up connecting after this long (default 5 s).
     pub connect_timeout: Duration,

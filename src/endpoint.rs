@@ -65,7 +65,9 @@ pub struct Endpoint {
     server_key: Option<ServerKey>,
     rng: Rng,
     slots: Vec<Slot>,
-    free: Vec<u32>,
+    /// Released slots, reused oldest first so a slot's generation wraps as
+    /// late as possible.
+    free: VecDeque<u32>,
     by_addr: BTreeMap<SocketAddr, u32>,
     ready: VecDeque<ConnectionId>,
     /// Connections changed since their readiness and timer were last settled.
@@ -104,7 +106,7 @@ impl Endpoint {
             server_key,
             rng: Rng::new(seed),
             slots: Vec::new(),
-            free: Vec::new(),
+            free: VecDeque::new(),
             by_addr: BTreeMap::new(),
             ready: VecDeque::new(),
             dirty: Vec::new(),
@@ -301,7 +303,11 @@ impl Endpoint {
         if hello.version != wire::handshake::PROTOCOL_VERSION {
             return Err(DropReason::Malformed);
         }
-        if self.pending >= self.cfg.max_pending_handshakes || self.established >= self.cfg.max_connections {
+        // Pending handshakes count against the connection cap too, so
+        // concurrent handshakes cannot overshoot it.
+        if self.pending >= self.cfg.max_pending_handshakes
+            || self.established + self.pending >= self.cfg.max_connections
+        {
             return Err(DropReason::Rate);
         }
         let root = self.server_key.as_ref().ok_or(DropReason::UnknownPeer)?;
@@ -386,7 +392,7 @@ impl Endpoint {
     }
 
     fn insert(&mut self, addr: SocketAddr, conn: Connection) -> ConnectionId {
-        let index = match self.free.pop() {
+        let index = match self.free.pop_front() {
             Some(i) => {
                 self.slots[i as usize].conn = Some(conn);
                 i
@@ -517,7 +523,7 @@ impl Endpoint {
             self.by_addr.remove(&conn.remote());
         }
         slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(id.index);
+        self.free.push_back(id.index);
     }
 }
 

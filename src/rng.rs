@@ -54,10 +54,21 @@ impl Rng {
     }
 
     /// A child generator, independent of this one's later output.
+    ///
+    /// The parent then re-keys itself from its own output ("fast key
+    /// erasure"): its state no longer reveals the seeds of children forked
+    /// earlier, so a later disclosure of an endpoint's memory does not give
+    /// away the ephemeral keys of past sessions. Still deterministic.
     pub fn fork(&mut self) -> Rng {
-        let mut s = [0u8; 32];
-        self.0.fill_bytes(&mut s);
-        Rng::new(Seed(s))
+        let mut child = [0u8; 32];
+        self.0.fill_bytes(&mut child);
+        let mut next = [0u8; 32];
+        self.0.fill_bytes(&mut next);
+        self.0 = ChaCha20Rng::from_seed(next);
+        next.fill(0);
+        let rng = Rng::new(Seed(child));
+        child.fill(0);
+        rng
     }
 
     /// Fills `dest` with random bytes.

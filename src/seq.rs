@@ -191,9 +191,7 @@ impl<const WORDS: usize> Window<WORDS> {
             if n >= Self::BITS {
                 self.bits = [0; WORDS];
             } else {
-                for p in self.pos + 1..self.pos + n {
-                    self.clear(p);
-                }
+                self.clear_range(self.pos + 1, self.pos + n);
             }
             self.pos += n;
             self.cur = s;
@@ -235,10 +233,18 @@ impl<const WORDS: usize> Window<WORDS> {
         self.bits[(i / 64) as usize] |= 1u64 << (i % 64);
     }
 
-    #[inline]
-    fn clear(&mut self, p: u64) {
-        let i = p % Self::BITS;
-        self.bits[(i / 64) as usize] &= !(1u64 << (i % 64));
+    /// Clears positions `from..to` (fewer than `BITS` of them) a word at a
+    /// time, so a peer jumping far ahead costs at most `WORDS + 1` writes.
+    fn clear_range(&mut self, from: u64, to: u64) {
+        let mut p = from;
+        while p < to {
+            let i = p % Self::BITS;
+            let bit = i % 64;
+            let n = (64 - bit).min(to - p);
+            let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << bit };
+            self.bits[(i / 64) as usize] &= !mask;
+            p += n;
+        }
     }
 }
 

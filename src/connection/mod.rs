@@ -173,6 +173,7 @@ impl Connection {
             send: SendState::new(sizes.max_payload, cfg.send_window, cfg.send_queue_messages, cfg.send_queue_bytes),
             reassembly: Reassembler::new(reassembly::Limits {
                 max_fragments: cfg.max_fragments,
+                min_lifetime: cfg.connection_timeout + cfg.ack_timeout,
                 max_reassemblies: cfg.max_reassemblies,
                 max_bytes: cfg.max_reassembly_bytes,
                 max_message_size: cfg.max_message_size,
@@ -387,7 +388,7 @@ impl Connection {
             (State::ClientChallenge { .. } | State::Established | State::Closing, ServerHello) => {
                 Err(DropReason::Unexpected)
             }
-            (State::ServerPending(_), ClientHello) => self.on_repeated_hello(hdr, datagram),
+            (State::ServerPending(_), ClientHello) => self.on_repeated_hello(now, hdr, datagram, ctx.cfg),
             (State::ServerPending(_), ChallengeResp) => self.on_protected(now, hdr, datagram, ctx),
             (State::ServerPending(_), _) => Err(DropReason::Unexpected),
             // CRC-only datagrams never touch an established session (rules 7, 19).
@@ -447,7 +448,13 @@ impl Connection {
         Ok(())
     }
 
-    fn on_repeated_hello(&mut self, hdr: &Header, datagram: &[u8]) -> Result<(), DropReason> {
+    fn on_repeated_hello(
+        &mut self,
+        now: Instant,
+        hdr: &Header,
+        datagram: &[u8],
+        cfg: &EndpointConfig,
+    ) -> Result<(), DropReason> {
         let State::ServerPending(pending) = &mut self.state else {
             return Err(DropReason::Unexpected);
         };
@@ -461,6 +468,10 @@ impl Connection {
             return Err(DropReason::Replay);
         }
         pending.reply_due = true;
+        // The client is still trying: time the pending entry from its
+        // latest hello, so a SERVER_HELLO that gets through late leaves the
+        // CHALLENGE_RESP the whole handshake timeout to follow.
+        self.handshake_deadline = now + cfg.handshake_timeout;
         Ok(())
     }
 
@@ -886,8 +897,11 @@ impl Connection {
         ctx.events.push_back(Event::ConnectFailed { conn: ctx.id, reason });
     }
 
-    /// A server's pending handshake ends unseen by the application.
-    fn close_silently(&mut self, _ctx: &mut Ctx<'_>) {
+    /// A server's pending handshake ends unseen by the application; any
+    /// message already queued on it is lost.
+    fn close_silently(&mut self, ctx: &mut Ctx<'_>) {
+        let (events, metrics, id) = (&mut *ctx.events, &mut self.metrics, ctx.id);
+        self.send.abandon(&mut |o| report(events, metrics, id, o));
         self.state = State::Closed;
     }
 }

@@ -26,6 +26,15 @@
 //! called on every timer poll; fragment arrival never expires anything, so
 //! [`Reassembler::would_run_out_of_room`] and [`Reassembler::on_fragment`]
 //! see the same state.
+//!
+//! Lifetime: a reassembly expires `max(1 + 0.5·count s, min_lifetime)` after
+//! the last fragment that made progress, not after the first one. Acks are
+//! per datagram, so a fragment we stored has been acknowledged and will not
+//! come again: expiring a reassembly whose sender is still resending its
+//! missing fragments would lose the message while the sender reports it
+//! delivered. The connection sets `min_lifetime` to its connection timeout
+//! plus the ack timeout, longer than any gap between the resends of a live
+//! reliable sender.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -50,6 +59,8 @@ const SIM_CAP: usize = 256;
 pub(crate) struct Limits {
     /// Most fragments a message may claim (`count`).
     pub max_fragments: u16,
+    /// Shortest lifetime of a reassembly without progress.
+    pub min_lifetime: Duration,
     /// Most reassemblies in progress at once.
     pub max_reassemblies: usize,
     /// Most bytes of chunk buffers held at once.
@@ -217,6 +228,8 @@ fn decide<'d, V: View>(limits: &Limits, view: &V, msgseq: u16, data: &'d [u8]) -
 #[derive(Debug)]
 struct Entry {
     key: Key,
+    /// Lifetime without progress.
+    life: Duration,
     deadline: Instant,
     /// Size of the non-final chunks, 0 until the first one arrives.
     chunk: usize,
@@ -235,11 +248,13 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(key: Key, now: Instant) -> Entry {
-        let life = EXPIRY_BASE_MICROS + EXPIRY_PER_FRAGMENT_MICROS * u64::from(key.count);
+    fn new(key: Key, now: Instant, min_lifetime: Duration) -> Entry {
+        let life = Duration::from_micros(EXPIRY_BASE_MICROS + EXPIRY_PER_FRAGMENT_MICROS * u64::from(key.count))
+            .max(min_lifetime);
         Entry {
             key,
-            deadline: now + Duration::from_micros(life),
+            life,
+            deadline: now + life,
             chunk: 0,
             tail_len: 0,
             have: 0,
@@ -261,7 +276,8 @@ impl Entry {
 
     /// Stores an accepted fragment. Every size was checked by [`decide`];
     /// the copies are still bounds-checked, so a slip cannot panic.
-    fn store(&mut self, index: u16, chunk: &[u8], add: usize) {
+    fn store(&mut self, now: Instant, index: u16, chunk: &[u8], add: usize) {
+        self.deadline = now + self.life;
         let non_final = usize::from(self.key.count.saturating_sub(1));
         if index == self.key.count {
             if self.chunk == 0 {
@@ -345,7 +361,7 @@ impl Reassembler {
             Ok(Some(acc)) => acc,
         };
         if acc.new {
-            self.entries.push(Entry::new(acc.key, now));
+            self.entries.push(Entry::new(acc.key, now, self.limits.min_lifetime));
         }
         let Some(pos) = self.entries.iter().position(|e| e.key == acc.key) else {
             // Unreachable: `decide` saw it, or it was just pushed.
@@ -354,7 +370,7 @@ impl Reassembler {
         let Some(entry) = self.entries.get_mut(pos) else {
             return Outcome::Dropped(Drop::Invalid);
         };
-        entry.store(acc.index, acc.chunk, acc.add);
+        entry.store(now, acc.index, acc.chunk, acc.add);
         self.bytes += acc.add;
         if !acc.completes {
             return Outcome::Pending;
@@ -541,8 +557,13 @@ mod tests {
     const MAX: usize = 1434;
     const MAX_576: usize = 510;
 
-    const LIMITS: Limits =
-        Limits { max_fragments: 8192, max_reassemblies: 16, max_bytes: 4 << 20, max_message_size: 1 << 20 };
+    const LIMITS: Limits = Limits {
+        max_fragments: 8192,
+        min_lifetime: Duration::ZERO,
+        max_reassemblies: 16,
+        max_bytes: 4 << 20,
+        max_message_size: 1 << 20,
+    };
 
     fn at(secs: u64) -> Instant {
         Instant::from_secs(secs)
@@ -920,15 +941,18 @@ mod tests {
         assert_eq!(r.next_expiry(), None);
         assert_eq!(r.on_fragment(at(10), a[0].0, &a[0].1), Outcome::Pending);
         assert_eq!(r.on_fragment(at(10), b[4].0, &b[4].1), Outcome::Pending);
-        // Later fragments do not extend the deadline.
+        // A fragment that makes progress restarts the lifetime: `a` now
+        // expires 2.5 s after 12 s, `b` 3.5 s after 10 s.
         assert_eq!(r.on_fragment(at(12), a[1].0, &a[1].1), Outcome::Pending);
-        assert_eq!(r.next_expiry(), Some(Instant::from_millis(12_500)));
-        assert_eq!(r.expire(Instant::from_micros(12_499_999)), 0);
-        assert_eq!(r.len(), 2);
-        assert_eq!(r.expire(Instant::from_millis(12_500)), 1);
         assert_eq!(r.next_expiry(), Some(Instant::from_millis(13_500)));
         assert_eq!(r.expire(Instant::from_micros(13_499_999)), 0);
+        assert_eq!(r.len(), 2);
         assert_eq!(r.expire(Instant::from_millis(13_500)), 1);
+        assert_eq!(r.next_expiry(), Some(Instant::from_millis(14_500)));
+        assert_eq!(r.expire(Instant::from_micros(14_499_999)), 0);
+        // A duplicate is not progress.
+        assert_eq!(r.on_fragment(at(14), a[1].0, &a[1].1), Outcome::Duplicate);
+        assert_eq!(r.expire(Instant::from_millis(14_500)), 1);
         assert_eq!((r.len(), r.buffered_bytes(), r.next_expiry()), (0, 0, None));
         // An expired message's late fragment starts afresh.
         assert_eq!(r.on_fragment(at(20), a[2].0, &a[2].1), Outcome::Pending);
@@ -937,6 +961,10 @@ mod tests {
         let mut r = Reassembler::new(LIMITS);
         assert_eq!(r.on_fragment(at(0), 9, &frag(1, 8192, 8192, &[1])), Outcome::Pending);
         assert_eq!(r.next_expiry(), Some(at(4097)));
+        // The connection's floor lengthens short lifetimes.
+        let mut r = Reassembler::new(Limits { min_lifetime: Duration::from_secs(6), ..LIMITS });
+        assert_eq!(r.on_fragment(at(10), a[0].0, &a[0].1), Outcome::Pending);
+        assert_eq!(r.next_expiry(), Some(at(16)));
     }
 
     // ---- property tests ----
@@ -988,7 +1016,13 @@ mod tests {
     /// accounting exact, and the pre-check agrees exactly with
     /// `on_fragment` about running out of room.
     fn prop_limits_and_precheck(ops: Vec<Op>) -> bool {
-        let limits = Limits { max_fragments: 5, max_reassemblies: 3, max_bytes: 200, max_message_size: 120 };
+        let limits = Limits {
+            max_fragments: 5,
+            min_lifetime: Duration::ZERO,
+            max_reassemblies: 3,
+            max_bytes: 200,
+            max_message_size: 120,
+        };
         let mut r = Reassembler::new(limits);
         let mut now = at(0);
         let mut datagram: Vec<(u16, Vec<u8>)> = Vec::new();

@@ -132,10 +132,15 @@ fn bug_03_headerless_fragment_retransmits_never_deliver_garbage() {
         d
     };
     let mut seq = silence_client(&mut net, 1);
-    let mut send = |net: &mut Net, msgseq: u16, data: &[u8]| {
+    // Forges the next datagram from the (silenced) client; no message is a keep-alive.
+    let mut forge = |net: &mut Net, msgs: &[(u16, MsgType, &[u8])]| {
         seq = crate::seq::next(seq);
-        let d = forge_to_server(net, &key, 1, seq, &[(msgseq, MsgType::AppFragment, data)]);
+        let d = forge_to_server(net, &key, 1, seq, msgs);
         net.deliver_now(&d);
+    };
+    // A fragment, or (empty data) a keep-alive.
+    let mut send = |net: &mut Net, msgseq: u16, data: &[u8]| {
+        if data.is_empty() { forge(net, &[]) } else { forge(net, &[(msgseq, MsgType::AppFragment, data)]) }
     };
     let t0 = net.now;
     let before = drops(&net.eps[SERVER]);
@@ -156,8 +161,14 @@ fn bug_03_headerless_fragment_retransmits_never_deliver_garbage() {
     // The genuine fragment 2 (with its header) still completes the message.
     send(&mut net, 101, &frag(2, 1024..2048));
     assert_eq!(net.messages(SERVER), [msg]);
-    // The bogus reassembly (2 fragments) expires 2 s after it began.
-    net.run_for(t0 + Duration::from_secs(2) - net.now - Duration::from_millis(1));
+    // The bogus reassembly (2 fragments: 2 s, raised to the connection's
+    // 6 s floor) expires 6 s after its only fragment. Forged keep-alives
+    // hold the session meanwhile.
+    for _ in 0..5 {
+        net.run_for(Duration::from_secs(1));
+        send(&mut net, 0, &[]);
+    }
+    net.run_for(t0 + Duration::from_secs(6) - net.now - Duration::from_millis(1));
     assert_eq!(net.eps[SERVER].stats().reassemblies_expired, 0);
     net.run_for(Duration::from_millis(1));
     assert_eq!(net.eps[SERVER].stats().reassemblies_expired, 1);
@@ -649,27 +660,35 @@ fn bug_12_reassembly_expires_by_injected_time() {
     let d = forge_to_server(&net, &key, 1, last + 1, &[(500, MsgType::AppFragment, &frag(1))]);
     net.deliver_now(&d);
     let t0 = net.now;
-    let deadline = t0 + Duration::from_millis(2_500); // 1 s + 0.5 s · 3
+    let mut seq = last + 2;
+    // Forged keep-alives every second hold the session (the real client is
+    // silenced); nothing else arrives. The reassembly's lifetime is
+    // max(1 + 0.5·3 s, connection_timeout + ack_timeout) = 6 s.
+    let deadline = t0 + Duration::from_secs(6);
+    let expired = |n: &Net| n.eps[SERVER].stats().reassemblies_expired;
+    for _ in 0..5 {
+        net.run_for(Duration::from_secs(1));
+        let ka = forge_to_server(&net, &key, 1, seq, &[]);
+        seq += 1;
+        net.deliver_now(&ka);
+        assert_eq!(expired(&net), 0, "at {}", net.now);
+    }
+    // Expiry is a timer: it runs at the deadline with no fragment arriving.
     assert!(net.eps[SERVER].poll_timeout().unwrap() <= deadline);
-    // Expiry is a timer: nothing else has to arrive for it to run.
-    let expired = |n: &Net| n.eps[SERVER].stats().reassemblies_expired == 1;
-    assert!(net.run_until(Duration::from_secs(3), expired));
+    assert!(net.run_until(Duration::from_secs(3), |n| expired(n) == 1));
     assert_eq!(net.now, deadline);
     // The stale fragment is gone: the rest of the message cannot complete it.
-    for (i, index) in [2u16, 3].into_iter().enumerate() {
-        let d = forge_to_server(
-            &net,
-            &key,
-            1,
-            last + 2 + i as u16,
-            &[(500 + index - 1, MsgType::AppFragment, &frag(index))],
-        );
+    for index in [2u16, 3] {
+        let d = forge_to_server(&net, &key, 1, seq, &[(500 + index - 1, MsgType::AppFragment, &frag(index))]);
+        seq += 1;
         net.deliver_now(&d);
     }
     assert!(net.messages(SERVER).is_empty());
     // A caller that polls late still expires what is due, in one call.
-    let late = net.now + Duration::from_millis(2_500);
-    net.eps[SERVER].handle_timeout(late);
-    assert_eq!(net.eps[SERVER].stats().reassemblies_expired, 2);
+    let ka = forge_to_server(&net, &key, 1, seq, &[]);
+    net.eps[SERVER].handle_timeout(net.now + Duration::from_secs(4));
+    net.deliver_now(&ka);
+    net.eps[SERVER].handle_timeout(net.now + Duration::from_secs(6));
+    assert_eq!(expired(&net), 2);
     assert!(net.messages(SERVER).is_empty());
 }

@@ -182,3 +182,68 @@ fn same_seed_same_bytes_different_seed_different_bytes() {
     assert_eq!(a, run(11));
     assert_ne!(a, run(12));
 }
+
+/// An outage longer than `1 + 0.5·count` s in the middle of a fragmented
+/// Reliable message: the receiver must still deliver it. (With a lifetime
+/// counted from the first fragment, the reassembly expired while every
+/// fragment ended up acknowledged, and the sender reported a message
+/// `Delivered` that the application never received.)
+#[test]
+fn fragmented_message_survives_an_outage_longer_than_the_reassembly_formula() {
+    let (mut net, c, _) = Net::pair(EndpointConfig::default());
+    let start = net.now;
+    let mut big_seen = 0u32;
+    // Let the first large datagram (fragment 1) through, then drop large
+    // client datagrams (fragment 2 and its resends) for 2.6 s; keep-alives pass.
+    net.set_filter(move |d| {
+        if d.from == addr(1) && d.bytes.len() > 900 {
+            big_seen += 1;
+            if big_seen > 1 && d.sent < start + Duration::from_millis(2600) {
+                return Verdict::Drop;
+            }
+        }
+        Verdict::Deliver
+    });
+    let msg = payload(2000, 42);
+    let id = net.eps[1].send(c, &msg, Delivery::Reliable).unwrap();
+    net.run_for(Duration::from_secs(5));
+    let got = net.messages(SERVER);
+    assert!(got == [msg.clone()], "server got {} messages, want the 2000-byte one", got.len());
+    assert!(net.events[1].contains(&Event::Delivered { conn: c, id }), "{:?}", net.events[1]);
+    assert_eq!(net.eps[SERVER].stats().reassemblies_expired, 0);
+}
+
+/// Concurrent handshakes count against `max_connections`: with a cap of 1,
+/// two clients connecting at once end with exactly one connection.
+#[test]
+fn max_connections_counts_pending_handshakes() {
+    let mut cfg = EndpointConfig::default();
+    cfg.max_connections = 1;
+    let mut net = Net::new(cfg, 2, 21);
+    let a = net.connect(1);
+    let b = net.connect(2);
+    net.run_for(Duration::from_secs(6));
+    assert_eq!(net.eps[SERVER].connection_count(), 1);
+    let connected =
+        [(1, a), (2, b)].iter().filter(|&&(ep, id)| net.events[ep].contains(&Event::Connected { conn: id })).count();
+    assert_eq!(connected, 1, "{:?} / {:?}", net.events[1], net.events[2]);
+    assert!(net.eps[SERVER].stats().dropped(crate::DropReason::Rate) > 0);
+}
+
+/// A message queued on a server's pending handshake (reachable through
+/// `connection_by_addr`) is reported lost when the handshake never completes.
+#[test]
+fn message_on_an_abandoned_pending_handshake_is_lost() {
+    let mut net = Net::new(EndpointConfig::default(), 1, 22);
+    // The server's answers never arrive: its handshake stays pending.
+    net.set_filter(|d| if d.from == addr(SERVER) { Verdict::Drop } else { Verdict::Deliver });
+    net.connect(1);
+    net.run_for(Duration::from_millis(100));
+    let pending = net.eps[SERVER].connection_by_addr(addr(1)).expect("pending handshake");
+    let id = net.eps[SERVER].send(pending, b"early", Delivery::Reliable).unwrap();
+    // The client repeats its hello until its 5 s connect timeout; the entry
+    // expires 2 s (handshake timeout) after the last repeat.
+    net.run_for(Duration::from_secs(8));
+    assert!(net.eps[SERVER].connection(pending).is_none());
+    assert_eq!(net.events[SERVER], [Event::Lost { conn: pending, id }]);
+}

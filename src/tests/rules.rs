@@ -754,23 +754,29 @@ fn rule_13_reassembly_expires_by_injected_time_on_its_own() {
     let expired = |net: &Net| net.eps[SERVER].stats().reassemblies_expired;
     let chunk = [5u8; 100];
 
-    // count 4: expires 1 + 0.5 × 4 = 3 s after its first fragment.
+    // A reassembly expires max(1 + 0.5·count s, connection_timeout +
+    // ack_timeout = 6 s) after the last fragment that made progress.
+    // count 4: 3 s, raised to the 6 s floor.
     let t0 = net.now;
     f.inject(&mut net, &[(100, MsgType::AppFragment, &frag(77, 1, 4, &chunk))]);
     net.run_for(Duration::from_millis(500));
-    // count 10, half a second later: 6 s.
+    // count 20, half a second later: 1 + 10 = 11 s.
     let t1 = net.now;
-    f.inject(&mut net, &[(200, MsgType::AppFragment, &frag(78, 1, 10, &chunk))]);
+    f.inject(&mut net, &[(200, MsgType::AppFragment, &frag(78, 1, 20, &chunk))]);
+    net.run_for(Duration::from_millis(1500));
+    // Progress on the first restarts its lifetime: now t0 + 2 + 6 s.
+    let t2 = net.now;
+    f.inject(&mut net, &[(101, MsgType::AppFragment, &frag(77, 2, 4, &chunk))]);
     assert_eq!(expired(&net), 0);
-    assert!(net.run_until(Duration::from_secs(10), |n| expired(n) == 1));
-    assert_eq!(net.now, t0 + Duration::from_secs(3));
-    assert!(net.run_until(Duration::from_secs(10), |n| expired(n) == 2));
-    assert_eq!(net.now, t1 + Duration::from_secs(6));
+    assert!(net.run_until(Duration::from_secs(20), |n| expired(n) == 1));
+    assert_eq!(net.now, t2 + Duration::from_secs(6));
+    assert!(net.run_until(Duration::from_secs(20), |n| expired(n) == 2));
+    assert_eq!(net.now, t1 + Duration::from_secs(11));
     // Keep-alives kept the connection up meanwhile.
     assert!(net.eps[SERVER].connection(s).is_some());
 
     // The state is gone: the remaining fragments do not complete a message.
-    for (msgseq, index) in [(101, 2), (102, 3), (103, 4)] {
+    for (msgseq, index) in [(102, 3), (103, 4)] {
         f.inject(&mut net, &[(msgseq, MsgType::AppFragment, &frag(77, index, 4, &chunk))]);
     }
     assert!(net.messages(SERVER).is_empty());
