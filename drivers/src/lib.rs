@@ -1,20 +1,81 @@
-//! # mpgameserver-drivers (not implemented yet)
+//! # mpgameserver-drivers
 //!
-//! **This crate is empty for now: it has no API yet.** Its contents come with
-//! a later issue. Until then, drive an [`mpgameserver::Endpoint`] yourself
-//! (see the run loop in the `mpgameserver` crate docs and
-//! `examples/in_memory.rs`).
+//! Socket drivers for the sans-IO [`mpgameserver`] core: they own the UDP
+//! socket, the clock and the OS randomness, and run the core's loop (feed
+//! every received datagram, run the timers, drain the transmits, then the
+//! events).
 //!
-//! What it will contain: small adapters that run the sans-IO
-//! `mpgameserver` core over real UDP sockets, and the only code of the
-//! workspace that reads the system clock and OS randomness.
+//! * [`blocking`]: a std `UdpSocket` (IPv4 or IPv6). A [`blocking::Server`]
+//!   runs a tick loop on its thread and calls an [`EventHandler`]
+//!   (`starting`, `connect`, `disconnect`, `update(dt)`, `handle_message`,
+//!   `shutdown`: MpGameServer's handler in Rust form); a
+//!   [`blocking::Client`] offers `connect`, `update`, `send`, `disconnect`.
+//! * `smol` (feature `smol`): the same over `async_io::Async<UdpSocket>`
+//!   and `async_io::Timer`, usable from `smol::block_on`.
 //!
-//! * `blocking`: a std `UdpSocket` driver for IPv4 and IPv6. A `Server` runs
-//!   a tick loop and calls an `EventHandler` trait (`starting`, `connect`,
-//!   `disconnect`, `update(dt)`, `handle_message`, `shutdown`), the same
-//!   shape as MpGameServer's handler; a `Client` offers `connect`, `update`,
-//!   `send` and `disconnect`.
-//! * `smol` (behind the `smol` feature): the same over
-//!   `async_io::Async<UdpSocket>` and `async_io::Timer`.
-//! * One shared flush helper (drain transmits, then events) used by both.
+//! Both share one loop (`server.rs`, `client.rs`) and one flush helper
+//! (`io.rs`); only the waiting differs. Only [`Clock`] and [`os_seed`] read
+//! the real clock and OS randomness in the whole workspace.
+//!
+//! Socket errors never reach the core and never stop a loop: they are
+//! counted in [`DriverStats`] and logged through `tracing`.
+//!
+//! ## A server and a client
+//!
+//! ```
+//! use std::thread;
+//! use mpgameserver::{ConnectionId, Delivery, Duration, Event, Rng, ServerKey};
+//! use mpgameserver_drivers::blocking::{Client, Server};
+//! use mpgameserver_drivers::{EventHandler, ServerContext, os_seed};
+//!
+//! struct Echo;
+//!
+//! impl EventHandler for Echo {
+//!     fn handle_message(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId, payload: Vec<u8>) {
+//!         let _ = ctx.send(conn, &payload, Delivery::Reliable);
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // In production the key comes from a file: ServerKey::read_pem_file("root.key").
+//! let key = ServerKey::generate(&mut Rng::new(os_seed()?));
+//! let pinned = key.public_key();
+//! let mut server = Server::bind("127.0.0.1:0", key)?;
+//! let addr = server.local_addr()?;
+//! let stop = server.stop_handle();
+//! let thread = thread::spawn(move || server.run(&mut Echo));
+//!
+//! let mut client = Client::connect(addr, pinned, Duration::from_secs(5))?;
+//! client.send(b"hello", Delivery::Reliable)?;
+//! let echo = loop {
+//!     client.update_wait(Duration::from_millis(100));
+//!     if let Some(Event::Message { payload, .. }) = client.poll_event() {
+//!         break payload;
+//!     }
+//! };
+//! assert_eq!(echo, b"hello");
+//! client.disconnect(Duration::from_secs(1));
+//! stop.stop();
+//! thread.join().unwrap();
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod blocking;
+mod client;
+mod clock;
+mod config;
+mod io;
+mod server;
+#[cfg(feature = "smol")]
+pub mod smol;
+
+pub use client::DisconnectOutcome;
+pub use clock::{Clock, EntropyError, os_seed};
+pub use config::{
+    ClientConfig, ConnectError, MAX_TICK_RATE, SEND_BURST, SEND_INTERVAL, ServerConfig, StartError, endpoint_config,
+};
+pub use io::DriverStats;
+pub use server::{EventHandler, ServerContext, StopHandle};

@@ -1,0 +1,179 @@
+//! An echo server on the blocking driver: every message comes back to its
+//! sender. Prints a line per connect and per disconnect, with the
+//! connection's metrics.
+//!
+//! ```sh
+//! cargo run --release --example keygen -- --name root keys
+//! cargo run --release --example echo_server -- --bind 127.0.0.1:5000 --key keys/root.key
+//! # in another shell:
+//! cargo run --release --example echo_client -- --server 127.0.0.1:5000 --key keys/root.pub
+//! ```
+//!
+//! The delivery mode is not on the wire (a receiver cannot tell how hard
+//! the sender tries), so every echo goes back Reliable.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mpgameserver::{ConnectionId, ConnectionMetrics, Delivery, DisconnectReason, Duration, Instant, ServerKey};
+use mpgameserver_drivers::blocking::Server;
+use mpgameserver_drivers::{EventHandler, ServerConfig, ServerContext};
+
+/// Echo every message back to its sender (Reliable: the sender's delivery mode is not on the wire).
+#[derive(Parser, Debug)]
+#[command(name = "echo_server")]
+struct Args {
+    /// Address to listen on, e.g. 127.0.0.1:5000 or [::1]:5000
+    #[arg(long, value_name = "ADDR")]
+    bind: SocketAddr,
+    /// The server's private key (PEM PKCS#8, e.g. keys/root.key from keygen)
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// Ticks per second of the server loop
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    tick_hz: u32,
+    /// Stop after this many seconds (default: run until interrupted)
+    #[arg(long, value_name = "S")]
+    duration: Option<f64>,
+}
+
+/// The counters printed at disconnect: a connection's metrics are gone once
+/// it has closed, so they are copied while it lives.
+#[derive(Clone, Copy, Debug, Default)]
+struct Summary {
+    srtt: Option<Duration>,
+    messages_received: u64,
+    messages_sent: u64,
+    messages_lost: u64,
+    retransmitted: u64,
+    datagrams_received: u64,
+    datagrams_sent: u64,
+}
+
+impl Summary {
+    fn of(m: &ConnectionMetrics) -> Summary {
+        Summary {
+            srtt: m.srtt,
+            messages_received: m.messages_received,
+            messages_sent: m.messages_sent,
+            messages_lost: m.messages_lost,
+            retransmitted: m.messages_retransmitted,
+            datagrams_received: m.datagrams_received,
+            datagrams_sent: m.datagrams_sent,
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.srtt {
+            Some(rtt) => write!(f, "srtt {:.2} ms", rtt.as_secs_f64() * 1e3)?,
+            None => write!(f, "srtt -")?,
+        }
+        write!(
+            f,
+            ", messages {} in / {} out ({} lost, {} resent), datagrams {} in / {} out",
+            self.messages_received,
+            self.messages_sent,
+            self.messages_lost,
+            self.retransmitted,
+            self.datagrams_received,
+            self.datagrams_sent
+        )
+    }
+}
+
+struct Echo {
+    clients: BTreeMap<ConnectionId, (SocketAddr, Summary)>,
+    stop_at: Option<Instant>,
+}
+
+impl Echo {
+    fn refresh(&mut self, ctx: &ServerContext<'_>, conn: ConnectionId) {
+        if let (Some(c), Some(entry)) = (ctx.connection(conn), self.clients.get_mut(&conn)) {
+            entry.1 = Summary::of(c.metrics());
+        }
+    }
+}
+
+impl EventHandler for Echo {
+    fn starting(&mut self, ctx: &mut ServerContext<'_>) {
+        self.stop_at = self.stop_at.map(|d| ctx.now() + (d - Instant::ZERO));
+    }
+
+    fn connect(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId) {
+        let Some(addr) = ctx.connection(conn).map(|c| c.remote()) else { return };
+        println!("connect    {conn} from {addr}");
+        self.clients.insert(conn, (addr, Summary::default()));
+    }
+
+    fn disconnect(&mut self, _: &mut ServerContext<'_>, conn: ConnectionId, reason: DisconnectReason) {
+        if let Some((addr, summary)) = self.clients.remove(&conn) {
+            println!("disconnect {conn} from {addr} ({reason}): {summary}");
+        }
+    }
+
+    fn update(&mut self, ctx: &mut ServerContext<'_>, _dt: Duration) {
+        for (conn, (_, summary)) in &mut self.clients {
+            if let Some(c) = ctx.connection(*conn) {
+                *summary = Summary::of(c.metrics());
+            }
+        }
+        if self.stop_at.is_some_and(|t| ctx.now() >= t) {
+            ctx.stop();
+        }
+    }
+
+    fn handle_message(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId, payload: Vec<u8>) {
+        if let Err(e) = ctx.send(conn, &payload, Delivery::Reliable) {
+            eprintln!("echo to {conn} failed: {e}");
+        }
+        self.refresh(ctx, conn);
+    }
+
+    fn shutdown(&mut self, ctx: &mut ServerContext<'_>) {
+        println!("stopped: {}", ctx.stats());
+    }
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let args = Args::parse();
+    let key = match ServerKey::read_pem_file(&args.key) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("echo_server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop_at = match args.duration.map(Duration::try_from_secs_f64) {
+        None => None,
+        Some(Ok(d)) => Some(Instant::ZERO + d),
+        Some(Err(_)) => {
+            eprintln!("echo_server: --duration must be a number of seconds");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut config = ServerConfig::default();
+    config.tick_rate = args.tick_hz;
+    let mut server = match Server::bind_with(config, args.bind, key) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("echo_server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = server.local_addr().map_or(args.bind, |a| a);
+    println!("echo server on {addr}, {} ticks/s", args.tick_hz);
+    server.run(&mut Echo { clients: BTreeMap::new(), stop_at });
+    ExitCode::SUCCESS
+}
+
+/// Logs to stderr; `RUST_LOG=debug` shows more.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
