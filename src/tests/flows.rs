@@ -217,8 +217,7 @@ fn fragmented_message_survives_an_outage_longer_than_the_reassembly_formula() {
 /// two clients connecting at once end with exactly one connection.
 #[test]
 fn max_connections_counts_pending_handshakes() {
-    let mut cfg = EndpointConfig::default();
-    cfg.max_connections = 1;
+    let cfg = EndpointConfig { max_connections: 1, ..EndpointConfig::default() };
     let mut net = Net::new(cfg, 2, 21);
     let a = net.connect(1);
     let b = net.connect(2);

@@ -770,6 +770,7 @@ fn rule_13_reassembly_expires_by_injected_time_on_its_own() {
     assert_eq!(expired(&net), 0);
     assert!(net.run_until(Duration::from_secs(20), |n| expired(n) == 1));
     assert_eq!(net.now, t2 + Duration::from_secs(6));
+    assert!(net.now > t0 + Duration::from_secs(6), "progress extended the first one's lifetime");
     assert!(net.run_until(Duration::from_secs(20), |n| expired(n) == 2));
     assert_eq!(net.now, t1 + Duration::from_secs(11));
     // Keep-alives kept the connection up meanwhile.
