@@ -85,8 +85,9 @@ impl Pair {
     /// One message through the core path.
     fn one(&mut self, msg: &[u8]) {
         let client_addr = CLIENT;
-        // 50,000 datagrams per virtual second: under the per-second nonce budget.
-        self.now += Duration::from_micros(20);
+        // 2,000 datagrams per virtual second: within a connection's sequence
+        // budget (16,000 per connection_timeout + 2 s, plus a 16,000 burst).
+        self.now += Duration::from_micros(500);
         self.client.send(self.conn, msg, Delivery::Unreliable).unwrap();
         let t = self.client.poll_transmit(self.now, &mut self.buf).expect("a datagram is due");
         self.server.handle_datagram(self.now, client_addr, &mut self.buf[..t.len]);

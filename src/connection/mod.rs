@@ -17,7 +17,7 @@ use crate::event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Eve
 use crate::rng::Rng;
 use crate::seq::{Counter, Insert, MessageWindow, PacketWindow};
 use crate::stats::{ConnectionMetrics, DropReason, EndpointStats};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::wire::handshake::{self, CHALLENGE_RESP_LEN, SERVER_BLOB_LEN};
 use crate::wire::{self, CRC_LEN, Direction, HEADER_LEN, Header, MsgType, PayloadWriter, SPKI_LEN, TAG_LEN};
 
@@ -28,9 +28,15 @@ use send::{Outcome, SendState, Timing};
 /// Acknowledge at once after this many datagrams that carried messages,
 /// without waiting for `max_ack_delay`.
 const ACK_EVERY: u32 = 4;
-/// Datagrams one connection may send within one `ctime` second: the AEAD
-/// nonce is `magic ‖ ctime ‖ seq ‖ ack`, and `seq` wraps after 65535.
-const DATAGRAMS_PER_CTIME_SECOND: u32 = 65_000;
+/// Sequence budget: a connection sends at most `2 · SEQ_BURST` datagrams in
+/// any window of `connection_timeout + 2 s` (a `SEQ_BURST`-deep bucket
+/// refilled by `SEQ_BURST` per window). Rule 17 bounds a replay's age by
+/// `ctime` to `connection_timeout + 1 s`; within that age the packet
+/// sequence must not move half the 65535 ring (32767, less the 32-packet
+/// window), or a replayed old datagram would look new again. It also keeps
+/// the AEAD nonce `magic ‖ ctime ‖ seq ‖ ack` unique: far fewer than 65535
+/// datagrams per `ctime` second.
+const SEQ_BURST: u32 = 16_000;
 /// Largest SERVER_HELLO message data: 231 fixed bytes and a ≤ 72-byte signature.
 const SERVER_HELLO_MAX: usize = handshake::SERVER_HELLO_FIXED_LEN + crypto::MAX_SIGNATURE_LEN;
 
@@ -68,7 +74,12 @@ pub(crate) enum ServerAuth {
 
 enum State {
     ClientHello(Box<ClientHello>),
-    ClientChallenge { body: [u8; CHALLENGE_RESP_LEN], msgseq: u16 },
+    /// A SERVER_HELLO was accepted; CHALLENGE_RESP repeats until the server
+    /// confirms. The hello state is kept: if no confirmation comes within
+    /// the handshake timeout the server may have forgotten us, and the client
+    /// goes back to repeating its CLIENT_HELLO (still accepting a
+    /// confirmation under the current key).
+    ClientChallenge(Box<ClientHello>),
     ServerPending(Box<ServerPending>),
     Established,
     Closing,
@@ -87,6 +98,17 @@ struct ClientHello {
     body: Vec<u8>,
     /// A SERVER_HELLO failed signature verification (reported on timeout).
     bad_signature: bool,
+    /// The SERVER_HELLO being answered, once one was accepted.
+    accepted: Option<Accepted>,
+}
+
+/// The SERVER_HELLO a client answers, and its CHALLENGE_RESP.
+struct Accepted {
+    /// Its message data, to tell a repeat (rule 9) from a new session.
+    server_hello: heapless::Vec<u8, SERVER_HELLO_MAX>,
+    challenge: [u8; CHALLENGE_RESP_LEN],
+    /// When it (or an identical repeat) last arrived.
+    at: Instant,
 }
 
 struct ServerPending {
@@ -131,8 +153,8 @@ pub struct Connection {
     send: SendState,
     reassembly: Reassembler,
     pacer: Pacer,
-    ctime_second: u32,
-    sent_this_second: u32,
+    /// The sequence budget (see [`SEQ_BURST`]).
+    seq_budget: Pacer,
     metrics: ConnectionMetrics,
     /// Retransmission timing, recomputed on every RTT sample.
     timing: Timing,
@@ -179,8 +201,7 @@ impl Connection {
                 max_message_size: cfg.max_message_size,
             }),
             pacer: Pacer::new(cfg.send_interval, cfg.send_burst, now),
-            ctime_second: 0,
-            sent_this_second: 0,
+            seq_budget: Pacer::new((cfg.connection_timeout + Duration::from_secs(2)) / SEQ_BURST, SEQ_BURST, now),
             metrics: ConnectionMetrics::default(),
             timing: Timing { rto: cfg.retransmit_interval.min(cfg.ack_timeout), ack_timeout: cfg.ack_timeout },
             final_disconnect: false,
@@ -224,6 +245,7 @@ impl Connection {
             challenge_msgseq,
             body,
             bad_signature: false,
+            accepted: None,
         }));
         conn
     }
@@ -279,9 +301,7 @@ impl Connection {
     /// The public state.
     pub fn state(&self) -> ConnectionState {
         match self.state {
-            State::ClientHello(_) | State::ClientChallenge { .. } | State::ServerPending(_) => {
-                ConnectionState::Connecting
-            }
+            State::ClientHello(_) | State::ClientChallenge(_) | State::ServerPending(_) => ConnectionState::Connecting,
             State::Established => ConnectionState::Connected,
             State::Closing => ConnectionState::Closing,
             State::Closed => ConnectionState::Closed,
@@ -360,7 +380,7 @@ impl Connection {
     /// Starts a graceful close (§13).
     pub(crate) fn disconnect(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
         match self.state {
-            State::ClientHello(_) | State::ClientChallenge { .. } => {
+            State::ClientHello(_) | State::ClientChallenge(_) => {
                 self.fail(ConnectFailure::Cancelled, ctx);
             }
             State::ServerPending(_) => self.close_silently(ctx),
@@ -382,12 +402,12 @@ impl Connection {
     pub(crate) fn handle_datagram(&mut self, now: Instant, hdr: &Header, datagram: &mut [u8], ctx: &mut Ctx<'_>) {
         use MsgType::*;
         let result = match (&self.state, hdr.ty) {
-            (State::ClientHello(_), ServerHello) => self.on_server_hello(now, hdr, datagram),
-            (State::ClientHello(_), _) => Err(DropReason::Unexpected),
-            // A repeated SERVER_HELLO (rule 9) or a replayed one (rule 18): never re-key.
-            (State::ClientChallenge { .. } | State::Established | State::Closing, ServerHello) => {
-                Err(DropReason::Unexpected)
+            (State::ClientHello(_) | State::ClientChallenge(_), ServerHello) => {
+                self.on_server_hello(now, hdr, datagram, ctx.cfg)
             }
+            (State::ClientHello(_), _) => Err(DropReason::Unexpected),
+            // After the handshake, a SERVER_HELLO never re-keys (rule 18).
+            (State::Established | State::Closing, ServerHello) => Err(DropReason::Unexpected),
             (State::ServerPending(_), ClientHello) => self.on_repeated_hello(now, hdr, datagram, ctx.cfg),
             (State::ServerPending(_), ChallengeResp) => self.on_protected(now, hdr, datagram, ctx),
             (State::ServerPending(_), _) => Err(DropReason::Unexpected),
@@ -417,11 +437,39 @@ impl Connection {
         }
     }
 
-    fn on_server_hello(&mut self, now: Instant, hdr: &Header, datagram: &[u8]) -> Result<(), DropReason> {
-        let State::ClientHello(hello) = &mut self.state else {
+    /// A SERVER_HELLO while the client handshakes: a repeat of the one being
+    /// answered (the server still has us pending), or a first or new one (a
+    /// new server session, after the server forgot an earlier one), which
+    /// must be signed by the server's root key.
+    fn on_server_hello(
+        &mut self,
+        now: Instant,
+        hdr: &Header,
+        datagram: &[u8],
+        cfg: &EndpointConfig,
+    ) -> Result<(), DropReason> {
+        let (State::ClientHello(hello) | State::ClientChallenge(hello)) = &mut self.state else {
             return Err(DropReason::Unexpected);
         };
         let msg = Self::open_crc(hdr, datagram)?;
+        if let Some(acc) = &mut hello.accepted
+            && acc.server_hello.as_slice() == msg.data
+        {
+            if self.recv_packets.insert(hdr.seq) != Insert::Accepted {
+                return Err(DropReason::Replay);
+            }
+            acc.at = now;
+            self.last_recv = now;
+            self.metrics.on_received(now, datagram.len());
+            if let State::ClientHello(_) = self.state {
+                self.handshake_resend_at = now;
+                let State::ClientHello(hello) = core::mem::replace(&mut self.state, State::Closed) else {
+                    unreachable!("matched just above");
+                };
+                self.state = State::ClientChallenge(hello);
+            }
+            return Ok(());
+        }
         let sh = handshake::parse_server_hello(msg.data).map_err(|_| DropReason::Malformed)?;
         let root = match &hello.auth {
             ServerAuth::Pinned(key) => key.clone(),
@@ -433,18 +481,28 @@ impl Connection {
         }
         let blob = handshake::parse_server_blob(sh.blob).map_err(|_| DropReason::Malformed)?;
         let shared = hello.ephemeral.agree(blob.ephemeral_spki).ok_or(DropReason::Malformed)?;
+        let server_hello = heapless::Vec::from_slice(msg.data).map_err(|_| DropReason::Malformed)?;
+        let mut challenge = [0u8; CHALLENGE_RESP_LEN];
+        handshake::emit_challenge_resp(&mut challenge, blob.token);
+        hello.accepted = Some(Accepted { server_hello, challenge, at: now });
         self.key = Some(PacketKey::new(&crypto::derive_packet_key(&shared, &blob.salt)));
         self.token = blob.token;
         self.server_key = Some(root);
+        // A new server session numbers its datagrams from 1 again.
+        self.recv_packets = PacketWindow::new(32);
+        self.recv_messages = MessageWindow::new(cfg.message_window);
+        self.newest_ctime = None;
         self.recv_packets.insert(hdr.seq);
         self.recv_messages.insert(msg.msgseq);
         self.last_recv = now;
         self.metrics.on_received(now, datagram.len());
-        let mut body = [0u8; CHALLENGE_RESP_LEN];
-        handshake::emit_challenge_resp(&mut body, blob.token);
-        let msgseq = hello.challenge_msgseq;
-        self.state = State::ClientChallenge { body, msgseq };
         self.handshake_resend_at = now;
+        if let State::ClientHello(_) = self.state {
+            let State::ClientHello(hello) = core::mem::replace(&mut self.state, State::Closed) else {
+                unreachable!("matched just above");
+            };
+            self.state = State::ClientChallenge(hello);
+        }
         Ok(())
     }
 
@@ -534,7 +592,7 @@ impl Connection {
                 // Confirm at once: the client waits for this (rule 8).
                 self.unacked_eliciting = ACK_EVERY;
             }
-            State::ClientChallenge { .. } => {
+            State::ClientChallenge(_) => {
                 self.state = State::Established;
                 self.on_connected(ctx);
             }
@@ -624,7 +682,7 @@ impl Connection {
                 }
                 return;
             }
-            State::ClientChallenge { .. } => {
+            State::ClientChallenge(_) => {
                 if now >= self.handshake_deadline {
                     self.fail(ConnectFailure::TimedOut, ctx);
                 }
@@ -660,7 +718,7 @@ impl Connection {
     /// The earliest instant at which [`Connection::handle_timeout`] has work.
     fn next_deadline(&self, cfg: &EndpointConfig) -> Option<Instant> {
         match self.state {
-            State::ClientHello(_) | State::ClientChallenge { .. } | State::ServerPending(_) => {
+            State::ClientHello(_) | State::ClientChallenge(_) | State::ServerPending(_) => {
                 Some(self.handshake_deadline)
             }
             State::Closed => None,
@@ -689,7 +747,7 @@ impl Connection {
     /// (`<= now` means now).
     pub(crate) fn next_transmit(&self, now: Instant, cfg: &EndpointConfig) -> Option<Instant> {
         match &self.state {
-            State::ClientHello(_) | State::ClientChallenge { .. } => Some(self.handshake_resend_at),
+            State::ClientHello(_) | State::ClientChallenge(_) => Some(self.handshake_resend_at),
             State::ServerPending(p) => p.reply_due.then_some(now),
             State::Closed => None,
             State::Established | State::Closing => {
@@ -710,12 +768,7 @@ impl Connection {
                 if matches!(self.state, State::Established) {
                     consider(self.last_send + cfg.keep_alive_interval);
                 }
-                let want = want?.max(self.pacer.ready_at(now));
-                Some(if self.nonce_budget_left(now, cfg) {
-                    want
-                } else {
-                    Instant::from_secs(now.as_secs() + 1).max(want)
-                })
+                Some(want?.max(self.pacer.ready_at(now)).max(self.seq_budget.ready_at(now)))
             }
         }
     }
@@ -739,10 +792,6 @@ impl Connection {
     fn ctime(now: Instant, cfg: &EndpointConfig) -> u32 {
         // The header field is 32 bits of Unix seconds; it wraps in 2106.
         cfg.unix_time_origin.wrapping_add(now.as_secs()) as u32
-    }
-
-    fn nonce_budget_left(&self, now: Instant, cfg: &EndpointConfig) -> bool {
-        Self::ctime(now, cfg) != self.ctime_second || self.sent_this_second < DATAGRAMS_PER_CTIME_SECOND
     }
 
     // ----- output --------------------------------------------------------
@@ -772,12 +821,26 @@ impl Connection {
                 self.handshake_resend_at = now + ctx.cfg.handshake_retransmit_interval;
                 len
             }
-            State::ClientChallenge { body, msgseq } => {
-                let (body, msgseq) = (*body, *msgseq);
+            State::ClientChallenge(hello) => {
                 self.handshake_resend_at = now + ctx.cfg.handshake_retransmit_interval;
-                self.write_datagram(now, buf, ctx, true, |w, _| {
-                    let _ = w.push(msgseq, MsgType::ChallengeResp, &body);
-                })
+                let acc = hello.accepted.as_ref().expect("a challenging client has accepted a SERVER_HELLO");
+                if now >= acc.at + ctx.cfg.handshake_timeout {
+                    // No confirmation for a whole handshake timeout: the
+                    // server may have forgotten us. Repeat the hello.
+                    let (msgseq, body) = (hello.msgseq, core::mem::take(&mut hello.body));
+                    let len = self.write_datagram(now, buf, ctx, false, |w, _| {
+                        let _ = w.push(msgseq, MsgType::ClientHello, &body);
+                    });
+                    if let State::ClientChallenge(hello) = &mut self.state {
+                        hello.body = body;
+                    }
+                    len
+                } else {
+                    let (body, msgseq) = (acc.challenge, hello.challenge_msgseq);
+                    self.write_datagram(now, buf, ctx, true, |w, _| {
+                        let _ = w.push(msgseq, MsgType::ChallengeResp, &body);
+                    })
+                }
             }
             State::ServerPending(p) => {
                 p.reply_due = false;
@@ -867,11 +930,7 @@ impl Connection {
         self.ack_owed_since = None;
         self.unacked_eliciting = 0;
         self.last_send = now;
-        if hdr.ctime != self.ctime_second {
-            self.ctime_second = hdr.ctime;
-            self.sent_this_second = 0;
-        }
-        self.sent_this_second += 1;
+        self.seq_budget.on_sent(now);
         self.metrics.on_sent(now, total);
         total
     }
