@@ -11,6 +11,12 @@
 //!
 //! The delivery mode is not on the wire (a receiver cannot tell how hard
 //! the sender tries), so every echo goes back Reliable.
+//!
+//! For peers that cannot send every size (the Python reference, see
+//! `docs/PROTOCOL.md` §15 rule 3), `--pattern-requests` makes the server
+//! answer a message `PATTERN <size> <seed>` (ASCII) with `<size>` bytes of
+//! [`pattern`] instead of its echo. `--reference-pacing` paces datagrams for
+//! reference clients (one per 1/60 s, [`ServerConfig::reference_pacing`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,6 +44,12 @@ struct Args {
     /// Stop after this many seconds (default: run until interrupted)
     #[arg(long, value_name = "S")]
     duration: Option<f64>,
+    /// Pace datagrams for reference (Python) clients: one per 1/60 s per connection
+    #[arg(long)]
+    reference_pacing: bool,
+    /// Answer a message "PATTERN <size> <seed>" with <size> bytes of a test pattern instead of its echo
+    #[arg(long)]
+    pattern_requests: bool,
 }
 
 /// The counters printed at disconnect: a connection's metrics are gone once
@@ -89,6 +101,18 @@ impl std::fmt::Display for Summary {
 struct Echo {
     clients: BTreeMap<ConnectionId, (SocketAddr, Summary)>,
     stop_at: Option<Instant>,
+    pattern_requests: bool,
+}
+
+/// The reply to a `PATTERN <size> <seed>` request: byte `i` is the top byte
+/// of `seed + i·0x9E3779B1` (mod 2³²), so a misplaced 256- or 1024-byte
+/// block shows. `None` if `msg` is not such a request.
+fn pattern(msg: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(msg.strip_prefix(b"PATTERN ")?).ok()?;
+    let (size, seed) = text.split_once(' ')?;
+    let (size, seed) = (size.parse::<usize>().ok().filter(|&n| n <= 1 << 23)?, seed.parse::<u32>().ok()?);
+    let step = 0x9E37_79B1_u32;
+    Some((0..size).map(|i| (seed.wrapping_add((i as u32).wrapping_mul(step)) >> 24) as u8).collect())
 }
 
 impl Echo {
@@ -128,7 +152,8 @@ impl EventHandler for Echo {
     }
 
     fn handle_message(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId, payload: Vec<u8>) {
-        if let Err(e) = ctx.send(conn, &payload, Delivery::Reliable) {
+        let reply = if self.pattern_requests { pattern(&payload) } else { None };
+        if let Err(e) = ctx.send(conn, reply.as_deref().unwrap_or(&payload), Delivery::Reliable) {
             eprintln!("echo to {conn} failed: {e}");
         }
         self.refresh(ctx, conn);
@@ -158,6 +183,9 @@ fn main() -> ExitCode {
         }
     };
     let mut config = ServerConfig::default();
+    if args.reference_pacing {
+        config = config.reference_pacing();
+    }
     config.tick_rate = args.tick_hz;
     let mut server = match Server::bind_with(config, args.bind, key) {
         Ok(server) => server,
@@ -168,7 +196,7 @@ fn main() -> ExitCode {
     };
     let addr = server.local_addr().map_or(args.bind, |a| a);
     println!("echo server on {addr}, {} ticks/s", args.tick_hz);
-    server.run(&mut Echo { clients: BTreeMap::new(), stop_at });
+    server.run(&mut Echo { clients: BTreeMap::new(), stop_at, pattern_requests: args.pattern_requests });
     ExitCode::SUCCESS
 }
 
