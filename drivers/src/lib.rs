@@ -71,6 +71,7 @@ mod io;
 mod server;
 #[cfg(feature = "smol")]
 pub mod smol;
+pub mod udp;
 
 pub use client::DisconnectOutcome;
 pub use clock::{Clock, EntropyError, os_seed};
