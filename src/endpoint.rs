@@ -1,8 +1,9 @@
 //! The endpoint: owns every connection of one socket, routes datagrams to
 //! them by address, admits new clients, and collects their output.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::net::SocketAddr;
 
 use crate::blocklist::{BlockList, IpNet};
@@ -33,6 +34,8 @@ pub struct Transmit {
 struct Slot {
     generation: u32,
     conn: Option<Connection>,
+    /// The timer of this slot's live entry in `Endpoint::timers`.
+    queued: Option<Instant>,
 }
 
 /// A MPGS/1 endpoint: a server that accepts clients, or a client that
@@ -74,6 +77,13 @@ pub struct Endpoint {
     dirty: Vec<ConnectionId>,
     /// Connections whose cached timer is stale (settled only when read).
     timer_dirty: Vec<ConnectionId>,
+    /// Every connection's timer, earliest first, as `(when, slot, generation)`.
+    /// Lazy deletion: an entry is live only while its slot (same
+    /// generation) still has `queued == Some(when)`; stale ones are dropped
+    /// when they surface, or all at once when they outnumber the live ones.
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// Scratch list of the connections due in `handle_timeout`.
+    due: Vec<ConnectionId>,
     events: VecDeque<Event>,
     finals: VecDeque<(SocketAddr, heapless::Vec<u8, FINAL_DATAGRAM_MAX>)>,
     stats: EndpointStats,
@@ -111,6 +121,8 @@ impl Endpoint {
             ready: VecDeque::new(),
             dirty: Vec::new(),
             timer_dirty: Vec::new(),
+            timers: BinaryHeap::new(),
+            due: Vec::new(),
             events: VecDeque::new(),
             finals: VecDeque::new(),
             stats: EndpointStats::default(),
@@ -323,18 +335,26 @@ impl Endpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clamp(now);
         self.settle_timers(now);
-        for index in 0..self.slots.len() {
-            let slot = &self.slots[index];
-            let Some(conn) = slot.conn.as_ref() else {
-                continue;
-            };
-            if conn.timeout.is_none_or(|t| t > now) {
-                continue;
+        // Every due connection, then in slot order (as a scan would).
+        let mut due = core::mem::take(&mut self.due);
+        while let Some(&Reverse((when, index, generation))) = self.timers.peek() {
+            if when > now {
+                break;
             }
-            let id = ConnectionId { index: index as u32, generation: slot.generation };
+            self.timers.pop();
+            let slot = &mut self.slots[index as usize];
+            if slot.generation == generation && slot.queued == Some(when) {
+                slot.queued = None;
+                due.push(ConnectionId { index, generation });
+            }
+        }
+        due.sort_unstable_by_key(|id| id.index);
+        for &id in &due {
             self.with_conn(id, |c, ctx| c.handle_timeout(now, ctx));
             self.touch(id, now);
         }
+        due.clear();
+        self.due = due;
     }
 
     // ----- outputs -------------------------------------------------------
@@ -379,7 +399,14 @@ impl Endpoint {
     /// [`poll_transmit`](Endpoint::poll_transmit) after every input.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.settle_timers(self.now);
-        self.slots.iter().filter_map(|s| s.conn.as_ref()?.timeout).min()
+        while let Some(&Reverse((when, index, generation))) = self.timers.peek() {
+            let slot = &self.slots[index as usize];
+            if slot.generation == generation && slot.queued == Some(when) {
+                return Some(when);
+            }
+            self.timers.pop();
+        }
+        None
     }
 
     // ----- internals -----------------------------------------------------
@@ -394,11 +421,13 @@ impl Endpoint {
     fn insert(&mut self, addr: SocketAddr, conn: Connection) -> ConnectionId {
         let index = match self.free.pop_front() {
             Some(i) => {
-                self.slots[i as usize].conn = Some(conn);
+                let slot = &mut self.slots[i as usize];
+                slot.conn = Some(conn);
+                slot.queued = None;
                 i
             }
             None => {
-                self.slots.push(Slot { generation: 0, conn: Some(conn) });
+                self.slots.push(Slot { generation: 0, conn: Some(conn), queued: None });
                 (self.slots.len() - 1) as u32
             }
         };
@@ -487,8 +516,10 @@ impl Endpoint {
     }
 
     /// Settles, then recomputes the cached timer of every connection whose
-    /// timer is stale. Only `poll_timeout` and `handle_timeout` read timers,
-    /// so the per-datagram path never pays for this.
+    /// timer is stale, and queues the changed ones in the timer heap. Only
+    /// `poll_timeout` and `handle_timeout` read timers, so the per-datagram
+    /// path never pays for this; they cost O(log n) per changed connection
+    /// instead of a scan of every connection.
     fn settle_timers(&mut self, now: Instant) {
         self.settle(now);
         for k in 0..self.timer_dirty.len() {
@@ -511,8 +542,33 @@ impl Endpoint {
                 self.ready.push_back(id);
             }
             conn.timeout = conn.poll_timeout(now, conn.transmit_at, &self.cfg);
+            let slot = &mut self.slots[id.index as usize];
+            let timeout = slot.conn.as_ref().and_then(|c| c.timeout);
+            if slot.queued != timeout {
+                slot.queued = timeout;
+                if let Some(when) = timeout {
+                    self.timers.push(Reverse((when, id.index, id.generation)));
+                }
+            }
         }
         self.timer_dirty.clear();
+        if self.timers.len() > 2 * self.slots.len() + 64 {
+            // Mostly stale entries: rebuild from the live ones (in place).
+            let mut entries = core::mem::take(&mut self.timers).into_vec();
+            entries.clear();
+            entries.extend(self.slots.iter().enumerate().filter_map(|(i, s)| {
+                s.conn.as_ref()?;
+                Some(Reverse((s.queued?, i as u32, s.generation)))
+            }));
+            self.timers = BinaryHeap::from(entries);
+        }
+    }
+
+    /// The earliest timer by a scan of every connection (what the timer
+    /// heap replaces), and the heap's length; for tests, after `poll_timeout`.
+    #[cfg(test)]
+    pub(crate) fn timer_scan(&self) -> (Option<Instant>, usize) {
+        (self.slots.iter().filter_map(|s| s.conn.as_ref()?.timeout).min(), self.timers.len())
     }
 
     fn release(&mut self, id: ConnectionId) {
@@ -523,6 +579,7 @@ impl Endpoint {
             self.by_addr.remove(&conn.remote());
         }
         slot.generation = slot.generation.wrapping_add(1);
+        slot.queued = None;
         self.free.push_back(id.index);
     }
 }

@@ -171,8 +171,13 @@ pub struct ConnectionMetrics {
     pub datagrams_lost: u64,
     /// Datagrams acknowledged.
     pub datagrams_acked: u64,
+    /// Completed seconds, at `sec % RATE_HISTORY_SECS`.
     history: Box<[Bucket; RATE_HISTORY_SECS]>,
-    /// Second (since the origin) of `history[cursor]`.
+    /// The bucket of `current_sec`, kept inline so that the per-datagram
+    /// counters never reach into the boxed history (a cache miss per
+    /// datagram on a busy server); stored there when the second changes.
+    current: Bucket,
+    /// The latest second (since the origin) counted.
     current_sec: u64,
 }
 
@@ -194,6 +199,7 @@ impl Default for ConnectionMetrics {
             datagrams_lost: 0,
             datagrams_acked: 0,
             history: Box::new([Bucket::default(); RATE_HISTORY_SECS]),
+            current: Bucket::default(),
             current_sec: 0,
         }
     }
@@ -231,21 +237,29 @@ impl ConnectionMetrics {
         if sec > self.current_sec || self.current_sec - sec >= RATE_HISTORY_SECS as u64 {
             return None;
         }
+        if sec == self.current_sec {
+            return Some(&self.current);
+        }
         Some(&self.history[(sec % RATE_HISTORY_SECS as u64) as usize])
     }
 
+    /// The bucket of the current second (an earlier `now` counts in the
+    /// latest second seen).
     fn bucket_mut(&mut self, now: Instant) -> &mut Bucket {
         let sec = now.as_secs();
         if sec > self.current_sec {
-            let gap = (sec - self.current_sec).min(RATE_HISTORY_SECS as u64);
+            let n = RATE_HISTORY_SECS as u64;
+            self.history[(self.current_sec % n) as usize] = self.current;
+            // Seconds without traffic in between (all of them after a long
+            // silence, the one just stored included) are empty.
+            let gap = (sec - self.current_sec).min(n);
             for s in 0..gap {
-                let i = ((sec - s) % RATE_HISTORY_SECS as u64) as usize;
-                self.history[i] = Bucket::default();
+                self.history[((sec - s) % n) as usize] = Bucket::default();
             }
+            self.current = Bucket::default();
             self.current_sec = sec;
         }
-        let sec = sec.min(self.current_sec);
-        &mut self.history[(sec % RATE_HISTORY_SECS as u64) as usize]
+        &mut self.current
     }
 
     pub(crate) fn on_sent(&mut self, now: Instant, bytes: usize) {
@@ -322,6 +336,23 @@ mod tests {
         m.on_sent(Instant::from_secs(1000), 1);
         assert_eq!(m.rates(Instant::from_secs(1001), 299).sent_datagrams, 1.0 / 299.0);
         assert_eq!(m.rates(Instant::from_secs(1001), 1).sent_bytes, 1.0);
+    }
+
+    #[test]
+    fn rates_across_gaps_and_a_late_instant() {
+        let mut m = ConnectionMetrics::default();
+        m.on_sent(Instant::from_millis(5_100), 10);
+        m.on_sent(Instant::from_millis(5_900), 10);
+        // Second 5 is the latest counted (not yet stored in the history).
+        assert_eq!(m.rates(Instant::from_secs(6), 1).sent_datagrams, 2.0);
+        assert_eq!(m.rates(Instant::from_secs(9), 4).sent_bytes, 5.0);
+        // Three silent seconds, then second 9; an earlier instant counts in it.
+        m.on_sent(Instant::from_millis(9_500), 30);
+        m.on_sent(Instant::from_millis(8_000), 30);
+        let r = m.rates(Instant::from_secs(10), 5);
+        assert_eq!((r.sent_datagrams, r.sent_bytes), (4.0 / 5.0, 80.0 / 5.0));
+        assert_eq!(m.rates(Instant::from_secs(10), 1).sent_datagrams, 2.0);
+        assert_eq!(m.rates(Instant::from_secs(9), 3).sent_datagrams, 0.0);
     }
 
     #[test]

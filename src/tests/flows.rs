@@ -246,3 +246,42 @@ fn message_on_an_abandoned_pending_handshake_is_lost() {
     assert!(net.eps[SERVER].connection(pending).is_none());
     assert_eq!(net.events[SERVER], [Event::Lost { conn: pending, id }]);
 }
+
+#[test]
+fn timer_heap_agrees_with_a_scan_through_churn() {
+    // Many connections whose timers move with every datagram, clients that
+    // leave and come back (slots and generations reused), and silences
+    // that let timers fire: the heap's earliest live timer is always the
+    // minimum over every connection, and stale entries stay bounded.
+    let clients = 24;
+    let mut net = Net::new(EndpointConfig::default(), clients, 11);
+    let mut conns: Vec<_> = (1..=clients).map(|i| net.connect(i)).collect();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut rand = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for round in 0..400u32 {
+        let i = 1 + rand(clients as u64) as usize;
+        match rand(10) {
+            0 => {
+                let _ = net.eps[i].disconnect(net.now, conns[i - 1]);
+            }
+            1 if net.eps[i].connection(conns[i - 1]).is_none() => conns[i - 1] = net.connect(i),
+            _ => {
+                let _ = net.eps[i].send(conns[i - 1], &round.to_le_bytes(), Delivery::Reliable);
+            }
+        }
+        let pause = if rand(20) == 0 { 2_000 } else { rand(30) };
+        let limit = net.now + Duration::from_millis(pause);
+        while net.step(limit) {
+            let server = &mut net.eps[SERVER];
+            let earliest = server.poll_timeout();
+            let (scan, heap_len) = server.timer_scan();
+            assert_eq!(earliest, scan, "round {round} at {}", net.now);
+            assert!(heap_len <= 2 * (clients + 1) + 64, "{heap_len} timer entries");
+        }
+    }
+}
