@@ -37,12 +37,14 @@ else
     healthy || { echo "FAIL setup: $venv does not import mpgameserver 0.2.4" >&2; exit 1; }
 fi
 
+# Honour CARGO_TARGET_DIR, as cargo does.
+target="${CARGO_TARGET_DIR:-target}"
 if [ "$profile" = release ]; then
     cargo build --release --example echo_server --example echo_client --example keygen
-    bin=target/release/examples
+    bin="$target/release/examples"
 else
     cargo build --example echo_server --example echo_client --example keygen
-    bin=target/debug/examples
+    bin="$target/debug/examples"
 fi
 echo "interop: set-up took $((SECONDS - started)) s"
 
