@@ -463,10 +463,7 @@ impl Connection {
             self.metrics.on_received(now, datagram.len());
             if let State::ClientHello(_) = self.state {
                 self.handshake_resend_at = now;
-                let State::ClientHello(hello) = core::mem::replace(&mut self.state, State::Closed) else {
-                    unreachable!("matched just above");
-                };
-                self.state = State::ClientChallenge(hello);
+                self.enter_challenge();
             }
             return Ok(());
         }
@@ -497,13 +494,19 @@ impl Connection {
         self.last_recv = now;
         self.metrics.on_received(now, datagram.len());
         self.handshake_resend_at = now;
+        self.enter_challenge();
+        Ok(())
+    }
+
+    /// A client that accepted a SERVER_HELLO answers it (from `ClientHello`;
+    /// already there otherwise).
+    fn enter_challenge(&mut self) {
         if let State::ClientHello(_) = self.state {
             let State::ClientHello(hello) = core::mem::replace(&mut self.state, State::Closed) else {
                 unreachable!("matched just above");
             };
             self.state = State::ClientChallenge(hello);
         }
-        Ok(())
     }
 
     fn on_repeated_hello(
