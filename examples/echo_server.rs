@@ -24,7 +24,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mpgameserver::{ConnectionId, ConnectionMetrics, Delivery, DisconnectReason, Duration, Instant, ServerKey};
+use mpgameserver::{
+    ConnectionId, ConnectionMetrics, Delivery, DisconnectReason, Duration, Instant, RateLimit, ServerKey,
+};
 use mpgameserver_drivers::blocking::Server;
 use mpgameserver_drivers::{EventHandler, ServerConfig, ServerContext};
 
@@ -50,6 +52,11 @@ struct Args {
     /// Answer a message "PATTERN <size> <seed>" with <size> bytes of a test pattern instead of its echo
     #[arg(long)]
     pattern_requests: bool,
+    /// Lift the hello rate limits and the per-address and per-prefix pending
+    /// limits, for load tests whose clients all share one address. Never
+    /// on a server reachable from the internet (see SECURITY.md).
+    #[arg(long)]
+    no_hello_limits: bool,
 }
 
 /// The counters printed at disconnect: a connection's metrics are gone once
@@ -187,6 +194,14 @@ fn main() -> ExitCode {
         config = config.reference_pacing();
     }
     config.tick_rate = args.tick_hz;
+    if args.no_hello_limits {
+        let e = &mut config.endpoint;
+        e.hello_rate = RateLimit::UNLIMITED;
+        e.hello_rate_per_ip = RateLimit::UNLIMITED;
+        e.hello_rate_per_prefix = RateLimit::UNLIMITED;
+        e.max_pending_per_ip = e.max_pending_handshakes;
+        e.max_pending_per_prefix = e.max_pending_handshakes;
+    }
     let mut server = match Server::bind_with(config, args.bind, key) {
         Ok(server) => server,
         Err(e) => {

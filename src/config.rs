@@ -25,6 +25,42 @@ pub const MAX_MTU: u16 = (MAX_DATAGRAM + UDP_HEADER_SIZE) as u16;
 /// Largest configurable maximum message size: 8 MiB (the reference's 8192
 /// fragments of 1 KiB).
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 8 * 1024 * 1024;
+/// Longest `server_hello_reuse` accepted: a shared server ephemeral key is
+/// erased at the end of its period, and a longer period would keep it (and
+/// so the sessions made with it) exposed to a memory compromise for longer.
+pub const MAX_SERVER_HELLO_REUSE: Duration = Duration::from_secs(1);
+
+/// A rate limit: a bucket of `burst` tokens refilled at `per_second`
+/// tokens per second, one token per event (a generic cell-rate algorithm on
+/// injected time, so it is deterministic). A rate above 1,000,000 per second
+/// is unlimited (the core counts time in microseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained events per second (at least 1).
+    pub per_second: u32,
+    /// Events allowed back to back after a quiet period (at least 1).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `per_second` sustained, `burst` at once.
+    pub const fn new(per_second: u32, burst: u32) -> RateLimit {
+        RateLimit { per_second, burst }
+    }
+
+    /// No limit.
+    pub const UNLIMITED: RateLimit = RateLimit { per_second: u32::MAX, burst: u32::MAX };
+
+    /// Microseconds of credit one event costs (0 when unlimited).
+    pub(crate) const fn interval_micros(&self) -> u64 {
+        if self.per_second == 0 { u64::MAX } else { 1_000_000 / self.per_second as u64 }
+    }
+
+    /// How far ahead of real time the bucket may run: `(burst − 1)` intervals.
+    pub(crate) const fn tolerance_micros(&self) -> u64 {
+        self.interval_micros().saturating_mul(self.burst.saturating_sub(1) as u64)
+    }
+}
 
 /// Sizes derived from the MTU, as PROTOCOL.md §9 defines them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,9 +129,40 @@ pub struct EndpointConfig {
     /// acknowledgement (default 1 s).
     pub disconnect_linger: Duration,
     /// Maximum established connections on a server (default 4096).
+    /// Pending handshakes count against it too; when it is reached, the
+    /// oldest pending handshake makes room for a new one, and with no
+    /// handshake pending a new CLIENT_HELLO is refused.
     pub max_connections: usize,
-    /// Maximum handshakes pending at once on a server (default 1024).
+    /// Maximum handshakes pending at once on a server (default 1024). When
+    /// the table is full, the oldest pending handshake is evicted to make
+    /// room (counted in `EndpointStats::handshakes_evicted`), so a flood
+    /// cannot lock new clients out by filling it.
     pub max_pending_handshakes: usize,
+    /// Pending handshakes allowed per source IP address (default 16).
+    pub max_pending_per_ip: usize,
+    /// Pending handshakes allowed per source prefix: `/hello_prefix_v4`
+    /// for IPv4, `/hello_prefix_v6` for IPv6 (default 128).
+    pub max_pending_per_prefix: usize,
+    /// CLIENT_HELLOs a server processes endpoint-wide (each costs an ECDH,
+    /// and a signature, about 0.3 ms, plus a key generation when
+    /// `server_hello_reuse` does not cover it). Default 500/s, burst 100.
+    pub hello_rate: RateLimit,
+    /// CLIENT_HELLOs processed per source IP address (default 8/s, burst 16).
+    pub hello_rate_per_ip: RateLimit,
+    /// CLIENT_HELLOs processed per source prefix (default 100/s, burst 200).
+    pub hello_rate_per_prefix: RateLimit,
+    /// Prefix length grouping IPv4 sources for the per-prefix limits (default 24).
+    pub hello_prefix_v4: u8,
+    /// Prefix length grouping IPv6 sources for the per-prefix limits (default 64).
+    pub hello_prefix_v6: u8,
+    /// How long a server answers CLIENT_HELLOs with the same server
+    /// ephemeral key, at most 64 clients per key (default 100 ms, at most
+    /// 1 s; zero gives every handshake its own). This saves a key generation
+    /// per hello. Every client still gets its own salt, token and signature,
+    /// so its session key is its own and the token still proves its address;
+    /// a client key already answered with the current server key is refused
+    /// as a replay. The key is erased when its period ends. See SECURITY.md.
+    pub server_hello_reuse: Duration,
     /// Largest message `send` accepts and reassembly delivers (default
     /// 1 MiB, at most 8 MiB).
     pub max_message_size: usize,
@@ -105,6 +172,10 @@ pub struct EndpointConfig {
     pub max_reassemblies: usize,
     /// Bytes buffered for reassembly per connection (default 4 MiB).
     pub max_reassembly_bytes: usize,
+    /// Bytes buffered for reassembly by all connections together (default
+    /// 64 MiB, at least `max_reassembly_bytes`). A datagram whose fragments
+    /// do not fit is refused unacknowledged, so its sender retransmits.
+    pub max_reassembly_bytes_total: usize,
     /// Messages waiting or in flight per connection before `send` reports
     /// `QueueFull` (default 4096).
     pub send_queue_messages: usize,
@@ -138,10 +209,19 @@ impl Default for EndpointConfig {
             disconnect_linger: Duration::from_secs(1),
             max_connections: 4096,
             max_pending_handshakes: 1024,
+            max_pending_per_ip: 16,
+            max_pending_per_prefix: 128,
+            hello_rate: RateLimit::new(500, 100),
+            hello_rate_per_ip: RateLimit::new(8, 16),
+            hello_rate_per_prefix: RateLimit::new(100, 200),
+            hello_prefix_v4: 24,
+            hello_prefix_v6: 64,
+            server_hello_reuse: Duration::from_millis(100),
             max_message_size: 1024 * 1024,
             max_fragments: 8192,
             max_reassemblies: 16,
             max_reassembly_bytes: 4 * 1024 * 1024,
+            max_reassembly_bytes_total: 64 * 1024 * 1024,
             send_queue_messages: 4096,
             send_queue_bytes: 16 * 1024 * 1024,
             message_window: 1024,
@@ -202,6 +282,14 @@ impl EndpointConfig {
             (self.send_burst as usize, "send_burst"),
             (self.max_connections, "max_connections"),
             (self.max_pending_handshakes, "max_pending_handshakes"),
+            (self.max_pending_per_ip, "max_pending_per_ip"),
+            (self.max_pending_per_prefix, "max_pending_per_prefix"),
+            (self.hello_rate.per_second as usize, "hello_rate.per_second"),
+            (self.hello_rate.burst as usize, "hello_rate.burst"),
+            (self.hello_rate_per_ip.per_second as usize, "hello_rate_per_ip.per_second"),
+            (self.hello_rate_per_ip.burst as usize, "hello_rate_per_ip.burst"),
+            (self.hello_rate_per_prefix.per_second as usize, "hello_rate_per_prefix.per_second"),
+            (self.hello_rate_per_prefix.burst as usize, "hello_rate_per_prefix.burst"),
             (self.max_reassemblies, "max_reassemblies"),
             (self.send_queue_messages, "send_queue_messages"),
         ];
@@ -209,6 +297,18 @@ impl EndpointConfig {
             if n == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.hello_prefix_v4 > 32 || self.hello_prefix_v6 > 128 {
+            return Err(ConfigError::HelloPrefix { v4: self.hello_prefix_v4, v6: self.hello_prefix_v6 });
+        }
+        if self.server_hello_reuse > MAX_SERVER_HELLO_REUSE {
+            return Err(ConfigError::ServerHelloReuse(self.server_hello_reuse));
+        }
+        if self.max_reassembly_bytes_total < self.max_reassembly_bytes {
+            return Err(ConfigError::ReassemblyBytesTotal {
+                max_reassembly_bytes_total: self.max_reassembly_bytes_total,
+                max_reassembly_bytes: self.max_reassembly_bytes,
+            });
         }
         if self.max_reassembly_bytes < self.max_message_size {
             return Err(ConfigError::ReassemblyBytes {
@@ -258,6 +358,22 @@ pub enum ConfigError {
         /// The configured maximum message size.
         max_message_size: usize,
     },
+    /// `hello_prefix_v4` is above 32 or `hello_prefix_v6` above 128.
+    HelloPrefix {
+        /// The configured IPv4 prefix length.
+        v4: u8,
+        /// The configured IPv6 prefix length.
+        v6: u8,
+    },
+    /// `max_reassembly_bytes_total` is below `max_reassembly_bytes`.
+    ReassemblyBytesTotal {
+        /// The configured endpoint-wide reassembly budget.
+        max_reassembly_bytes_total: usize,
+        /// The configured per-connection reassembly budget.
+        max_reassembly_bytes: usize,
+    },
+    /// `server_hello_reuse` is above `MAX_SERVER_HELLO_REUSE` (1 s).
+    ServerHelloReuse(Duration),
     /// `send_queue_bytes` cannot hold one message of the maximum size.
     SendQueueBytes {
         /// The configured send-queue budget.
@@ -293,6 +409,19 @@ impl fmt::Display for ConfigError {
             ConfigError::ReassemblyBytes { max_reassembly_bytes, max_message_size } => write!(
                 f,
                 "max_reassembly_bytes {max_reassembly_bytes} is smaller than max_message_size {max_message_size}: a maximal message could never be reassembled; raise it"
+            ),
+            ConfigError::HelloPrefix { v4, v6 } => write!(
+                f,
+                "hello prefix lengths /{v4} (IPv4) and /{v6} (IPv6) are out of range: use at most 32 and 128 (defaults 24 and 64)"
+            ),
+            ConfigError::ReassemblyBytesTotal { max_reassembly_bytes_total, max_reassembly_bytes } => write!(
+                f,
+                "max_reassembly_bytes_total {max_reassembly_bytes_total} is smaller than max_reassembly_bytes {max_reassembly_bytes}: one connection could never use its own budget; raise it"
+            ),
+            ConfigError::ServerHelloReuse(d) => write!(
+                f,
+                "server_hello_reuse {} ms is above the 1000 ms limit: a shared server ephemeral key must not outlive a short period; lower it (zero disables sharing)",
+                d.as_millis()
             ),
             ConfigError::SendQueueBytes { send_queue_bytes, max_message_size } => write!(
                 f,

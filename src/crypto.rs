@@ -19,7 +19,9 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
+#[cfg(not(feature = "_fuzzing"))]
 use aes_gcm::aead::AeadInOut;
+#[cfg(not(feature = "_fuzzing"))]
 use aes_gcm::{Aes128Gcm, KeyInit, Nonce, Tag};
 use hkdf::Hkdf;
 use p256::ecdsa::signature::{Signer, Verifier};
@@ -104,8 +106,17 @@ impl core::error::Error for AuthFailed {}
 /// nonce keeps them apart (PROTOCOL.md §3).
 #[derive(Clone)]
 pub struct PacketKey {
+    #[cfg(not(feature = "_fuzzing"))]
     cipher: Aes128Gcm,
 }
+
+/// **`_fuzzing` builds only: NO SECURITY.** The fixed tag of the identity
+/// "cipher" that replaces AES-GCM when the private `_fuzzing` feature is on,
+/// so a fuzzer can forge authenticated datagrams and reach the message layer.
+/// The feature exists for the `fuzz/` crate alone; a build with it protects
+/// nothing: payloads go out in clear and anyone can forge them.
+#[cfg(feature = "_fuzzing")]
+pub const FUZZING_TAG: [u8; TAG_LEN] = *b"FUZZING-NO-CRYPT";
 
 impl fmt::Debug for PacketKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,12 +127,14 @@ impl fmt::Debug for PacketKey {
 
 /// The GCM nonce of a datagram: its first 12 header bytes
 /// (`magic ‖ ctime ‖ seq ‖ ack`).
+#[cfg(not(feature = "_fuzzing"))]
 fn nonce_of(header: &[u8; 20]) -> Nonce<aes_gcm::aead::consts::U12> {
     let mut n = [0u8; 12];
     n.copy_from_slice(&header[..12]);
     Nonce::from(n)
 }
 
+#[cfg(not(feature = "_fuzzing"))]
 impl PacketKey {
     /// Precomputes the AES-128-GCM key schedule for `key`.
     pub fn new(key: &[u8; KEY_LEN]) -> PacketKey {
@@ -150,6 +163,33 @@ impl PacketKey {
     pub fn open(&self, header: &[u8; 20], payload: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AuthFailed> {
         let tag = Tag::from(*tag);
         self.cipher.decrypt_inout_detached(&nonce_of(header), header, payload.into(), &tag).map_err(|_| AuthFailed)
+    }
+}
+
+/// **NO SECURITY: `_fuzzing` builds only.** The payload is left in clear and
+/// the tag is [`FUZZING_TAG`], so a fuzzer can forge "authenticated"
+/// datagrams. Compiled only with the private `_fuzzing` feature, which only
+/// the `fuzz/` crate enables; never ship a build with it.
+#[cfg(feature = "_fuzzing")]
+impl PacketKey {
+    /// Ignores `key` (`_fuzzing` build: no security).
+    pub fn new(key: &[u8; KEY_LEN]) -> PacketKey {
+        let _ = key;
+        PacketKey {}
+    }
+
+    /// Leaves `payload` in clear and returns [`FUZZING_TAG`] (`_fuzzing`
+    /// build: no security).
+    pub fn seal(&self, header: &[u8; 20], payload: &mut [u8]) -> [u8; TAG_LEN] {
+        let _ = (header, payload);
+        FUZZING_TAG
+    }
+
+    /// Accepts any payload whose tag is [`FUZZING_TAG`] (`_fuzzing` build:
+    /// no security).
+    pub fn open(&self, header: &[u8; 20], payload: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AuthFailed> {
+        let _ = (header, payload);
+        if *tag == FUZZING_TAG { Ok(()) } else { Err(AuthFailed) }
     }
 }
 
@@ -598,6 +638,7 @@ impl ServerKey {
 
 /// An ephemeral P-256 ECDH key for one handshake. Zeroized on drop; not
 /// `Clone` on purpose; `Debug` prints only the public key.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct EphemeralKey {
     secret: p256::SecretKey,
     spki: [u8; SPKI_LEN],
@@ -641,9 +682,25 @@ impl EphemeralKey {
     /// is not a valid P-256 SPKI / point.
     pub fn agree(&self, peer_spki: &[u8]) -> Option<[u8; 32]> {
         let peer = parse_spki(peer_spki).ok()?;
-        let shared = self.secret.diffie_hellman(&peer);
-        Some((*shared.raw_secret_bytes()).into())
+        Some(self.agree_with(&peer))
     }
+
+    /// ECDH with a peer key already parsed by [`peer_key`].
+    pub(crate) fn agree_with(&self, peer: &p256::PublicKey) -> [u8; 32] {
+        let shared = self.secret.diffie_hellman(peer);
+        (*shared.raw_secret_bytes()).into()
+    }
+}
+
+/// Parses and validates a peer's SPKI-encoded P-256 key for ECDH, and
+/// returns it with its affine x-coordinate. `P` and `−P` share the
+/// x-coordinate, and so does the ECDH secret of either with one server key:
+/// the x-coordinate is what tells two clients' session keys apart.
+pub(crate) fn peer_key(spki: &[u8]) -> Option<(p256::PublicKey, [u8; 32])> {
+    let key = parse_spki(spki).ok()?;
+    let canonical = spki_of(&key);
+    let x: [u8; 32] = canonical.get(SPKI_P256_PREFIX.len() + 1..SPKI_P256_PREFIX.len() + 33)?.try_into().ok()?;
+    Some((key, x))
 }
 
 /// The packet key: HKDF-SHA256(IKM = `shared_x`, salt, info = [`HKDF_INFO`],

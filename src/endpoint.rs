@@ -6,16 +6,17 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 use core::net::SocketAddr;
 
+use crate::admission::{Admission, HelloKey, Refusal};
 use crate::blocklist::{BlockList, IpNet};
 use crate::config::{ConfigError, EndpointConfig, MAX_DATAGRAM, Sizes};
 use crate::connection::{Connection, ConnectionState, Ctx, ServerAuth};
-use crate::crypto::{PublicKey, ServerKey};
+use crate::crypto::{self, PublicKey, ServerKey};
 use crate::error::{ConnectError, SendError, UnknownConnection};
 use crate::event::{ConnectionId, Delivery, Event, MessageId};
 use crate::rng::{Rng, Seed};
 use crate::stats::{DropReason, EndpointStats};
 use crate::time::Instant;
-use crate::wire::{self, Direction, Header, MsgType};
+use crate::wire::{self, Direction, Header, MsgType, SPKI_LEN};
 
 /// Size of the largest final datagram kept for sending after its
 /// connection is gone (a DISCONNECT: 20 + 2 + 16 bytes).
@@ -31,6 +32,10 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// Bytes of one slot of the connection table (the connection lives inline).
+pub(crate) const SLOT_SIZE: usize = core::mem::size_of::<Slot>();
+
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct Slot {
     generation: u32,
     conn: Option<Connection>,
@@ -62,6 +67,7 @@ struct Slot {
 ///
 /// `now` never needs to be monotonic: an instant earlier than one already
 /// seen is treated as the latest one seen.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct Endpoint {
     cfg: EndpointConfig,
     sizes: Sizes,
@@ -91,6 +97,12 @@ pub struct Endpoint {
     now: Instant,
     pending: usize,
     established: usize,
+    /// Hello rate limits, per-source pending counts, eviction order.
+    admission: Admission,
+    /// The SERVER_HELLO key of the current `server_hello_reuse` period.
+    pub(crate) hello_key: Option<HelloKey>,
+    /// Reassembly bytes buffered by all connections together.
+    reassembly_total: usize,
 }
 
 impl Endpoint {
@@ -130,6 +142,9 @@ impl Endpoint {
             now: Instant::ZERO,
             pending: 0,
             established: 0,
+            admission: Admission::default(),
+            hello_key: None,
+            reassembly_total: 0,
         })
     }
 
@@ -174,6 +189,24 @@ impl Endpoint {
     /// Established connections (a server's clients, a client's servers).
     pub fn connection_count(&self) -> usize {
         self.established
+    }
+
+    /// The admission state, for tests.
+    #[cfg(test)]
+    pub(crate) fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// A server's handshakes in progress (CLIENT_HELLO answered, no
+    /// CHALLENGE_RESP yet).
+    pub fn pending_handshakes(&self) -> usize {
+        self.pending
+    }
+
+    /// Bytes all connections hold for reassembling fragmented messages
+    /// (at most `max_reassembly_bytes_total`).
+    pub fn reassembly_bytes(&self) -> usize {
+        self.reassembly_total
     }
 
     /// The block list.
@@ -307,7 +340,10 @@ impl Endpoint {
         }
     }
 
-    /// A CLIENT_HELLO from an unknown address (§10.1, §10.2).
+    /// A CLIENT_HELLO from an unknown address (§10.1, §10.2; admission in
+    /// `admission.rs`). Everything that can refuse it runs before any
+    /// cryptography: the hello's own checks, the rate and source limits, the
+    /// connection cap, the client key's validity and the replay check.
     fn accept(&mut self, now: Instant, from: SocketAddr, hdr: &Header, datagram: &[u8]) -> Result<(), DropReason> {
         let msg = Connection::open_crc(hdr, datagram)?;
         let hello = wire::handshake::parse_client_hello(msg.data, self.sizes.hello_padding)
@@ -315,25 +351,86 @@ impl Endpoint {
         if hello.version != wire::handshake::PROTOCOL_VERSION {
             return Err(DropReason::Malformed);
         }
-        // Pending handshakes count against the connection cap too, so
-        // concurrent handshakes cannot overshoot it.
-        if self.pending >= self.cfg.max_pending_handshakes
-            || self.established + self.pending >= self.cfg.max_connections
-        {
+        if let Err(refusal) = self.admission.check(now, from.ip(), &self.cfg) {
+            match refusal {
+                Refusal::Rate => self.stats.hellos_refused_rate += 1,
+                Refusal::Source => self.stats.hellos_refused_source += 1,
+            }
             return Err(DropReason::Rate);
         }
+        if self.established >= self.cfg.max_connections {
+            self.stats.hellos_refused_full += 1;
+            return Err(DropReason::Rate);
+        }
+        let client_key: [u8; SPKI_LEN] = hello.key_spki.try_into().map_err(|_| DropReason::Malformed)?;
+        let (peer, x) = crypto::peer_key(&client_key).ok_or(DropReason::Malformed)?;
+        let reuse = self.hello_key.as_ref().filter(|k| k.usable(now));
+        if reuse.is_some_and(|k| k.answered(&x)) {
+            // The same client key (or its negation) from another address
+            // while the server key that answered it is current: a replayed
+            // hello. Answering it would give two connections one session key.
+            return Err(DropReason::Replay);
+        }
+        let fresh = reuse.is_none();
+        if self.server_key.is_none() {
+            return Err(DropReason::UnknownPeer);
+        }
+        // Make room: the oldest pending handshake goes first.
+        while self.pending >= self.cfg.max_pending_handshakes
+            || self.established + self.pending >= self.cfg.max_connections
+        {
+            if !self.evict_oldest_pending(now) {
+                self.stats.hellos_refused_full += 1;
+                return Err(DropReason::Rate);
+            }
+        }
         let root = self.server_key.as_ref().ok_or(DropReason::UnknownPeer)?;
-        let conn = Connection::server(from, now, &self.cfg, self.rng.fork(), root, hello.key_spki, hdr.seq, msg.msgseq)
-            .ok_or(DropReason::Malformed)?;
+        if fresh {
+            self.hello_key = Some(HelloKey::generate(now, &mut self.rng, self.cfg.server_hello_reuse));
+            self.stats.server_hello_keys += 1;
+        }
+        let key = self.hello_key.as_mut().ok_or(DropReason::UnknownPeer)?;
+        let answer = key.answer(x, &mut self.rng, root).ok_or(DropReason::Malformed)?;
+        let conn = Connection::server(
+            from,
+            now,
+            &self.cfg,
+            &key.ephemeral,
+            answer,
+            client_key,
+            &peer,
+            (hdr.seq, msg.msgseq, datagram.len()),
+        );
         self.pending += 1;
         let id = self.insert(from, conn);
+        self.admission.admit(now, from.ip(), id, &self.cfg);
+        self.stats.hellos_accepted += 1;
         self.touch(id, now);
+        let slots = &self.slots;
+        self.admission.compact(self.pending, |id| is_pending(slots, id));
         Ok(())
+    }
+
+    /// Closes the oldest pending handshake silently; false if none is pending.
+    fn evict_oldest_pending(&mut self, now: Instant) -> bool {
+        let slots = &self.slots;
+        let Some(id) = self.admission.oldest_pending(|id| is_pending(slots, id)) else {
+            return false;
+        };
+        self.with_conn(id, |c, ctx| c.disconnect(now, ctx));
+        self.touch(id, now);
+        self.stats.handshakes_evicted += 1;
+        true
     }
 
     /// Runs the timers due at `now`: retransmissions, keep-alives, timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clamp(now);
+        if self.hello_key.as_ref().is_some_and(|k| now >= k.expires) {
+            // Forward secrecy: the shared ephemeral key lives no longer than
+            // its period (the sessions it made have their own keys).
+            self.hello_key = None;
+        }
         self.settle_timers(now);
         // Every due connection, then in slot order (as a scan would).
         let mut due = core::mem::take(&mut self.due);
@@ -399,14 +496,16 @@ impl Endpoint {
     /// [`poll_transmit`](Endpoint::poll_transmit) after every input.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.settle_timers(self.now);
+        // The shared server ephemeral key is erased when its period ends.
+        let erase = self.hello_key.as_ref().map(|k| k.expires);
         while let Some(&Reverse((when, index, generation))) = self.timers.peek() {
             let slot = &self.slots[index as usize];
             if slot.generation == generation && slot.queued == Some(when) {
-                return Some(when);
+                return Some(erase.map_or(when, |e| e.min(when)));
             }
             self.timers.pop();
         }
-        None
+        erase
     }
 
     // ----- internals -----------------------------------------------------
@@ -445,7 +544,14 @@ impl Endpoint {
         let slot = self.slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation)?;
         let conn = slot.conn.as_mut()?;
         let before = (conn.state(), conn.is_connected());
-        let mut ctx = Ctx { cfg: &self.cfg, sizes: self.sizes, events: &mut self.events, stats: &mut self.stats, id };
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            sizes: self.sizes,
+            events: &mut self.events,
+            stats: &mut self.stats,
+            id,
+            reassembly_total: &mut self.reassembly_total,
+        };
         let r = f(conn, &mut ctx);
         let after = (conn.state(), conn.is_connected());
         if before != after {
@@ -454,6 +560,9 @@ impl Endpoint {
             let live = |s: (ConnectionState, bool)| s.1 && s.0 != ConnectionState::Closed;
             self.pending = self.pending + usize::from(pending(after)) - usize::from(pending(before));
             self.established = self.established + usize::from(live(after)) - usize::from(live(before));
+            if pending(before) && !pending(after) {
+                self.admission.release(self.now, conn.remote().ip(), &self.cfg);
+            }
         }
         Some(r)
     }
@@ -564,24 +673,37 @@ impl Endpoint {
         }
     }
 
-    /// The earliest timer by a scan of every connection (what the timer
+    /// The earliest timer by a scan of every connection and the shared
+    /// hello key's erasure (what the timer
     /// heap replaces), and the heap's length; for tests, after `poll_timeout`.
     #[cfg(test)]
     pub(crate) fn timer_scan(&self) -> (Option<Instant>, usize) {
-        (self.slots.iter().filter_map(|s| s.conn.as_ref()?.timeout).min(), self.timers.len())
+        let conns = self.slots.iter().filter_map(|s| s.conn.as_ref()?.timeout);
+        let erase = self.hello_key.as_ref().map(|k| k.expires);
+        (conns.chain(erase).min(), self.timers.len())
     }
 
     fn release(&mut self, id: ConnectionId) {
         let slot = &mut self.slots[id.index as usize];
-        if let Some(conn) = slot.conn.take()
-            && self.by_addr.get(&conn.remote()) == Some(&id.index)
-        {
-            self.by_addr.remove(&conn.remote());
+        if let Some(conn) = slot.conn.take() {
+            self.reassembly_total = self.reassembly_total.saturating_sub(conn.reassembly_bytes());
+            if self.by_addr.get(&conn.remote()) == Some(&id.index) {
+                self.by_addr.remove(&conn.remote());
+            }
         }
         slot.generation = slot.generation.wrapping_add(1);
         slot.queued = None;
         self.free.push_back(id.index);
     }
+}
+
+/// Whether `id` is a live server handshake still pending.
+fn is_pending(slots: &[Slot], id: ConnectionId) -> bool {
+    slots
+        .get(id.index as usize)
+        .filter(|s| s.generation == id.generation)
+        .and_then(|s| s.conn.as_ref())
+        .is_some_and(|c| c.role() == crate::Role::Server && c.state() == ConnectionState::Connecting)
 }
 
 impl core::fmt::Debug for Endpoint {

@@ -97,6 +97,7 @@ extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+mod admission;
 mod blocklist;
 mod config;
 mod connection;
@@ -104,6 +105,7 @@ pub mod crypto;
 mod endpoint;
 mod error;
 mod event;
+mod memory;
 pub mod rng;
 pub mod seq;
 mod stats;
@@ -114,12 +116,15 @@ pub mod wire;
 mod tests;
 
 pub use blocklist::{BlockList, IpNet, IpNetParseError};
-pub use config::{ConfigError, EndpointConfig, MAX_DATAGRAM, MAX_MESSAGE_SIZE_LIMIT, MAX_MTU, MIN_MTU, Sizes};
+pub use config::{
+    ConfigError, EndpointConfig, MAX_DATAGRAM, MAX_MESSAGE_SIZE_LIMIT, MAX_MTU, MIN_MTU, RateLimit, Sizes,
+};
 pub use connection::{Connection, ConnectionState, Role};
 pub use crypto::{KeyError, PublicKey, ServerKey};
 pub use endpoint::{Endpoint, Transmit};
 pub use error::{ConnectError, SendError, UnknownConnection};
 pub use event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId};
+pub use memory::MemoryBounds;
 pub use rng::{Rng, Seed};
 pub use stats::{ConnectionMetrics, DropReason, EndpointStats, RATE_HISTORY_SECS, Rates};
 pub use time::{Duration, Instant};

@@ -47,6 +47,19 @@ impl core::fmt::Debug for Seed {
 #[derive(Debug)]
 pub struct Rng(ChaCha20Rng);
 
+/// A copy with the same future output, for the fuzz harness's snapshots
+/// only (`_fuzzing` builds; never in normal builds, where two copies of one
+/// generator would repeat keys).
+#[cfg(feature = "_fuzzing")]
+impl Clone for Rng {
+    fn clone(&self) -> Rng {
+        let mut c = ChaCha20Rng::from_seed(self.0.get_seed());
+        c.set_stream(self.0.get_stream());
+        c.set_word_pos(self.0.get_word_pos());
+        Rng(c)
+    }
+}
+
 impl Rng {
     /// A generator for `seed`.
     pub fn new(seed: Seed) -> Rng {

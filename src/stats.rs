@@ -30,8 +30,10 @@ pub enum DropReason {
     /// an established peer (§15 rules 7, 18, 19), a CRC-only datagram after
     /// the handshake, a datagram type the state does not take.
     Unexpected,
-    /// Refused by a limit: connection or pending-handshake cap, reassembly
-    /// bounds.
+    /// Refused by a limit: a CLIENT_HELLO over a hello rate limit, a
+    /// per-address or per-prefix pending limit or the connection cap, or
+    /// fragments over a reassembly bound. [`EndpointStats`] has a counter
+    /// per limit.
     Rate,
 }
 
@@ -82,6 +84,27 @@ pub struct EndpointStats {
     pub fragments_dropped: u64,
     /// Reassemblies discarded because they expired incomplete.
     pub reassemblies_expired: u64,
+    /// CLIENT_HELLOs that started a pending handshake.
+    pub hellos_accepted: u64,
+    /// CLIENT_HELLOs refused by the endpoint-wide `hello_rate`.
+    pub hellos_refused_rate: u64,
+    /// CLIENT_HELLOs refused by a per-address or per-prefix limit (pending
+    /// handshakes or rate).
+    pub hellos_refused_source: u64,
+    /// CLIENT_HELLOs refused because `max_connections` clients are
+    /// established.
+    pub hellos_refused_full: u64,
+    /// Pending handshakes evicted (oldest first) to make room for a new one.
+    pub handshakes_evicted: u64,
+    /// Server ephemeral keys generated and signed for SERVER_HELLOs (at most
+    /// one per `server_hello_reuse` period and 64 clients).
+    pub server_hello_keys: u64,
+    /// SERVER_HELLO repeats not sent because the address has not yet sent us
+    /// as many bytes (anti-amplification; never happens with valid hellos).
+    pub amplification_limited: u64,
+    /// Datagrams refused because the endpoint-wide reassembly budget
+    /// (`max_reassembly_bytes_total`) was exhausted.
+    pub reassembly_budget_refusals: u64,
     dropped: [u64; 8],
 }
 
@@ -111,7 +134,18 @@ impl fmt::Display for EndpointStats {
         for r in DropReason::ALL {
             write!(f, " {}={}", r.name(), self.dropped(r))?;
         }
-        Ok(())
+        write!(
+            f,
+            "; hellos accepted {} refused rate={} source={} full={}, evicted {}, hello keys {}, amplification-limited {}, reassembly-budget refusals {}",
+            self.hellos_accepted,
+            self.hellos_refused_rate,
+            self.hellos_refused_source,
+            self.hellos_refused_full,
+            self.handshakes_evicted,
+            self.server_hello_keys,
+            self.amplification_limited,
+            self.reassembly_budget_refusals
+        )
     }
 }
 

@@ -6,19 +6,26 @@ mod pacer;
 mod reassembly;
 mod send;
 
+pub(crate) use reassembly::ENTRY_SIZE;
+pub(crate) use send::{MAX_UNITS, MESSAGE_SIZE, SENT_PACKET_SIZE, UNIT_SIZE};
+
+/// Heap bytes of a server's pending-handshake state (boxed).
+pub(crate) const SERVER_PENDING_SIZE: usize = core::mem::size_of::<ServerPending>();
+
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
+use crate::admission::HelloAnswer;
 use crate::config::{EndpointConfig, MAX_DATAGRAM, Sizes};
-use crate::crypto::{self, EphemeralKey, PacketKey, PublicKey, ServerKey};
+use crate::crypto::{self, EphemeralKey, PacketKey, PublicKey};
 use crate::event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId};
 use crate::rng::Rng;
 use crate::seq::{Counter, Insert, MessageWindow, PacketWindow};
 use crate::stats::{ConnectionMetrics, DropReason, EndpointStats};
 use crate::time::{Duration, Instant};
-use crate::wire::handshake::{self, CHALLENGE_RESP_LEN, SERVER_BLOB_LEN};
+use crate::wire::handshake::{self, CHALLENGE_RESP_LEN};
 use crate::wire::{self, CRC_LEN, Direction, HEADER_LEN, Header, MsgType, PayloadWriter, SPKI_LEN, TAG_LEN};
 
 use pacer::Pacer;
@@ -38,7 +45,7 @@ const ACK_EVERY: u32 = 4;
 /// datagrams per `ctime` second.
 const SEQ_BURST: u32 = 16_000;
 /// Largest SERVER_HELLO message data: 231 fixed bytes and a ≤ 72-byte signature.
-const SERVER_HELLO_MAX: usize = handshake::SERVER_HELLO_FIXED_LEN + crypto::MAX_SIGNATURE_LEN;
+pub(crate) const SERVER_HELLO_MAX: usize = handshake::SERVER_HELLO_FIXED_LEN + crypto::MAX_SIGNATURE_LEN;
 
 /// Which side of the handshake a connection is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +79,7 @@ pub(crate) enum ServerAuth {
     TrustOnFirstUse,
 }
 
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 enum State {
     ClientHello(Box<ClientHello>),
     /// A SERVER_HELLO was accepted; CHALLENGE_RESP repeats until the server
@@ -86,6 +94,7 @@ enum State {
     Closed,
 }
 
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct ClientHello {
     ephemeral: EphemeralKey,
     auth: ServerAuth,
@@ -103,6 +112,7 @@ struct ClientHello {
 }
 
 /// The SERVER_HELLO a client answers, and its CHALLENGE_RESP.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct Accepted {
     /// Its message data, to tell a repeat (rule 9) from a new session.
     server_hello: heapless::Vec<u8, SERVER_HELLO_MAX>,
@@ -111,12 +121,30 @@ struct Accepted {
     at: Instant,
 }
 
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct ServerPending {
     /// The client's ephemeral key, to recognise its repeated hellos (rule 9).
     client_key: [u8; SPKI_LEN],
     msgseq: u16,
     reply: heapless::Vec<u8, SERVER_HELLO_MAX>,
     reply_due: bool,
+    /// Bytes received from the (unverified) address so far, every datagram
+    /// routed here included.
+    rx_bytes: u32,
+    /// Bytes sent to it: never more than `rx_bytes` (anti-amplification).
+    tx_bytes: u32,
+}
+
+impl ServerPending {
+    /// The SERVER_HELLO datagram's size.
+    fn reply_datagram_len(&self) -> usize {
+        HEADER_LEN + 2 + self.reply.len() + CRC_LEN
+    }
+
+    /// Whether one more SERVER_HELLO stays within the bytes received.
+    fn reply_allowed(&self) -> bool {
+        u64::from(self.tx_bytes) + self.reply_datagram_len() as u64 <= u64::from(self.rx_bytes)
+    }
 }
 
 /// What a connection needs from its endpoint while handling an input.
@@ -126,10 +154,13 @@ pub(crate) struct Ctx<'a> {
     pub(crate) events: &'a mut VecDeque<Event>,
     pub(crate) stats: &'a mut EndpointStats,
     pub(crate) id: ConnectionId,
+    /// Reassembly bytes buffered by every connection of the endpoint.
+    pub(crate) reassembly_total: &'a mut usize,
 }
 
 /// One peer's session. Obtain a reference with
 /// [`crate::Endpoint::connection`]; the endpoint drives it.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct Connection {
     role: Role,
     remote: SocketAddr,
@@ -250,42 +281,42 @@ impl Connection {
         conn
     }
 
-    /// A server connection for a valid CLIENT_HELLO: derives the session
-    /// key and prepares the SERVER_HELLO. `None` if the client's key is not
-    /// a valid P-256 point.
+    /// A server connection for a valid CLIENT_HELLO of `hello_len` bytes
+    /// from a client whose (validated) ephemeral key is `peer`: derives the
+    /// session key with the server's ephemeral key and this client's salt,
+    /// and prepares its SERVER_HELLO.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn server(
         remote: SocketAddr,
         now: Instant,
         cfg: &EndpointConfig,
-        mut rng: Rng,
-        root: &ServerKey,
-        client_key: &[u8],
-        hello_seq: u16,
-        hello_msgseq: u16,
-    ) -> Option<Connection> {
-        let client_key: [u8; SPKI_LEN] = client_key.try_into().ok()?;
-        let ephemeral = EphemeralKey::generate(&mut rng);
-        let shared = ephemeral.agree(&client_key)?;
-        let mut salt = [0u8; crypto::SALT_LEN];
-        rng.fill(&mut salt);
-        let token = (rng.u32() & 0x3FFF_FFFF) | 0x4000_0000;
-        let mut blob = [0u8; SERVER_BLOB_LEN];
-        handshake::emit_server_blob(&mut blob, &ephemeral.public_spki(), &salt, token);
-        let signature = root.sign(&blob);
-        let mut reply = heapless::Vec::<u8, SERVER_HELLO_MAX>::new();
-        reply.resize(SERVER_HELLO_MAX, 0).ok()?;
-        let n = handshake::emit_server_hello(&mut reply, &root.public_key().to_spki_der(), &blob, &signature).ok()?;
-        reply.truncate(n);
-
+        ephemeral: &EphemeralKey,
+        answer: HelloAnswer,
+        client_key: [u8; SPKI_LEN],
+        peer: &p256::PublicKey,
+        hello: (u16, u16, usize),
+    ) -> Connection {
+        let (hello_seq, hello_msgseq, hello_len) = hello;
+        let shared = ephemeral.agree_with(peer);
         let mut conn = Connection::new(Role::Server, remote, now, cfg, State::Closed);
-        conn.key = Some(PacketKey::new(&crypto::derive_packet_key(&shared, &salt)));
-        conn.token = token;
+        conn.key = Some(PacketKey::new(&crypto::derive_packet_key(&shared, &answer.salt)));
+        conn.token = answer.token;
         conn.recv_packets.insert(hello_seq);
         conn.recv_messages.insert(hello_msgseq);
         let msgseq = conn.send.take_msgseq();
-        conn.state = State::ServerPending(Box::new(ServerPending { client_key, msgseq, reply, reply_due: true }));
-        Some(conn)
+        let mut pending = ServerPending {
+            client_key,
+            msgseq,
+            reply: answer.reply,
+            reply_due: false,
+            rx_bytes: u32::try_from(hello_len).unwrap_or(u32::MAX),
+            tx_bytes: 0,
+        };
+        // Always true for a valid hello (≥ 338 bytes against ≤ 329); checked
+        // anyway, as every SERVER_HELLO is.
+        pending.reply_due = pending.reply_allowed();
+        conn.state = State::ServerPending(Box::new(pending));
+        conn
     }
 
     /// The peer's address.
@@ -401,6 +432,11 @@ impl Connection {
     /// parsed. Drops (and counts) anything the state does not accept.
     pub(crate) fn handle_datagram(&mut self, now: Instant, hdr: &Header, datagram: &mut [u8], ctx: &mut Ctx<'_>) {
         use MsgType::*;
+        if let State::ServerPending(p) = &mut self.state {
+            // Anti-amplification: whatever arrives from the address, valid
+            // or not, is what we may send back before it is verified.
+            p.rx_bytes = p.rx_bytes.saturating_add(u32::try_from(datagram.len()).unwrap_or(u32::MAX));
+        }
         let result = match (&self.state, hdr.ty) {
             (State::ClientHello(_) | State::ClientChallenge(_), ServerHello) => {
                 self.on_server_hello(now, hdr, datagram, ctx.cfg)
@@ -408,7 +444,7 @@ impl Connection {
             (State::ClientHello(_), _) => Err(DropReason::Unexpected),
             // After the handshake, a SERVER_HELLO never re-keys (rule 18).
             (State::Established | State::Closing, ServerHello) => Err(DropReason::Unexpected),
-            (State::ServerPending(_), ClientHello) => self.on_repeated_hello(now, hdr, datagram, ctx.cfg),
+            (State::ServerPending(_), ClientHello) => self.on_repeated_hello(now, hdr, datagram, ctx),
             (State::ServerPending(_), ChallengeResp) => self.on_protected(now, hdr, datagram, ctx),
             (State::ServerPending(_), _) => Err(DropReason::Unexpected),
             // CRC-only datagrams never touch an established session (rules 7, 19).
@@ -514,13 +550,17 @@ impl Connection {
         now: Instant,
         hdr: &Header,
         datagram: &[u8],
-        cfg: &EndpointConfig,
+        ctx: &mut Ctx<'_>,
     ) -> Result<(), DropReason> {
+        let cfg = ctx.cfg;
         let State::ServerPending(pending) = &mut self.state else {
             return Err(DropReason::Unexpected);
         };
         let msg = Self::open_crc(hdr, datagram)?;
-        let hello = handshake::parse_client_hello(msg.data, 0).map_err(|_| DropReason::Malformed)?;
+        // A repeat must be padded like a first hello (§10.2): an unpadded
+        // one would make the SERVER_HELLO larger than the request.
+        let hello =
+            handshake::parse_client_hello(msg.data, ctx.sizes.hello_padding).map_err(|_| DropReason::Malformed)?;
         if hello.key_spki != pending.client_key {
             // Another handshake from the same address: wait for this one to expire.
             return Err(DropReason::Unexpected);
@@ -528,7 +568,11 @@ impl Connection {
         if self.recv_packets.insert(hdr.seq) != Insert::Accepted {
             return Err(DropReason::Replay);
         }
-        pending.reply_due = true;
+        if pending.reply_allowed() {
+            pending.reply_due = true;
+        } else {
+            ctx.stats.amplification_limited += 1;
+        }
         // The client is still trying: time the pending entry from its
         // latest hello, so a SERVER_HELLO that gets through late leaves the
         // CHALLENGE_RESP the whole handshake timeout to follow.
@@ -576,7 +620,12 @@ impl Connection {
             .clone()
             .filter(|m| m.ty == MsgType::AppFragment && self.recv_messages.check(m.msgseq) == Insert::Accepted)
             .map(|m| (m.msgseq, m.data));
-        if self.reassembly.would_run_out_of_room(fragments) {
+        let room = ctx.cfg.max_reassembly_bytes_total.saturating_sub(*ctx.reassembly_total);
+        if self.reassembly.would_run_out_of_room(fragments.clone(), room) {
+            if !self.reassembly.would_run_out_of_room(fragments, usize::MAX) {
+                // Only the endpoint-wide budget is short.
+                ctx.stats.reassembly_budget_refusals += 1;
+            }
             return Err(DropReason::Rate);
         }
         match self.recv_packets.insert(hdr.seq) {
@@ -628,7 +677,7 @@ impl Connection {
                     self.metrics.messages_received += 1;
                     ctx.events.push_back(Event::Message { conn: ctx.id, payload: m.data.to_vec() });
                 }
-                MsgType::AppFragment => match self.reassembly.on_fragment(now, m.msgseq, m.data) {
+                MsgType::AppFragment => match self.fragment(now, m.msgseq, m.data, ctx) {
                     reassembly::Outcome::Complete(payload) => {
                         self.metrics.messages_received += 1;
                         ctx.events.push_back(Event::Message { conn: ctx.id, payload });
@@ -664,6 +713,23 @@ impl Connection {
             self.close(DisconnectReason::Local, ctx);
         }
         Ok(())
+    }
+
+    /// Hands a fragment to reassembly within the endpoint-wide budget, and
+    /// keeps the endpoint's total in step.
+    fn fragment(&mut self, now: Instant, msgseq: u16, data: &[u8], ctx: &mut Ctx<'_>) -> reassembly::Outcome {
+        let room = ctx.cfg.max_reassembly_bytes_total.saturating_sub(*ctx.reassembly_total);
+        let before = self.reassembly.buffered_bytes();
+        let outcome = self.reassembly.on_fragment(now, msgseq, data, room);
+        let after = self.reassembly.buffered_bytes();
+        *ctx.reassembly_total = ctx.reassembly_total.saturating_sub(before).saturating_add(after);
+        outcome
+    }
+
+    /// Bytes this connection holds for reassembly (the endpoint releases
+    /// them from its total when the connection goes).
+    pub(crate) fn reassembly_bytes(&self) -> usize {
+        self.reassembly.buffered_bytes()
     }
 
     fn on_connected(&mut self, ctx: &mut Ctx<'_>) {
@@ -715,7 +781,9 @@ impl Connection {
         let lost = self.send.detect_timeouts(now, timing, &mut |o| report(events, metrics, id, o));
         self.send.expire_best_effort(now, timing, &mut |o| report(events, metrics, id, o));
         self.metrics.datagrams_lost += lost;
+        let before = self.reassembly.buffered_bytes();
         ctx.stats.reassemblies_expired += self.reassembly.expire(now) as u64;
+        *ctx.reassembly_total = ctx.reassembly_total.saturating_sub(before - self.reassembly.buffered_bytes());
     }
 
     /// The earliest instant at which [`Connection::handle_timeout`] has work.
@@ -848,9 +916,14 @@ impl Connection {
             State::ServerPending(p) => {
                 p.reply_due = false;
                 let (msgseq, reply) = (p.msgseq, p.reply.clone());
-                self.write_datagram(now, buf, ctx, false, |w, _| {
+                let len = self.write_datagram(now, buf, ctx, false, |w, _| {
                     let _ = w.push(msgseq, MsgType::ServerHello, &reply);
-                })
+                });
+                if let State::ServerPending(p) = &mut self.state {
+                    p.tx_bytes = p.tx_bytes.saturating_add(u32::try_from(len).unwrap_or(u32::MAX));
+                    debug_assert!(p.tx_bytes <= p.rx_bytes, "anti-amplification");
+                }
+                len
             }
             State::Established | State::Closing => {
                 let timing = self.timing;
@@ -991,5 +1064,28 @@ impl core::fmt::Debug for Connection {
             .field("state", &self.state())
             .field("metrics", &self.metrics)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod amplification_tests {
+    use super::*;
+
+    #[test]
+    fn a_server_hello_is_withheld_until_enough_bytes_arrived() {
+        let mut reply = heapless::Vec::<u8, SERVER_HELLO_MAX>::new();
+        reply.resize(300, 0).unwrap();
+        let mut p =
+            ServerPending { client_key: [0; SPKI_LEN], msgseq: 1, reply, reply_due: false, rx_bytes: 200, tx_bytes: 0 };
+        let len = p.reply_datagram_len() as u32;
+        assert_eq!(len, 300 + (HEADER_LEN + 2 + CRC_LEN) as u32);
+        assert!(!p.reply_allowed(), "200 B received cannot pay for a {len} B reply");
+        p.rx_bytes = len;
+        assert!(p.reply_allowed(), "exactly the bytes received");
+        p.tx_bytes = len;
+        p.rx_bytes = 2 * len - 1;
+        assert!(!p.reply_allowed(), "the second reply needs twice the bytes");
+        p.rx_bytes = 2 * len;
+        assert!(p.reply_allowed());
     }
 }

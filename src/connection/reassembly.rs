@@ -43,6 +43,10 @@ use crate::seq;
 use crate::time::{Duration, Instant};
 use crate::wire::fragment::FragmentHeader;
 
+/// Heap bytes of one reassembly besides its chunk buffers and bitmap, for
+/// [`crate::MemoryBounds`].
+pub(crate) const ENTRY_SIZE: usize = core::mem::size_of::<Entry>();
+
 /// Fixed part of a reassembly's lifetime: 1 s.
 const EXPIRY_BASE_MICROS: u64 = 1_000_000;
 /// Lifetime added per fragment of the message: 0.5 s.
@@ -168,7 +172,15 @@ trait View {
 
 /// The §8 receiver rules and the bounds, without changing anything.
 /// `Ok(None)` is a duplicate.
-fn decide<'d, V: View>(limits: &Limits, view: &V, msgseq: u16, data: &'d [u8]) -> Result<Option<Accept<'d>>, Drop> {
+/// `cap` is the most bytes the connection may hold now: `max_bytes`, or less
+/// when the endpoint-wide budget is short.
+fn decide<'d, V: View>(
+    limits: &Limits,
+    view: &V,
+    msgseq: u16,
+    data: &'d [u8],
+    cap: usize,
+) -> Result<Option<Accept<'d>>, Drop> {
     if msgseq == 0 {
         return Err(Drop::Invalid);
     }
@@ -210,7 +222,7 @@ fn decide<'d, V: View>(limits: &Limits, view: &V, msgseq: u16, data: &'d [u8]) -
     if !known.exists && view.live() >= limits.max_reassemblies {
         return Err(Drop::NoRoom);
     }
-    if view.bytes().checked_add(add).is_none_or(|b| b > limits.max_bytes) {
+    if view.bytes().checked_add(add).is_none_or(|b| b > cap) {
         return Err(Drop::NoRoom);
     }
     Ok(Some(Accept {
@@ -226,6 +238,7 @@ fn decide<'d, V: View>(limits: &Limits, view: &V, msgseq: u16, data: &'d [u8]) -
 
 /// One message being reassembled.
 #[derive(Debug)]
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct Entry {
     key: Key,
     /// Lifetime without progress.
@@ -317,6 +330,7 @@ impl Entry {
 
 /// The reassemblies of one connection.
 #[derive(Debug)]
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub(crate) struct Reassembler {
     limits: Limits,
     /// At most `max_reassemblies`; searched linearly.
@@ -352,10 +366,17 @@ impl Reassembler {
         self.entries.iter().find(|e| e.key == key)
     }
 
+    /// The most bytes this connection may hold when `room` bytes of the
+    /// endpoint-wide budget are free.
+    fn cap(&self, room: usize) -> usize {
+        self.limits.max_bytes.min(self.bytes.saturating_add(room))
+    }
+
     /// Handles one APP_FRAGMENT message: its `msgseq` and its data (header
     /// and chunk). `now` starts the expiry clock of a new reassembly.
-    pub(crate) fn on_fragment(&mut self, now: Instant, msgseq: u16, data: &[u8]) -> Outcome {
-        let acc = match decide(&self.limits, &*self, msgseq, data) {
+    /// `room` is what is free of the endpoint-wide budget.
+    pub(crate) fn on_fragment(&mut self, now: Instant, msgseq: u16, data: &[u8], room: usize) -> Outcome {
+        let acc = match decide(&self.limits, &*self, msgseq, data, self.cap(room)) {
             Err(reason) => return Outcome::Dropped(reason),
             Ok(None) => return Outcome::Duplicate,
             Ok(Some(acc)) => acc,
@@ -392,15 +413,16 @@ impl Reassembler {
     /// several fragments of one new message count once. Fragments that would
     /// be dropped for another reason do not count. Past [`SIM_CAP`]
     /// fragments that change state the answer is `true`.
-    pub(crate) fn would_run_out_of_room<'a>(&self, frags: impl Iterator<Item = (u16, &'a [u8])>) -> bool {
+    pub(crate) fn would_run_out_of_room<'a>(&self, frags: impl Iterator<Item = (u16, &'a [u8])>, room: usize) -> bool {
         let mut frags = frags.peekable();
         if frags.peek().is_none() {
             return false;
         }
+        let cap = self.cap(room);
         let mut sim =
             Sim { base: self, recs: [Rec::default(); SIM_CAP], n: 0, live: self.entries.len(), bytes: self.bytes };
         for (msgseq, data) in frags {
-            match decide(&self.limits, &sim, msgseq, data) {
+            match decide(&self.limits, &sim, msgseq, data, cap) {
                 Err(Drop::NoRoom) => return true,
                 Err(_) | Ok(None) => {}
                 Ok(Some(acc)) => {
@@ -441,7 +463,6 @@ impl Reassembler {
     }
 
     /// Bytes of chunk buffers held.
-    #[allow(dead_code, reason = "API for metrics; used by the tests")]
     pub(crate) fn buffered_bytes(&self) -> usize {
         self.bytes
     }
@@ -637,10 +658,10 @@ mod tests {
     fn feed_all(r: &mut Reassembler, frags: &[(u16, Vec<u8>)]) -> Vec<u8> {
         let (last, rest) = frags.split_last().expect("fragments");
         for (s, d) in rest {
-            assert_eq!(r.on_fragment(at(0), *s, d), Outcome::Pending);
+            assert_eq!(r.on_fragment(at(0), *s, d, usize::MAX), Outcome::Pending);
             check(r);
         }
-        match r.on_fragment(at(0), last.0, &last.1) {
+        match r.on_fragment(at(0), last.0, &last.1, usize::MAX) {
             Outcome::Complete(m) => m,
             o => panic!("expected completion, got {o:?}"),
         }
@@ -674,7 +695,7 @@ mod tests {
         let frags = split(&msg, MAX, 3, 9);
         assert_eq!(frags[1].1.len() - FRAGMENT_HEADER_LEN, 1426);
         let mut r = Reassembler::new(LIMITS);
-        assert_eq!(r.on_fragment(at(0), frags[1].0, &frags[1].1), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), frags[1].0, &frags[1].1, usize::MAX), Outcome::Pending);
         assert_eq!(r.buffered_bytes(), 1426);
         assert_eq!(feed_all(&mut r, &frags[..1]), msg);
     }
@@ -685,17 +706,17 @@ mod tests {
         let frags = split(&msg, MAX, 1, 1);
         let mut r = Reassembler::new(LIMITS);
         for (s, d) in frags[1..].iter().rev() {
-            assert_eq!(r.on_fragment(at(0), *s, d), Outcome::Pending);
+            assert_eq!(r.on_fragment(at(0), *s, d, usize::MAX), Outcome::Pending);
             let bytes = r.buffered_bytes();
-            assert_eq!(r.on_fragment(at(0), *s, d), Outcome::Duplicate);
+            assert_eq!(r.on_fragment(at(0), *s, d, usize::MAX), Outcome::Duplicate);
             assert_eq!(r.buffered_bytes(), bytes);
             check(&r);
         }
         // A duplicate with other bytes (same header) is still a duplicate.
         let mut other = frags[1].1.clone();
         other.truncate(FRAGMENT_HEADER_LEN + 3);
-        assert_eq!(r.on_fragment(at(0), frags[1].0, &other), Outcome::Duplicate);
-        assert_eq!(r.on_fragment(at(0), frags[0].0, &frags[0].1), Outcome::Complete(msg));
+        assert_eq!(r.on_fragment(at(0), frags[1].0, &other, usize::MAX), Outcome::Duplicate);
+        assert_eq!(r.on_fragment(at(0), frags[0].0, &frags[0].1, usize::MAX), Outcome::Complete(msg));
         assert_eq!(r.len(), 0);
     }
 
@@ -713,9 +734,12 @@ mod tests {
         }
         // Inside the wrapped range, a wrong header is inconsistent.
         let mut r = Reassembler::new(LIMITS);
-        assert_eq!(r.on_fragment(at(0), 65534, &frags[0].1), Outcome::Pending);
-        assert_eq!(r.on_fragment(at(0), 2, &frag(65535, 3, 5, &[1; 1024])), Outcome::Dropped(Drop::Inconsistent));
-        assert_eq!(r.on_fragment(at(0), 4, &frag(9, 1, 2, &[1; 10])), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), 65534, &frags[0].1, usize::MAX), Outcome::Pending);
+        assert_eq!(
+            r.on_fragment(at(0), 2, &frag(65535, 3, 5, &[1; 1024]), usize::MAX),
+            Outcome::Dropped(Drop::Inconsistent)
+        );
+        assert_eq!(r.on_fragment(at(0), 4, &frag(9, 1, 2, &[1; 10]), usize::MAX), Outcome::Pending);
     }
 
     #[test]
@@ -724,36 +748,36 @@ mod tests {
         let mut r = Reassembler::new(limits);
         let invalid = Outcome::Dropped(Drop::Invalid);
         let chunk = [7u8; 1024];
-        assert_eq!(r.on_fragment(at(0), 10, &frag(0, 1, 2, &chunk)), invalid);
-        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 1, 1, &chunk)), invalid);
-        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 1, 0, &chunk)), invalid);
-        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 1, 101, &chunk)), invalid);
-        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 0, 2, &chunk)), invalid);
-        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 3, 2, &chunk)), invalid);
-        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 1, 2, &[])), invalid);
-        assert_eq!(r.on_fragment(at(0), 10, &[0, 1, 0, 1, 0]), invalid);
-        assert_eq!(r.on_fragment(at(0), 10, &[]), invalid);
-        assert_eq!(r.on_fragment(at(0), 0, &frag(1, 1, 2, &chunk)), invalid);
+        assert_eq!(r.on_fragment(at(0), 10, &frag(0, 1, 2, &chunk), usize::MAX), invalid);
+        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 1, 1, &chunk), usize::MAX), invalid);
+        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 1, 0, &chunk), usize::MAX), invalid);
+        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 1, 101, &chunk), usize::MAX), invalid);
+        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 0, 2, &chunk), usize::MAX), invalid);
+        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 3, 2, &chunk), usize::MAX), invalid);
+        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 1, 2, &[]), usize::MAX), invalid);
+        assert_eq!(r.on_fragment(at(0), 10, &[0, 1, 0, 1, 0], usize::MAX), invalid);
+        assert_eq!(r.on_fragment(at(0), 10, &[], usize::MAX), invalid);
+        assert_eq!(r.on_fragment(at(0), 0, &frag(1, 1, 2, &chunk), usize::MAX), invalid);
         // count = max_fragments is fine.
-        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 100, 100, &[1])), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), 10, &frag(1, 100, 100, &[1]), usize::MAX), Outcome::Pending);
         // 3 × 1024 + 1 > 3000, known from a non-final fragment…
         let too_large = Outcome::Dropped(Drop::TooLarge);
-        assert_eq!(r.on_fragment(at(0), 500, &frag(2, 1, 4, &chunk)), too_large);
+        assert_eq!(r.on_fragment(at(0), 500, &frag(2, 1, 4, &chunk), usize::MAX), too_large);
         // …or from the final one: 2998 + 3·1 > 3000.
-        assert_eq!(r.on_fragment(at(0), 600, &frag(3, 4, 4, &[1; 2998])), too_large);
+        assert_eq!(r.on_fragment(at(0), 600, &frag(3, 4, 4, &[1; 2998]), usize::MAX), too_large);
         // …or once both are known: 2·1024 + 953 > 3000.
-        assert_eq!(r.on_fragment(at(0), 700, &frag(4, 3, 3, &[1; 953])), Outcome::Pending);
-        assert_eq!(r.on_fragment(at(0), 698, &frag(4, 1, 3, &chunk)), too_large);
-        assert_eq!(r.on_fragment(at(0), 800, &frag(5, 3, 3, &[1; 952])), Outcome::Pending);
-        assert_eq!(r.on_fragment(at(0), 798, &frag(5, 1, 3, &chunk)), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), 700, &frag(4, 3, 3, &[1; 953]), usize::MAX), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), 698, &frag(4, 1, 3, &chunk), usize::MAX), too_large);
+        assert_eq!(r.on_fragment(at(0), 800, &frag(5, 3, 3, &[1; 952]), usize::MAX), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), 798, &frag(5, 1, 3, &chunk), usize::MAX), Outcome::Pending);
         assert!(matches!(
-            r.on_fragment(at(0), 799, &frag(5, 2, 3, &chunk)),
+            r.on_fragment(at(0), 799, &frag(5, 2, 3, &chunk), usize::MAX),
             Outcome::Complete(m) if m.len() == 3000
         ));
         // A count·chunk overflow is too large, not a panic.
         let huge = Limits { max_fragments: u16::MAX, max_message_size: usize::MAX, max_bytes: usize::MAX, ..LIMITS };
         let mut r = Reassembler::new(huge);
-        assert_eq!(r.on_fragment(at(0), 1000, &frag(1, 1, 3, &[0; 10])), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), 1000, &frag(1, 1, 3, &[0; 10]), usize::MAX), Outcome::Pending);
         check(&r);
     }
 
@@ -762,24 +786,24 @@ mod tests {
         let msg = Rng(11).bytes(3000);
         let frags = split(&msg, MAX, 7, 100);
         let mut r = Reassembler::new(LIMITS);
-        assert_eq!(r.on_fragment(at(0), 100, &frags[0].1), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), 100, &frags[0].1, usize::MAX), Outcome::Pending);
         let inconsistent = Outcome::Dropped(Drop::Inconsistent);
         let chunk = [0xAA; 1024];
         // Different frag_id, different count, index not matching position.
-        assert_eq!(r.on_fragment(at(0), 101, &frag(8, 2, 3, &chunk)), inconsistent);
-        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 2, 4, &chunk)), inconsistent);
-        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 3, 3, &[1; 100])), inconsistent);
-        assert_eq!(r.on_fragment(at(0), 102, &frag(7, 1, 3, &chunk)), inconsistent);
+        assert_eq!(r.on_fragment(at(0), 101, &frag(8, 2, 3, &chunk), usize::MAX), inconsistent);
+        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 2, 4, &chunk), usize::MAX), inconsistent);
+        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 3, 3, &[1; 100]), usize::MAX), inconsistent);
+        assert_eq!(r.on_fragment(at(0), 102, &frag(7, 1, 3, &chunk), usize::MAX), inconsistent);
         // Right header, wrong chunk size.
-        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 2, 3, &[0xAA; 1000])), inconsistent);
-        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 2, 3, &[0xAA; 1025])), inconsistent);
+        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 2, 3, &[0xAA; 1000]), usize::MAX), inconsistent);
+        assert_eq!(r.on_fragment(at(0), 101, &frag(7, 2, 3, &[0xAA; 1025]), usize::MAX), inconsistent);
         // Outside the range: a separate reassembly.
-        assert_eq!(r.on_fragment(at(0), 103, &frag(8, 1, 2, &chunk)), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), 103, &frag(8, 1, 2, &chunk), usize::MAX), Outcome::Pending);
         assert_eq!(r.len(), 2);
         check(&r);
         // The genuine message still completes, with its own bytes.
-        assert_eq!(r.on_fragment(at(0), 102, &frags[2].1), Outcome::Pending);
-        assert_eq!(r.on_fragment(at(0), 101, &frags[1].1), Outcome::Complete(msg));
+        assert_eq!(r.on_fragment(at(0), 102, &frags[2].1, usize::MAX), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), 101, &frags[1].1, usize::MAX), Outcome::Complete(msg));
         assert_eq!(r.len(), 1);
     }
 
@@ -795,13 +819,13 @@ mod tests {
         msg[2048..2050].copy_from_slice(&[0, 0]);
         let frags = split(&msg, MAX, 7, 100);
         let mut r = Reassembler::new(LIMITS);
-        assert_eq!(r.on_fragment(at(10), 100, &frags[0].1), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(10), 100, &frags[0].1, usize::MAX), Outcome::Pending);
         // Fragments 2 and 3 are "lost" and re-sent header-less as msgseq 103, 104.
         let bogus_2 = &frags[1].1[FRAGMENT_HEADER_LEN..];
         let bogus_3 = &frags[2].1[FRAGMENT_HEADER_LEN..];
-        assert_eq!(r.on_fragment(at(10), 104, bogus_3), Outcome::Dropped(Drop::Invalid));
+        assert_eq!(r.on_fragment(at(10), 104, bogus_3, usize::MAX), Outcome::Dropped(Drop::Invalid));
         // Outside every range: a bogus reassembly at m1 = 102 (count 3 → 103 is index 2).
-        assert_eq!(r.on_fragment(at(10), 103, bogus_2), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(10), 103, bogus_2, usize::MAX), Outcome::Pending);
         assert_eq!(r.len(), 2);
         // It expires at 10 + 1 + 1.5 s together with the genuine one; nothing
         // is delivered.
@@ -813,17 +837,17 @@ mod tests {
         // With the genuine retransmits (headers kept, rule 4) the message
         // completes even alongside the bogus state.
         let mut r = Reassembler::new(LIMITS);
-        assert_eq!(r.on_fragment(at(10), 100, &frags[0].1), Outcome::Pending);
-        assert_eq!(r.on_fragment(at(10), 103, bogus_2), Outcome::Pending);
-        assert_eq!(r.on_fragment(at(10), 101, &frags[1].1), Outcome::Pending);
-        assert_eq!(r.on_fragment(at(10), 102, &frags[2].1), Outcome::Complete(msg));
+        assert_eq!(r.on_fragment(at(10), 100, &frags[0].1, usize::MAX), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(10), 103, bogus_2, usize::MAX), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(10), 101, &frags[1].1, usize::MAX), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(10), 102, &frags[2].1, usize::MAX), Outcome::Complete(msg));
         assert_eq!(r.len(), 1);
         assert_eq!(r.expire(Instant::from_millis(12_500)), 1);
         assert_eq!((r.len(), r.buffered_bytes()), (0, 0));
     }
 
     fn pre(r: &Reassembler, frags: &[(u16, Vec<u8>)]) -> bool {
-        r.would_run_out_of_room(frags.iter().map(|(s, d)| (*s, d.as_slice())))
+        r.would_run_out_of_room(frags.iter().map(|(s, d)| (*s, d.as_slice())), usize::MAX)
     }
 
     #[test]
@@ -833,17 +857,17 @@ mod tests {
             (0..17u16).map(|i| split(&[i as u8; 3000], MAX, i + 1, 1000 + 10 * i)).collect();
         for m in &msgs[..16] {
             assert!(!pre(&r, &m[..1]));
-            assert_eq!(r.on_fragment(at(0), m[0].0, &m[0].1), Outcome::Pending);
+            assert_eq!(r.on_fragment(at(0), m[0].0, &m[0].1, usize::MAX), Outcome::Pending);
         }
         assert_eq!(r.len(), 16);
         let no_room = Outcome::Dropped(Drop::NoRoom);
         for f in &msgs[16] {
             assert!(pre(&r, std::slice::from_ref(f)));
-            assert_eq!(r.on_fragment(at(0), f.0, &f.1), no_room);
+            assert_eq!(r.on_fragment(at(0), f.0, &f.1, usize::MAX), no_room);
         }
         // Fragments of existing reassemblies still fit.
         assert!(!pre(&r, &msgs[3][1..2]));
-        assert_eq!(r.on_fragment(at(0), msgs[3][1].0, &msgs[3][1].1), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), msgs[3][1].0, &msgs[3][1].1, usize::MAX), Outcome::Pending);
         // Invalid or inconsistent fragments are not "no room".
         let junk = [(2000, frag(0, 1, 2, &[1])), (1001, frag(99, 2, 3, &[1]))];
         assert!(!pre(&r, &junk));
@@ -854,8 +878,8 @@ mod tests {
         d.reverse();
         assert!(pre(&r, &d));
         d.reverse();
-        assert!(matches!(r.on_fragment(at(0), d[0].0, &d[0].1), Outcome::Complete(_)));
-        assert_eq!(r.on_fragment(at(0), d[1].0, &d[1].1), Outcome::Pending);
+        assert!(matches!(r.on_fragment(at(0), d[0].0, &d[0].1, usize::MAX), Outcome::Complete(_)));
+        assert_eq!(r.on_fragment(at(0), d[1].0, &d[1].1, usize::MAX), Outcome::Pending);
         assert_eq!(r.len(), 16);
         check(&r);
     }
@@ -867,15 +891,15 @@ mod tests {
         let a = split(&[1; 3000], MAX_576, 1, 100);
         let b = split(&[2; 3000], MAX_576, 2, 200);
         let c = split(&[3; 3000], MAX_576, 3, 300);
-        assert_eq!(r.on_fragment(at(0), a[0].0, &a[0].1), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), a[0].0, &a[0].1, usize::MAX), Outcome::Pending);
         let mut d = std::vec![b[0].clone(), b[1].clone(), b[5].clone(), a[1].clone()];
         assert!(!pre(&r, &d));
         d.push(c[0].clone());
         assert!(pre(&r, &d));
         for (s, data) in &d[..4] {
-            assert_eq!(r.on_fragment(at(0), *s, data), Outcome::Pending);
+            assert_eq!(r.on_fragment(at(0), *s, data, usize::MAX), Outcome::Pending);
         }
-        assert_eq!(r.on_fragment(at(0), d[4].0, &d[4].1), Outcome::Dropped(Drop::NoRoom));
+        assert_eq!(r.on_fragment(at(0), d[4].0, &d[4].1, usize::MAX), Outcome::Dropped(Drop::NoRoom));
         // A duplicate within one datagram is not counted twice.
         let mut r = Reassembler::new(Limits { max_bytes: 2 * 502 + 5 * 502, ..limits });
         // b allocates 5·502 bytes with its first non-final fragment; a
@@ -886,7 +910,7 @@ mod tests {
         let d = std::vec![b[0].clone(), b[0].clone(), b[1].clone()];
         assert!(!pre(&r, &d));
         for (s, data) in &d {
-            assert_ne!(r.on_fragment(at(0), *s, data), Outcome::Dropped(Drop::NoRoom));
+            assert_ne!(r.on_fragment(at(0), *s, data, usize::MAX), Outcome::Dropped(Drop::NoRoom));
         }
         check(&r);
     }
@@ -901,25 +925,25 @@ mod tests {
             (0..3u16).map(|i| split(&Rng(u64::from(i) + 1).bytes(5000), MAX, i + 1, 100 * (i + 1))).collect();
         for m in &msgs[..2] {
             assert!(!pre(&r, &m[..1]));
-            assert_eq!(r.on_fragment(at(0), m[0].0, &m[0].1), Outcome::Pending);
+            assert_eq!(r.on_fragment(at(0), m[0].0, &m[0].1, usize::MAX), Outcome::Pending);
         }
         assert_eq!(r.buffered_bytes(), 8192);
         assert!(pre(&r, &msgs[2][..1]));
-        assert_eq!(r.on_fragment(at(0), msgs[2][0].0, &msgs[2][0].1), Outcome::Dropped(Drop::NoRoom));
+        assert_eq!(r.on_fragment(at(0), msgs[2][0].0, &msgs[2][0].1, usize::MAX), Outcome::Dropped(Drop::NoRoom));
         // The final chunk alone still fits: 8192 + 904 ≤ 9 999, and once
         // stored, the body no longer does.
         let tail = msgs[2].last().expect("tail");
         assert!(!pre(&r, std::slice::from_ref(tail)));
-        assert_eq!(r.on_fragment(at(0), tail.0, &tail.1), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), tail.0, &tail.1, usize::MAX), Outcome::Pending);
         assert_eq!(r.buffered_bytes(), 8192 + 904);
         let tail0 = msgs[0].last().expect("tail");
         assert!(pre(&r, std::slice::from_ref(tail0)));
-        assert_eq!(r.on_fragment(at(0), tail0.0, &tail0.1), Outcome::Dropped(Drop::NoRoom));
+        assert_eq!(r.on_fragment(at(0), tail0.0, &tail0.1, usize::MAX), Outcome::Dropped(Drop::NoRoom));
         check(&r);
         // A message that could never fit the budget is too large, not "no room".
         let big = split(&[0; 20_000], MAX, 9, 5000);
         assert!(!pre(&r, &big[..1]));
-        assert_eq!(r.on_fragment(at(0), big[0].0, &big[0].1), Outcome::Dropped(Drop::TooLarge));
+        assert_eq!(r.on_fragment(at(0), big[0].0, &big[0].1, usize::MAX), Outcome::Dropped(Drop::TooLarge));
         // Expiry frees it all.
         assert_eq!(r.expire(at(100)), 3);
         assert_eq!((r.len(), r.buffered_bytes()), (0, 0));
@@ -939,11 +963,11 @@ mod tests {
         let a = split(&[1; 3000], MAX, 1, 100); // count 3: 2.5 s
         let b = split(&[2; 5000], MAX, 2, 200); // count 5: 3.5 s
         assert_eq!(r.next_expiry(), None);
-        assert_eq!(r.on_fragment(at(10), a[0].0, &a[0].1), Outcome::Pending);
-        assert_eq!(r.on_fragment(at(10), b[4].0, &b[4].1), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(10), a[0].0, &a[0].1, usize::MAX), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(10), b[4].0, &b[4].1, usize::MAX), Outcome::Pending);
         // A fragment that makes progress restarts the lifetime: `a` now
         // expires 2.5 s after 12 s, `b` 3.5 s after 10 s.
-        assert_eq!(r.on_fragment(at(12), a[1].0, &a[1].1), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(12), a[1].0, &a[1].1, usize::MAX), Outcome::Pending);
         assert_eq!(r.next_expiry(), Some(Instant::from_millis(13_500)));
         assert_eq!(r.expire(Instant::from_micros(13_499_999)), 0);
         assert_eq!(r.len(), 2);
@@ -951,19 +975,19 @@ mod tests {
         assert_eq!(r.next_expiry(), Some(Instant::from_millis(14_500)));
         assert_eq!(r.expire(Instant::from_micros(14_499_999)), 0);
         // A duplicate is not progress.
-        assert_eq!(r.on_fragment(at(14), a[1].0, &a[1].1), Outcome::Duplicate);
+        assert_eq!(r.on_fragment(at(14), a[1].0, &a[1].1, usize::MAX), Outcome::Duplicate);
         assert_eq!(r.expire(Instant::from_millis(14_500)), 1);
         assert_eq!((r.len(), r.buffered_bytes(), r.next_expiry()), (0, 0, None));
         // An expired message's late fragment starts afresh.
-        assert_eq!(r.on_fragment(at(20), a[2].0, &a[2].1), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(20), a[2].0, &a[2].1, usize::MAX), Outcome::Pending);
         assert_eq!(r.next_expiry(), Some(Instant::from_millis(22_500)));
         // The maximum count expires after 1 + 4096 s.
         let mut r = Reassembler::new(LIMITS);
-        assert_eq!(r.on_fragment(at(0), 9, &frag(1, 8192, 8192, &[1])), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(0), 9, &frag(1, 8192, 8192, &[1]), usize::MAX), Outcome::Pending);
         assert_eq!(r.next_expiry(), Some(at(4097)));
         // The connection's floor lengthens short lifetimes.
         let mut r = Reassembler::new(Limits { min_lifetime: Duration::from_secs(6), ..LIMITS });
-        assert_eq!(r.on_fragment(at(10), a[0].0, &a[0].1), Outcome::Pending);
+        assert_eq!(r.on_fragment(at(10), a[0].0, &a[0].1, usize::MAX), Outcome::Pending);
         assert_eq!(r.next_expiry(), Some(at(16)));
     }
 
@@ -1034,7 +1058,7 @@ mod tests {
             let predicted = pre(&r, &datagram);
             let mut no_room = false;
             for (s, d) in datagram.drain(..) {
-                match r.on_fragment(now, s, &d) {
+                match r.on_fragment(now, s, &d, usize::MAX) {
                     Outcome::Dropped(Drop::NoRoom) => no_room = true,
                     Outcome::Complete(m) => assert!(m.len() <= limits.max_message_size),
                     _ => {}
@@ -1078,7 +1102,7 @@ mod tests {
         let mut delivered = 0;
         let mut seen = 0;
         for (is_genuine, s, d) in all {
-            let out = r.on_fragment(at(0), s, &d);
+            let out = r.on_fragment(at(0), s, &d, usize::MAX);
             if !is_genuine {
                 continue;
             }

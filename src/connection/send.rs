@@ -28,7 +28,13 @@ const FLIGHT_LIMIT: u16 = 24;
 const REORDER_THRESHOLD: i32 = 3;
 /// Units outstanding per connection stay far below half the ring, so ring
 /// distances between them are unambiguous.
-const MAX_UNITS: usize = 30_000;
+pub(crate) const MAX_UNITS: usize = 30_000;
+
+/// Heap bytes per queued message, per unit and per datagram in flight,
+/// for [`crate::MemoryBounds`].
+pub(crate) const MESSAGE_SIZE: usize = core::mem::size_of::<OutMsg>();
+pub(crate) const UNIT_SIZE: usize = core::mem::size_of::<Unit>();
+pub(crate) const SENT_PACKET_SIZE: usize = core::mem::size_of::<SentPacket>() + core::mem::size_of::<u64>();
 
 /// What became of a message, for the connection to report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +56,7 @@ impl OutMsg {
 
 /// Where a queued message's bytes live.
 #[derive(Debug)]
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 enum Bytes {
     /// In the connection's [`Arena`], at this absolute offset.
     Arena(u64),
@@ -63,6 +70,7 @@ enum Bytes {
 /// dead prefix is dropped once it is at least half the buffer, which keeps
 /// compaction amortised O(1) per byte.
 #[derive(Debug, Default)]
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct Arena {
     buf: Vec<u8>,
     /// Absolute offset of `buf[0]`.
@@ -100,6 +108,7 @@ impl Arena {
 }
 
 #[derive(Debug)]
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct OutMsg {
     id: u64,
     data: Bytes,
@@ -151,6 +160,7 @@ pub(crate) struct Timing {
 }
 
 #[derive(Debug)]
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub(crate) struct SendState {
     max_payload: usize,
     send_window: u16,

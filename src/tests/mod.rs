@@ -7,5 +7,6 @@ mod bugs;
 mod flows;
 mod forge;
 mod handshake_rules;
+mod hardening;
 mod harness;
 mod rules;

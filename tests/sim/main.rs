@@ -12,6 +12,7 @@ mod determinism;
 mod disconnect;
 mod fragments;
 mod handshake;
+mod hostile;
 mod junk;
 mod keys;
 mod progress;

@@ -1,0 +1,77 @@
+//! The fuzz entry points without libFuzzer, on a stable toolchain: every
+//! seed and every saved crash input (`regressions/<target>/`), then random
+//! inputs from quickcheck. `.ci/run` runs this when cargo-fuzz is not
+//! available; `FUZZ_SMOKE_CASES` sets the number of random inputs per
+//! target (default 500).
+
+use std::path::Path;
+
+use mpgameserver::Role;
+use quickcheck::{Gen, QuickCheck};
+
+type Entry = fn(&[u8]);
+
+fn server(d: &[u8]) {
+    mpgameserver_fuzz::endpoint(d, Role::Server)
+}
+
+fn client(d: &[u8]) {
+    mpgameserver_fuzz::endpoint(d, Role::Client)
+}
+
+const TARGETS: [(&str, Entry); 5] = [
+    ("wire", mpgameserver_fuzz::wire),
+    ("handshake", mpgameserver_fuzz::handshake),
+    ("keys", mpgameserver_fuzz::keys),
+    ("endpoint_server", server),
+    ("endpoint_client", client),
+];
+
+/// Runs every file under `dir/<target>/` through its target.
+fn replay_dir(dir: &str) -> usize {
+    let mut n = 0;
+    for (name, entry) in TARGETS {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(name);
+        let Ok(files) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut files: Vec<_> = files.map(|f| f.expect("readable directory").path()).collect();
+        files.sort();
+        for f in files {
+            let data = std::fs::read(&f).expect("readable input");
+            eprintln!("{name}: {}", f.display());
+            entry(&data);
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn regressions_and_seeds() {
+    let n = replay_dir("regressions") + replay_dir("seeds");
+    assert!(n > 0);
+}
+
+fn cases() -> u64 {
+    std::env::var("FUZZ_SMOKE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500)
+}
+
+macro_rules! smoke {
+    ($name:ident, $entry:expr) => {
+        #[test]
+        fn $name() {
+            fn prop(data: Vec<u8>) -> bool {
+                ($entry)(&data);
+                true
+            }
+            QuickCheck::new().tests(cases()).rng(Gen::new(4096)).quickcheck(prop as fn(Vec<u8>) -> bool);
+        }
+    };
+}
+
+smoke!(quickcheck_wire, mpgameserver_fuzz::wire);
+smoke!(quickcheck_handshake, mpgameserver_fuzz::handshake);
+smoke!(quickcheck_keys, mpgameserver_fuzz::keys);
+smoke!(quickcheck_endpoint_server, server);
+smoke!(quickcheck_endpoint_client, client);

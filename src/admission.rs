@@ -1,0 +1,317 @@
+//! Admission of new clients at a server (PROTOCOL.md §16 bug 9): the hello
+//! rate limits (endpoint-wide, per source address, per source prefix), the
+//! per-address and per-prefix pending-handshake limits, the order in which
+//! pending handshakes are evicted, and the SERVER_HELLO key shared by the
+//! hellos of a short period.
+//!
+//! Everything here runs only for CLIENT_HELLOs from unknown addresses; the
+//! datagrams of established connections never reach it.
+//!
+//! Memory is bounded: a source is tracked only while it has a pending
+//! handshake or its buckets are not yet full again, and sources are only
+//! created by hellos that passed every rate limit, so at most
+//! `2 · (max_pending_handshakes + hellos accepted within one refill time)`
+//! sources exist (see SECURITY.md for the figure).
+
+use alloc::collections::{BTreeMap, VecDeque};
+use core::net::IpAddr;
+
+use crate::config::{EndpointConfig, RateLimit};
+use crate::connection::SERVER_HELLO_MAX;
+use crate::crypto::{self, EphemeralKey, ServerKey};
+use crate::event::ConnectionId;
+use crate::rng::Rng;
+use crate::time::{Duration, Instant};
+use crate::wire::handshake::{self, SERVER_BLOB_LEN};
+
+/// Clients answered with one SERVER_HELLO key at most.
+pub(crate) const HELLO_KEY_MAX_USES: usize = 64;
+/// Sources are swept for idle entries at most this often.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One token bucket, as a generic cell-rate algorithm: `tat` is the
+/// theoretical arrival time of the next event. An event at `now` conforms
+/// when `tat ≤ now + tolerance`; it then moves `tat` one interval on. The
+/// bucket is full again (and can be forgotten) once `tat ≤ now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Bucket {
+    tat: Instant,
+}
+
+impl Bucket {
+    const FULL: Bucket = Bucket { tat: Instant::ZERO };
+
+    fn allows(&self, now: Instant, limit: RateLimit) -> bool {
+        self.tat.as_micros() <= now.as_micros().saturating_add(limit.tolerance_micros())
+    }
+
+    fn take(&mut self, now: Instant, limit: RateLimit) {
+        self.tat = Instant::from_micros(self.tat.max(now).as_micros().saturating_add(limit.interval_micros()));
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        self.tat <= now
+    }
+}
+
+/// A source of hellos: one address (`Host`) or one prefix (`Prefix`).
+/// IPv4 addresses live in the low 32 bits; an IPv4-mapped IPv6 address is
+/// its IPv4 address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SourceKey {
+    Host4(u32),
+    Prefix4(u32),
+    Host6(u128),
+    Prefix6(u128),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Source {
+    pending: u32,
+    bucket: Bucket,
+}
+
+impl Default for Bucket {
+    fn default() -> Bucket {
+        Bucket::FULL
+    }
+}
+
+/// Why a hello was refused before any cryptography.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The endpoint-wide hello rate.
+    Rate,
+    /// A per-address or per-prefix pending or rate limit.
+    Source,
+}
+
+/// The two source keys of an address: its host and its prefix.
+fn keys_of(ip: IpAddr, cfg: &EndpointConfig) -> (SourceKey, SourceKey) {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let p = u32::from(cfg.hello_prefix_v4.min(32));
+            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            (SourceKey::Host4(bits), SourceKey::Prefix4(bits & mask))
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let p = u32::from(cfg.hello_prefix_v6.min(128));
+            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            (SourceKey::Host6(bits), SourceKey::Prefix6(bits & mask))
+        }
+    }
+}
+
+/// The admission state of a server endpoint.
+#[derive(Debug, Default)]
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
+pub(crate) struct Admission {
+    global: Bucket,
+    sources: BTreeMap<SourceKey, Source>,
+    next_sweep: Instant,
+    /// Pending handshakes in the order they started (oldest first). Entries
+    /// whose handshake has ended are skipped lazily and compacted away.
+    order: VecDeque<ConnectionId>,
+}
+
+impl Admission {
+    /// Checks every limit for a hello from `ip` without charging anything.
+    pub(crate) fn check(&self, now: Instant, ip: IpAddr, cfg: &EndpointConfig) -> Result<(), Refusal> {
+        let (host, prefix) = keys_of(ip, cfg);
+        let get = |k| self.sources.get(&k).copied().unwrap_or_default();
+        let (h, p) = (get(host), get(prefix));
+        if h.pending as usize >= cfg.max_pending_per_ip
+            || p.pending as usize >= cfg.max_pending_per_prefix
+            || !h.bucket.allows(now, cfg.hello_rate_per_ip)
+            || !p.bucket.allows(now, cfg.hello_rate_per_prefix)
+        {
+            return Err(Refusal::Source);
+        }
+        if !self.global.allows(now, cfg.hello_rate) {
+            return Err(Refusal::Rate);
+        }
+        Ok(())
+    }
+
+    /// Charges an accepted hello from `ip` to every bucket, and counts its
+    /// pending handshake `id` against the address and the prefix.
+    pub(crate) fn admit(&mut self, now: Instant, ip: IpAddr, id: ConnectionId, cfg: &EndpointConfig) {
+        if now >= self.next_sweep {
+            self.sweep(now);
+        }
+        self.global.take(now, cfg.hello_rate);
+        let (host, prefix) = keys_of(ip, cfg);
+        for (key, limit) in [(host, cfg.hello_rate_per_ip), (prefix, cfg.hello_rate_per_prefix)] {
+            let s = self.sources.entry(key).or_default();
+            s.bucket.take(now, limit);
+            s.pending += 1;
+        }
+        self.order.push_back(id);
+    }
+
+    /// A pending handshake from `ip` has ended (completed, expired or evicted).
+    pub(crate) fn release(&mut self, now: Instant, ip: IpAddr, cfg: &EndpointConfig) {
+        let (host, prefix) = keys_of(ip, cfg);
+        for key in [host, prefix] {
+            if let Some(s) = self.sources.get_mut(&key) {
+                s.pending = s.pending.saturating_sub(1);
+                if s.pending == 0 && s.bucket.idle(now) {
+                    self.sources.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Forgets every source with nothing pending and full buckets.
+    fn sweep(&mut self, now: Instant) {
+        self.sources.retain(|_, s| s.pending > 0 || !s.bucket.idle(now));
+        self.next_sweep = now + SWEEP_INTERVAL;
+    }
+
+    /// The oldest handshake for which `is_pending` holds, removed from the
+    /// order; ended ones met on the way are dropped.
+    pub(crate) fn oldest_pending(&mut self, mut is_pending: impl FnMut(ConnectionId) -> bool) -> Option<ConnectionId> {
+        while let Some(id) = self.order.pop_front() {
+            if is_pending(id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Drops ended handshakes from the order once it holds more than twice
+    /// `pending` entries, so it stays within `2 · max_pending + 1`.
+    pub(crate) fn compact(&mut self, pending: usize, mut is_pending: impl FnMut(ConnectionId) -> bool) {
+        if self.order.len() > 2 * pending + 1 {
+            self.order.retain(|&id| is_pending(id));
+        }
+    }
+
+    /// Sources tracked (for tests and the memory figure).
+    #[cfg(test)]
+    pub(crate) fn sources(&self) -> usize {
+        self.sources.len()
+    }
+}
+
+/// The server ephemeral key shared by the hellos of one short period
+/// (`server_hello_reuse`), so a hello costs an ECDH and a signature instead
+/// of a key generation, an ECDH and a signature.
+///
+/// Only the key pair is shared. Every client gets its own random salt and
+/// token in its own signed SERVER_HELLO ([`HelloKey::answer`]): the token is
+/// what proves, at CHALLENGE_RESP, that the client receives datagrams at its
+/// address. Were it shared, an attacker could complete a handshake "from" a
+/// spoofed address with the token of its own hello and the server key it
+/// already knows, and so turn the server into a reflector.
+///
+/// Each session key is HKDF(ECDH(server ephemeral, client ephemeral), salt),
+/// distinct per client through both the client key and the salt. A hello
+/// whose key has the x-coordinate of one already answered with the current
+/// server key (the same key or its negation) is a replay: it is refused
+/// before any cryptography, which makes a captured hello replayed from many
+/// spoofed addresses nearly free to reject.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
+pub(crate) struct HelloKey {
+    pub(crate) ephemeral: EphemeralKey,
+    pub(crate) expires: Instant,
+    /// x-coordinates of the client keys answered with it.
+    clients: heapless::Vec<[u8; 32], HELLO_KEY_MAX_USES>,
+}
+
+/// One client's SERVER_HELLO: its own salt and token, signed with the
+/// shared ephemeral key.
+pub(crate) struct HelloAnswer {
+    pub(crate) salt: [u8; crypto::SALT_LEN],
+    pub(crate) token: u32,
+    /// The SERVER_HELLO message data.
+    pub(crate) reply: heapless::Vec<u8, SERVER_HELLO_MAX>,
+}
+
+impl HelloKey {
+    /// A new ephemeral key pair, usable for `reuse` (one client if zero).
+    pub(crate) fn generate(now: Instant, rng: &mut Rng, reuse: Duration) -> HelloKey {
+        HelloKey { ephemeral: EphemeralKey::generate(rng), expires: now + reuse, clients: heapless::Vec::new() }
+    }
+
+    /// Whether it may answer one more client at `now`.
+    pub(crate) fn usable(&self, now: Instant) -> bool {
+        now < self.expires && !self.clients.is_full()
+    }
+
+    /// Whether the client key with x-coordinate `x` was already answered.
+    pub(crate) fn answered(&self, x: &[u8; 32]) -> bool {
+        self.clients.contains(x)
+    }
+
+    /// Records the client key with x-coordinate `x` and signs a SERVER_HELLO
+    /// for it with a fresh salt and token.
+    pub(crate) fn answer(&mut self, x: [u8; 32], rng: &mut Rng, root: &ServerKey) -> Option<HelloAnswer> {
+        // `usable` was checked, so there is room; a full list only means
+        // the next hello gets a fresh key.
+        let _ = self.clients.push(x);
+        let mut salt = [0u8; crypto::SALT_LEN];
+        rng.fill(&mut salt);
+        let token = (rng.u32() & 0x3FFF_FFFF) | 0x4000_0000;
+        let mut blob = [0u8; SERVER_BLOB_LEN];
+        handshake::emit_server_blob(&mut blob, &self.ephemeral.public_spki(), &salt, token);
+        let signature = root.sign(&blob);
+        let mut reply = heapless::Vec::<u8, SERVER_HELLO_MAX>::new();
+        reply.resize(SERVER_HELLO_MAX, 0).ok()?;
+        let n = handshake::emit_server_hello(&mut reply, &root.public_key().to_spki_der(), &blob, &signature).ok()?;
+        reply.truncate(n);
+        Some(HelloAnswer { salt, token, reply })
+    }
+}
+
+impl core::fmt::Debug for HelloKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HelloKey").field("expires", &self.expires).field("clients", &self.clients.len()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_rate() {
+        let limit = RateLimit::new(10, 3); // one per 100 ms, three at once
+        let mut b = Bucket::FULL;
+        let t0 = Instant::from_secs(5);
+        for _ in 0..3 {
+            assert!(b.allows(t0, limit));
+            b.take(t0, limit);
+        }
+        assert!(!b.allows(t0, limit));
+        assert!(!b.allows(t0 + Duration::from_millis(99), limit));
+        assert!(b.allows(t0 + Duration::from_millis(100), limit));
+        assert!(!b.idle(t0 + Duration::from_millis(299)));
+        assert!(b.idle(t0 + Duration::from_millis(300)));
+        let mut u = Bucket::FULL;
+        for _ in 0..1000 {
+            assert!(u.allows(t0, RateLimit::UNLIMITED));
+            u.take(t0, RateLimit::UNLIMITED);
+        }
+    }
+
+    #[test]
+    fn sources_group_by_prefix_and_mapped_v4() {
+        let cfg = EndpointConfig::default();
+        let a = keys_of("192.0.2.7".parse().unwrap(), &cfg);
+        let b = keys_of("::ffff:192.0.2.200".parse().unwrap(), &cfg);
+        assert_eq!(a.1, b.1);
+        assert_ne!(a.0, b.0);
+        let c = keys_of("2001:db8:1:2:aaaa::1".parse().unwrap(), &cfg);
+        let d = keys_of("2001:db8:1:2:bbbb::9".parse().unwrap(), &cfg);
+        let e = keys_of("2001:db8:1:3::1".parse().unwrap(), &cfg);
+        assert_eq!(c.1, d.1);
+        assert_ne!(c.1, e.1);
+    }
+}

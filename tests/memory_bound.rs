@@ -1,0 +1,296 @@
+//! Memory bounds under a hostile peer, measured with a counting allocator
+//! (`peak_alloc`, a `#[global_allocator]` shim around the system allocator:
+//! no unsafe code of ours). This file is its own test binary with a single
+//! test, so nothing else allocates while it measures.
+//!
+//! A hand-written hostile client (the public wire and crypto API) completes
+//! a real handshake with a server endpoint, then holds the most reassembly
+//! state it can (every reassembly slot, the whole byte budget, maximal
+//! fragment counts, never completing one) and never acknowledges anything
+//! while the server's application fills the send queue until `QueueFull`.
+//! The peak heap use must stay within `EndpointConfig::memory_bounds()`,
+//! and everything is released when the connection ends. A second phase
+//! measures pending handshakes.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+use std::net::SocketAddr;
+
+use mpgameserver::crypto::{self, EphemeralKey, PacketKey};
+use mpgameserver::wire::handshake::{self, CHALLENGE_RESP_LEN, CLIENT_HELLO_FIXED_LEN};
+use mpgameserver::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType, PayloadWriter};
+use mpgameserver::{
+    Delivery, Duration, Endpoint, EndpointConfig, Event, Instant, MAX_DATAGRAM, RateLimit, Rng, Seed, SendError,
+    ServerKey,
+};
+use peak_alloc::PeakAlloc;
+
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+const SERVER: &str = "10.0.0.1:4000";
+
+fn mib(b: usize) -> String {
+    format!("{:.2} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// The hostile client: builds its datagrams in one reused buffer, so it
+/// allocates nothing while the server is measured.
+struct Peer {
+    addr: SocketAddr,
+    key: Option<PacketKey>,
+    seq: u16,
+    out: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Peer {
+        Peer { addr, key: None, seq: 0, out: Vec::with_capacity(MAX_DATAGRAM), payload: vec![0; MAX_DATAGRAM] }
+    }
+
+    /// Builds a datagram of `msgs` (CRC mode without a key), acknowledging
+    /// nothing (`ack = 0`).
+    fn datagram(&mut self, now: Instant, msgs: &[(u16, MsgType, &[u8])]) -> &mut [u8] {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let mut w = PayloadWriter::new(&mut self.payload, 1434);
+        for &(msgseq, ty, data) in msgs {
+            w.push(msgseq, ty, data).expect("fits");
+        }
+        let (len, count, ty) = w.finish();
+        let hdr = Header {
+            dir: Direction::ToServer,
+            ctime: now.as_secs() as u32,
+            seq: self.seq,
+            ack: 0,
+            ty,
+            length: len as u16,
+            count,
+            ack_bits: 0,
+        };
+        let mut head = [0u8; HEADER_LEN];
+        hdr.emit(&mut head);
+        self.out.clear();
+        self.out.extend_from_slice(&head);
+        self.out.extend_from_slice(&self.payload[..len]);
+        match &self.key {
+            Some(k) => {
+                let tag = k.seal(&head, &mut self.out[HEADER_LEN..]);
+                self.out.extend_from_slice(&tag);
+            }
+            None => {
+                let crc = crypto::crc32(&self.out);
+                self.out.extend_from_slice(&crc.to_be_bytes());
+            }
+        }
+        &mut self.out
+    }
+
+    fn send(&mut self, server: &mut Endpoint, now: Instant, msgs: &[(u16, MsgType, &[u8])]) {
+        let addr = self.addr;
+        let d = self.datagram(now, msgs);
+        server.handle_datagram(now, addr, d);
+    }
+
+    /// A real handshake through the public API; returns the server's id of
+    /// the connection.
+    fn handshake(&mut self, server: &mut Endpoint, now: Instant, seed: u64) -> mpgameserver::ConnectionId {
+        let eph = EphemeralKey::generate(&mut Rng::new(Seed::from_u64(seed)));
+        let pad = vec![0x5A; server.config().sizes().hello_padding];
+        let mut body = vec![0; CLIENT_HELLO_FIXED_LEN + pad.len()];
+        let n = handshake::emit_client_hello(&mut body, &eph.public_spki(), &pad).unwrap();
+        self.send(server, now, &[(1, MsgType::ClientHello, &body[..n])]);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let t = server.poll_transmit(now, &mut buf).expect("a SERVER_HELLO");
+        let hdr = Header::parse(&buf[..t.len], Direction::ToClient).unwrap();
+        let end = HEADER_LEN + usize::from(hdr.length);
+        let msg =
+            mpgameserver::wire::frame::parse_payload(hdr.ty, hdr.count, &buf[HEADER_LEN..end]).unwrap().next().unwrap();
+        let sh = handshake::parse_server_hello(msg.data).unwrap();
+        let blob = handshake::parse_server_blob(sh.blob).unwrap();
+        let shared = eph.agree(blob.ephemeral_spki).unwrap();
+        self.key = Some(PacketKey::new(&crypto::derive_packet_key(&shared, &blob.salt)));
+        let mut challenge = [0u8; CHALLENGE_RESP_LEN];
+        handshake::emit_challenge_resp(&mut challenge, blob.token);
+        self.send(server, now, &[(2, MsgType::ChallengeResp, &challenge)]);
+        loop {
+            match server.poll_event() {
+                Some(Event::Connected { conn }) => return conn,
+                Some(_) => {}
+                None => panic!("handshake did not complete"),
+            }
+        }
+    }
+}
+
+fn drain(server: &mut Endpoint, now: Instant, buf: &mut [u8; MAX_DATAGRAM]) -> (usize, usize) {
+    let mut sent = 0;
+    while server.poll_transmit(now, buf).is_some() {
+        sent += 1;
+    }
+    let mut lost = 0;
+    while let Some(e) = server.poll_event() {
+        if matches!(e, Event::Lost { .. }) {
+            lost += 1;
+        }
+    }
+    (sent, lost)
+}
+
+/// Fragment data: header and a chunk of `len` bytes, in `out`.
+fn fragment(out: &mut Vec<u8>, frag_id: u16, index: u16, count: u16, len: usize) {
+    out.clear();
+    let mut h = [0u8; 6];
+    FragmentHeader { frag_id, index, count }.emit(&mut h);
+    out.extend_from_slice(&h);
+    out.resize(6 + len, 0xEE);
+}
+
+#[test]
+fn hostile_peer_memory_stays_within_the_documented_bounds() {
+    let cfg = EndpointConfig::default();
+    let bounds = cfg.memory_bounds();
+    let root = ServerKey::generate(&mut Rng::new(Seed::from_u64(1)));
+    let mut server = Endpoint::server(cfg.clone(), root.clone(), Seed::from_u64(2)).unwrap();
+    let mut peer = Peer::new("192.0.2.66:5000".parse().unwrap());
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut frag = Vec::with_capacity(2048);
+    let app_data = vec![0xABu8; cfg.max_message_size];
+    let mut now = Instant::from_secs(100);
+
+    let base = ALLOC.current_usage();
+    ALLOC.reset_peak_usage();
+    let conn = peer.handshake(&mut server, now, 3);
+    drain(&mut server, now, &mut buf);
+    let fixed = ALLOC.current_usage() - base;
+
+    // ---- the peer's share: maximal reassembly state --------------------
+    // Four reassemblies of 1,024 fragments of 1,024 B: the first fragment
+    // of each reserves 1,023 KiB, 4,092 KiB in all (the 4 MiB budget).
+    let mut msgseq: u16 = 1000;
+    for id in 1..=4u16 {
+        fragment(&mut frag, id, 1, 1024, 1024);
+        peer.send(&mut server, now, &[(msgseq, MsgType::AppFragment, &frag)]);
+        msgseq += 1100;
+    }
+    // The other twelve slots with the largest fragment count (8,192: the
+    // biggest bitmaps), holding one byte each.
+    for id in 5..=16u16 {
+        fragment(&mut frag, id, 8192, 8192, 1);
+        peer.send(&mut server, now, &[(msgseq, MsgType::AppFragment, &frag)]);
+        msgseq += 1;
+    }
+    drain(&mut server, now, &mut buf);
+    assert_eq!(server.reassembly_bytes(), 4 * 1023 * 1024 + 12);
+    // More of the same is refused: no 17th reassembly, no byte beyond 4 MiB.
+    let refused_before = server.stats().dropped(mpgameserver::DropReason::Rate);
+    fragment(&mut frag, 17, 1, 1024, 1024);
+    peer.send(&mut server, now, &[(msgseq, MsgType::AppFragment, &frag)]);
+    assert_eq!(server.stats().dropped(mpgameserver::DropReason::Rate), refused_before + 1);
+    // Maximal fragments for the open reassemblies (filling their buffers,
+    // never completing them) and garbage fragments, over 30 s; the peer
+    // acknowledges nothing but keeps the connection alive.
+    let mut garbage: u16 = 0;
+    for step in 0..3000u32 {
+        now += Duration::from_millis(10);
+        let id = (step % 4) as u16 + 1;
+        let index = (step / 4 % 1022) as u16 + 2;
+        fragment(&mut frag, id, index, 1024, 1024);
+        let m = 1000 + (id - 1) * 1100 + index - 1;
+        peer.send(&mut server, now, &[(m, MsgType::AppFragment, &frag)]);
+        garbage = garbage.wrapping_add(7919);
+        fragment(&mut frag, garbage, garbage % 9000, garbage % 8500, usize::from(garbage % 1400));
+        peer.send(&mut server, now, &[(msgseq.wrapping_add(garbage % 900), MsgType::AppFragment, &frag)]);
+        server.handle_timeout(now);
+        drain(&mut server, now, &mut buf);
+    }
+    assert!(server.connection(conn).is_some());
+    let peak_peer = ALLOC.peak_usage() - base;
+
+    // ---- the application's share: a send queue nobody acknowledges -----
+    let mut queued = 0usize;
+    let full = loop {
+        // Large (fragmented, own buffers) messages, then small ones (the
+        // shared arena) until a bound is hit.
+        let n = if queued + 2 * cfg.max_message_size <= cfg.send_queue_bytes { cfg.max_message_size } else { 1000 };
+        match server.send(conn, &app_data[..n], Delivery::Reliable) {
+            Ok(_) => queued += n,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(full, SendError::QueueFull, "the bound surfaces to the application");
+    for _ in 0..2000 {
+        now += Duration::from_millis(10);
+        peer.send(&mut server, now, &[]);
+        server.handle_timeout(now);
+        drain(&mut server, now, &mut buf);
+    }
+    assert!(server.connection(conn).is_some());
+    let peak = ALLOC.peak_usage() - base;
+
+    // ---- the peer goes silent: everything is released -------------------
+    let mut lost = 0;
+    for _ in 0..100 {
+        now += Duration::from_millis(100);
+        server.handle_timeout(now);
+        lost += drain(&mut server, now, &mut buf).1;
+    }
+    assert!(server.connection(conn).is_none());
+    assert!(lost > 0, "the queued messages are reported Lost");
+    assert_eq!(server.reassembly_bytes(), 0);
+    let after = ALLOC.current_usage().saturating_sub(base);
+
+    eprintln!(
+        "per connection: fixed {} B; hostile peer peak {} (bound {}); with a full send queue {} (bound {}); after close {} B",
+        fixed,
+        mib(peak_peer),
+        mib(bounds.per_connection_peer),
+        mib(peak),
+        mib(bounds.per_connection),
+        after
+    );
+    assert!(peak_peer <= bounds.per_connection_peer, "{peak_peer} > {}", bounds.per_connection_peer);
+    assert!(peak <= bounds.per_connection, "{peak} > {}", bounds.per_connection);
+    // What stays is capacity the endpoint keeps for reuse: its connection
+    // table and the event queue that held the Lost events.
+    assert!(after <= 256 * 1024, "{after} B left after the connection ended");
+
+    // ---- pending handshakes ---------------------------------------------
+    drop(server);
+    let mut cfg = EndpointConfig::default();
+    cfg.hello_rate = RateLimit::UNLIMITED;
+    const N: usize = 256;
+    let hellos: Vec<(SocketAddr, Vec<u8>)> = (0..N)
+        .map(|i| {
+            let mut p = Peer::new(SocketAddr::from(([100, 64, i as u8, 1], 7000)));
+            let eph = EphemeralKey::generate(&mut Rng::new(Seed::from_u64(1000 + i as u64)));
+            let pad = vec![0x5A; cfg.sizes().hello_padding];
+            let mut body = vec![0; CLIENT_HELLO_FIXED_LEN + pad.len()];
+            let n = handshake::emit_client_hello(&mut body, &eph.public_spki(), &pad).unwrap();
+            let d = p.datagram(now, &[(1, MsgType::ClientHello, &body[..n])]).to_vec();
+            (p.addr, d)
+        })
+        .collect();
+    let mut hellos = hellos;
+    let mut server = Endpoint::server(cfg.clone(), root, Seed::from_u64(4)).unwrap();
+    // A first handshake allocates the tables' first nodes and the SERVER_HELLO key.
+    let (a, d) = &mut hellos[0];
+    server.handle_datagram(now, *a, d);
+    drain(&mut server, now, &mut buf);
+    let base = ALLOC.current_usage();
+    ALLOC.reset_peak_usage();
+    for (a, d) in &mut hellos[1..] {
+        server.handle_datagram(now, *a, d);
+        drain(&mut server, now, &mut buf);
+    }
+    assert_eq!(server.pending_handshakes(), N);
+    let per_pending = (ALLOC.peak_usage() - base) / (N - 1);
+    eprintln!(
+        "per pending handshake: {} B measured (bound {} B); server hello keys signed: {}",
+        per_pending,
+        bounds.per_pending_handshake,
+        server.stats().server_hello_keys
+    );
+    assert!(per_pending <= bounds.per_pending_handshake, "{per_pending} > {}", bounds.per_pending_handshake);
+    let _ = SERVER;
+}
