@@ -55,7 +55,7 @@ for round in $(seq "$ROUNDS"); do
         bin=${BINS[$i]}
         load=$(cut -d' ' -f1 /proc/loadavg)
         # Builds with hello limits need them lifted: every client is 127.0.0.1.
-        limits=$("$bin" --help | grep -q -- --no-hello-limits && echo --no-hello-limits || true)
+        limits=$("$bin" --help | grep -o -- '--no-\(source\|hello\)-limits' | head -1 || true)
         "$bin" --bind 127.0.0.1:$PORT --key "$KEYS/root.key" $limits --duration $((DURATION + 40)) > /dev/null 2>&1 &
         pid=$!
         sleep 0.5

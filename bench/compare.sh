@@ -103,7 +103,7 @@ start_server() {
     case "$kind" in
         ours)
             target/release/examples/echo_server --bind 127.0.0.1:$PORT_OURS --key "$KEYS/root.key" \
-                --no-hello-limits --duration "$seconds" > "$LOGS/ours.log" 2>&1 &
+                --no-source-limits --duration "$seconds" > "$LOGS/ours.log" 2>&1 &
             SERVER_PID=$!; SERVER_PORT=$PORT_OURS ;;
         ref)
             "$VENV/bin/python" bench/ref_echo_server.py --port $PORT_REF --key "$KEYS/root.key" \

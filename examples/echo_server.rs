@@ -52,11 +52,11 @@ struct Args {
     /// Answer a message "PATTERN <size> <seed>" with <size> bytes of a test pattern instead of its echo
     #[arg(long)]
     pattern_requests: bool,
-    /// Lift the hello rate limits and the per-address and per-prefix pending
-    /// limits, for load tests whose clients all share one address. Never
-    /// on a server reachable from the internet (see SECURITY.md).
+    /// Lift the hello rate limits and every per-address and per-prefix
+    /// limit, for load tests whose clients all share one address. Never on
+    /// a server reachable from the internet (see SECURITY.md).
     #[arg(long)]
-    no_hello_limits: bool,
+    no_source_limits: bool,
 }
 
 /// The counters printed at disconnect: a connection's metrics are gone once
@@ -194,13 +194,15 @@ fn main() -> ExitCode {
         config = config.reference_pacing();
     }
     config.tick_rate = args.tick_hz;
-    if args.no_hello_limits {
+    if args.no_source_limits {
         let e = &mut config.endpoint;
         e.hello_rate = RateLimit::UNLIMITED;
         e.hello_rate_per_ip = RateLimit::UNLIMITED;
         e.hello_rate_per_prefix = RateLimit::UNLIMITED;
         e.max_pending_per_ip = e.max_pending_handshakes;
         e.max_pending_per_prefix = e.max_pending_handshakes;
+        e.max_connections_per_ip = e.max_connections;
+        e.max_reassembly_bytes_per_ip = e.max_reassembly_bytes_total;
     }
     let mut server = match Server::bind_with(config, args.bind, key) {
         Ok(server) => server,

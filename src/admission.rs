@@ -7,11 +7,17 @@
 //! Everything here runs only for CLIENT_HELLOs from unknown addresses; the
 //! datagrams of established connections never reach it.
 //!
+//! The host entries also count each address's established connections
+//! (`max_connections_per_ip`) and the reassembly bytes its connections hold
+//! (`max_reassembly_bytes_per_ip`), so that one host cannot take the
+//! endpoint-wide reassembly budget from the others.
+//!
 //! Memory is bounded: a source is tracked only while it has a pending
-//! handshake or its buckets are not yet full again, and sources are only
-//! created by hellos that passed every rate limit, so at most
-//! `2 · (max_pending_handshakes + hellos accepted within one refill time)`
-//! sources exist (see SECURITY.md for the figure).
+//! handshake, a connection or reassembly bytes, or its buckets are not yet
+//! full again, and sources are only created by hellos that passed every rate
+//! limit and by established connections, so at most
+//! `2 · (max_pending_handshakes + hellos accepted within one refill time) +
+//! max_connections` sources exist (see SECURITY.md for the figure).
 
 use alloc::collections::{BTreeMap, VecDeque};
 use core::net::IpAddr;
@@ -68,7 +74,18 @@ enum SourceKey {
 #[derive(Clone, Copy, Debug, Default)]
 struct Source {
     pending: u32,
+    /// Established connections (host entries only).
+    connections: u32,
+    /// Reassembly bytes its connections hold (host entries only).
+    reassembly: usize,
     bucket: Bucket,
+}
+
+impl Source {
+    /// Whether nothing needs it any more.
+    fn unused(&self, now: Instant) -> bool {
+        self.pending == 0 && self.connections == 0 && self.reassembly == 0 && self.bucket.idle(now)
+    }
 }
 
 impl Default for Bucket {
@@ -127,6 +144,7 @@ impl Admission {
         let get = |k| self.sources.get(&k).copied().unwrap_or_default();
         let (h, p) = (get(host), get(prefix));
         if h.pending as usize >= cfg.max_pending_per_ip
+            || (h.pending as usize).saturating_add(h.connections as usize) >= cfg.max_connections_per_ip
             || p.pending as usize >= cfg.max_pending_per_prefix
             || !h.bucket.allows(now, cfg.hello_rate_per_ip)
             || !p.bucket.allows(now, cfg.hello_rate_per_prefix)
@@ -161,16 +179,57 @@ impl Admission {
         for key in [host, prefix] {
             if let Some(s) = self.sources.get_mut(&key) {
                 s.pending = s.pending.saturating_sub(1);
-                if s.pending == 0 && s.bucket.idle(now) {
+                if s.unused(now) {
                     self.sources.remove(&key);
                 }
             }
         }
     }
 
-    /// Forgets every source with nothing pending and full buckets.
+    /// A connection from `ip` became established (`up`) or ended.
+    pub(crate) fn connection(&mut self, now: Instant, ip: IpAddr, up: bool, cfg: &EndpointConfig) {
+        let (host, _) = keys_of(ip, cfg);
+        if up {
+            self.sources.entry(host).or_default().connections += 1;
+        } else if let Some(s) = self.sources.get_mut(&host) {
+            s.connections = s.connections.saturating_sub(1);
+            if s.unused(now) {
+                self.sources.remove(&host);
+            }
+        }
+    }
+
+    /// Reassembly bytes the connections from `ip` may still take.
+    pub(crate) fn reassembly_room(&self, ip: IpAddr, cfg: &EndpointConfig) -> usize {
+        let (host, _) = keys_of(ip, cfg);
+        let held = self.sources.get(&host).map_or(0, |s| s.reassembly);
+        cfg.max_reassembly_bytes_per_ip.saturating_sub(held)
+    }
+
+    /// A connection from `ip` went from holding `before` to `after`
+    /// reassembly bytes.
+    pub(crate) fn reassembly_changed(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        before: usize,
+        after: usize,
+        cfg: &EndpointConfig,
+    ) {
+        if before == after {
+            return;
+        }
+        let (host, _) = keys_of(ip, cfg);
+        let s = self.sources.entry(host).or_default();
+        s.reassembly = s.reassembly.saturating_sub(before).saturating_add(after);
+        if s.unused(now) {
+            self.sources.remove(&host);
+        }
+    }
+
+    /// Forgets every source nothing needs any more.
     fn sweep(&mut self, now: Instant) {
-        self.sources.retain(|_, s| s.pending > 0 || !s.bucket.idle(now));
+        self.sources.retain(|_, s| !s.unused(now));
         self.next_sweep = now + SWEEP_INTERVAL;
     }
 
@@ -197,6 +256,13 @@ impl Admission {
     #[cfg(test)]
     pub(crate) fn sources(&self) -> usize {
         self.sources.len()
+    }
+
+    /// Established connections and reassembly bytes counted for `ip` (tests).
+    #[cfg(test)]
+    pub(crate) fn host(&self, ip: IpAddr, cfg: &EndpointConfig) -> (u32, usize) {
+        let (host, _) = keys_of(ip, cfg);
+        self.sources.get(&host).map_or((0, 0), |s| (s.connections, s.reassembly))
     }
 }
 

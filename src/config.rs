@@ -143,6 +143,10 @@ pub struct EndpointConfig {
     /// Pending handshakes allowed per source prefix: `/hello_prefix_v4`
     /// for IPv4, `/hello_prefix_v6` for IPv6 (default 128).
     pub max_pending_per_prefix: usize,
+    /// Connections (pending and established) allowed per source IP address
+    /// (default 64). Players behind one NAT share an address: raise it for
+    /// such audiences.
+    pub max_connections_per_ip: usize,
     /// CLIENT_HELLOs a server processes endpoint-wide (each costs an ECDH,
     /// and a signature, about 0.3 ms, plus a key generation when
     /// `server_hello_reuse` does not cover it). Default 500/s, burst 100.
@@ -176,6 +180,10 @@ pub struct EndpointConfig {
     /// 64 MiB, at least `max_reassembly_bytes`). A datagram whose fragments
     /// do not fit is refused unacknowledged, so its sender retransmits.
     pub max_reassembly_bytes_total: usize,
+    /// Bytes buffered for reassembly by all connections from one IP
+    /// address together (default 8 MiB, at least `max_message_size`), so
+    /// that one host cannot take the endpoint-wide budget from the others.
+    pub max_reassembly_bytes_per_ip: usize,
     /// Messages waiting or in flight per connection before `send` reports
     /// `QueueFull` (default 4096).
     pub send_queue_messages: usize,
@@ -211,6 +219,7 @@ impl Default for EndpointConfig {
             max_pending_handshakes: 1024,
             max_pending_per_ip: 16,
             max_pending_per_prefix: 128,
+            max_connections_per_ip: 64,
             hello_rate: RateLimit::new(500, 100),
             hello_rate_per_ip: RateLimit::new(8, 16),
             hello_rate_per_prefix: RateLimit::new(100, 200),
@@ -222,6 +231,7 @@ impl Default for EndpointConfig {
             max_reassemblies: 16,
             max_reassembly_bytes: 4 * 1024 * 1024,
             max_reassembly_bytes_total: 64 * 1024 * 1024,
+            max_reassembly_bytes_per_ip: 8 * 1024 * 1024,
             send_queue_messages: 4096,
             send_queue_bytes: 16 * 1024 * 1024,
             message_window: 1024,
@@ -284,6 +294,7 @@ impl EndpointConfig {
             (self.max_pending_handshakes, "max_pending_handshakes"),
             (self.max_pending_per_ip, "max_pending_per_ip"),
             (self.max_pending_per_prefix, "max_pending_per_prefix"),
+            (self.max_connections_per_ip, "max_connections_per_ip"),
             (self.hello_rate.per_second as usize, "hello_rate.per_second"),
             (self.hello_rate.burst as usize, "hello_rate.burst"),
             (self.hello_rate_per_ip.per_second as usize, "hello_rate_per_ip.per_second"),
@@ -313,6 +324,12 @@ impl EndpointConfig {
         if self.max_reassembly_bytes < self.max_message_size {
             return Err(ConfigError::ReassemblyBytes {
                 max_reassembly_bytes: self.max_reassembly_bytes,
+                max_message_size: self.max_message_size,
+            });
+        }
+        if self.max_reassembly_bytes_per_ip < self.max_message_size {
+            return Err(ConfigError::ReassemblyBytesPerIp {
+                max_reassembly_bytes_per_ip: self.max_reassembly_bytes_per_ip,
                 max_message_size: self.max_message_size,
             });
         }
@@ -372,6 +389,13 @@ pub enum ConfigError {
         /// The configured per-connection reassembly budget.
         max_reassembly_bytes: usize,
     },
+    /// `max_reassembly_bytes_per_ip` cannot hold one message of the maximum size.
+    ReassemblyBytesPerIp {
+        /// The configured per-address reassembly budget.
+        max_reassembly_bytes_per_ip: usize,
+        /// The configured maximum message size.
+        max_message_size: usize,
+    },
     /// `server_hello_reuse` is above `MAX_SERVER_HELLO_REUSE` (1 s).
     ServerHelloReuse(Duration),
     /// `send_queue_bytes` cannot hold one message of the maximum size.
@@ -417,6 +441,10 @@ impl fmt::Display for ConfigError {
             ConfigError::ReassemblyBytesTotal { max_reassembly_bytes_total, max_reassembly_bytes } => write!(
                 f,
                 "max_reassembly_bytes_total {max_reassembly_bytes_total} is smaller than max_reassembly_bytes {max_reassembly_bytes}: one connection could never use its own budget; raise it"
+            ),
+            ConfigError::ReassemblyBytesPerIp { max_reassembly_bytes_per_ip, max_message_size } => write!(
+                f,
+                "max_reassembly_bytes_per_ip {max_reassembly_bytes_per_ip} is smaller than max_message_size {max_message_size}: a maximal message from one address could never be reassembled; raise it"
             ),
             ConfigError::ServerHelloReuse(d) => write!(
                 f,

@@ -98,7 +98,7 @@ pub struct Endpoint {
     pending: usize,
     established: usize,
     /// Hello rate limits, per-source pending counts, eviction order.
-    admission: Admission,
+    pub(crate) admission: Admission,
     /// The SERVER_HELLO key of the current `server_hello_reuse` period.
     pub(crate) hello_key: Option<HelloKey>,
     /// Reassembly bytes buffered by all connections together.
@@ -551,6 +551,8 @@ impl Endpoint {
             stats: &mut self.stats,
             id,
             reassembly_total: &mut self.reassembly_total,
+            admission: &mut self.admission,
+            now: self.now,
         };
         let r = f(conn, &mut ctx);
         let after = (conn.state(), conn.is_connected());
@@ -562,6 +564,9 @@ impl Endpoint {
             self.established = self.established + usize::from(live(after)) - usize::from(live(before));
             if pending(before) && !pending(after) {
                 self.admission.release(self.now, conn.remote().ip(), &self.cfg);
+            }
+            if server && live(before) != live(after) {
+                self.admission.connection(self.now, conn.remote().ip(), live(after), &self.cfg);
             }
         }
         Some(r)
@@ -687,6 +692,7 @@ impl Endpoint {
         let slot = &mut self.slots[id.index as usize];
         if let Some(conn) = slot.conn.take() {
             self.reassembly_total = self.reassembly_total.saturating_sub(conn.reassembly_bytes());
+            self.admission.reassembly_changed(self.now, conn.remote().ip(), conn.reassembly_bytes(), 0, &self.cfg);
             if self.by_addr.get(&conn.remote()) == Some(&id.index) {
                 self.by_addr.remove(&conn.remote());
             }

@@ -26,6 +26,8 @@ const MAX_DATAGRAMS_PER_SECOND: usize = 65_000;
 /// Room for a connection's entries in the endpoint's other per-connection
 /// queues (timers and the like), with growth slack.
 const QUEUE_SLACK: usize = 4 * 16 + 2 * 8;
+/// One admission source (a `BTreeMap` entry keyed by address or prefix).
+const SOURCE_ENTRY_SIZE: usize = 64;
 /// One entry of a `BTreeMap` keyed by address, with its node overhead.
 const MAP_ENTRY_SIZE: usize = 2 * (size_of::<SocketAddr>() + size_of::<u32>()) + 16;
 
@@ -58,11 +60,13 @@ impl EndpointConfig {
     pub fn memory_bounds(&self) -> MemoryBounds {
         let sat = |a: usize, b: usize| a.saturating_mul(b);
         // Table slot (the connection lives inline, the table may be twice
-        // as long as needed), rate history, address map entry, and a place
-        // in each of the endpoint's work queues.
+        // as long as needed), rate history, address map entry, its share of
+        // its address's admission entry, and a place in each of the
+        // endpoint's work queues.
         let fixed = 2 * SLOT_SIZE
             + RATE_HISTORY_SECS * RATE_BUCKET_SIZE
             + MAP_ENTRY_SIZE
+            + SOURCE_ENTRY_SIZE
             + 2 * 3 * size_of::<ConnectionId>()
             + QUEUE_SLACK;
         // Reassembly bookkeeping: entries and received-bitmaps.
@@ -96,7 +100,7 @@ impl EndpointConfig {
         let per_connection = peer.saturating_add(send);
         // A pending handshake: the connection's fixed part, its boxed
         // handshake state, two admission sources and its eviction-order slot.
-        let per_pending_handshake = fixed + SERVER_PENDING_SIZE + 2 * 64 + 2 * size_of::<ConnectionId>();
+        let per_pending_handshake = fixed + SERVER_PENDING_SIZE + 2 * SOURCE_ENTRY_SIZE + 2 * size_of::<ConnectionId>();
         let endpoint = sat(self.max_connections, fixed + reassembly_books)
             .saturating_add(sat(self.max_connections, send))
             .saturating_add(self.max_reassembly_bytes_total)

@@ -103,7 +103,8 @@ pub struct EndpointStats {
     /// as many bytes (anti-amplification; never happens with valid hellos).
     pub amplification_limited: u64,
     /// Datagrams refused because the endpoint-wide reassembly budget
-    /// (`max_reassembly_bytes_total`) was exhausted.
+    /// (`max_reassembly_bytes_total`) or the sending address's
+    /// (`max_reassembly_bytes_per_ip`) was exhausted.
     pub reassembly_budget_refusals: u64,
     dropped: [u64; 8],
 }

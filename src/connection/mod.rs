@@ -15,9 +15,9 @@ pub(crate) const SERVER_PENDING_SIZE: usize = core::mem::size_of::<ServerPending
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
-use crate::admission::HelloAnswer;
+use crate::admission::{Admission, HelloAnswer};
 use crate::config::{EndpointConfig, MAX_DATAGRAM, Sizes};
 use crate::crypto::{self, EphemeralKey, PacketKey, PublicKey};
 use crate::event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId};
@@ -156,6 +156,24 @@ pub(crate) struct Ctx<'a> {
     pub(crate) id: ConnectionId,
     /// Reassembly bytes buffered by every connection of the endpoint.
     pub(crate) reassembly_total: &'a mut usize,
+    /// Per-address accounting (connections, reassembly bytes).
+    pub(crate) admission: &'a mut Admission,
+    pub(crate) now: Instant,
+}
+
+impl Ctx<'_> {
+    /// Reassembly bytes a connection from `ip` may still take: what is left
+    /// of the endpoint-wide budget and of its address's.
+    fn reassembly_room(&self, ip: IpAddr) -> usize {
+        let total = self.cfg.max_reassembly_bytes_total.saturating_sub(*self.reassembly_total);
+        total.min(self.admission.reassembly_room(ip, self.cfg))
+    }
+
+    /// Keeps both totals in step with one connection's change.
+    fn reassembly_changed(&mut self, ip: IpAddr, before: usize, after: usize) {
+        *self.reassembly_total = self.reassembly_total.saturating_sub(before).saturating_add(after);
+        self.admission.reassembly_changed(self.now, ip, before, after, self.cfg);
+    }
 }
 
 /// One peer's session. Obtain a reference with
@@ -620,10 +638,11 @@ impl Connection {
             .clone()
             .filter(|m| m.ty == MsgType::AppFragment && self.recv_messages.check(m.msgseq) == Insert::Accepted)
             .map(|m| (m.msgseq, m.data));
-        let room = ctx.cfg.max_reassembly_bytes_total.saturating_sub(*ctx.reassembly_total);
-        if self.reassembly.would_run_out_of_room(fragments.clone(), room) {
+        if fragments.clone().next().is_some()
+            && self.reassembly.would_run_out_of_room(fragments.clone(), ctx.reassembly_room(self.remote.ip()))
+        {
             if !self.reassembly.would_run_out_of_room(fragments, usize::MAX) {
-                // Only the endpoint-wide budget is short.
+                // Only the endpoint-wide or the address's budget is short.
                 ctx.stats.reassembly_budget_refusals += 1;
             }
             return Err(DropReason::Rate);
@@ -718,11 +737,11 @@ impl Connection {
     /// Hands a fragment to reassembly within the endpoint-wide budget, and
     /// keeps the endpoint's total in step.
     fn fragment(&mut self, now: Instant, msgseq: u16, data: &[u8], ctx: &mut Ctx<'_>) -> reassembly::Outcome {
-        let room = ctx.cfg.max_reassembly_bytes_total.saturating_sub(*ctx.reassembly_total);
+        let room = ctx.reassembly_room(self.remote.ip());
         let before = self.reassembly.buffered_bytes();
         let outcome = self.reassembly.on_fragment(now, msgseq, data, room);
         let after = self.reassembly.buffered_bytes();
-        *ctx.reassembly_total = ctx.reassembly_total.saturating_sub(before).saturating_add(after);
+        ctx.reassembly_changed(self.remote.ip(), before, after);
         outcome
     }
 
@@ -783,7 +802,7 @@ impl Connection {
         self.metrics.datagrams_lost += lost;
         let before = self.reassembly.buffered_bytes();
         ctx.stats.reassemblies_expired += self.reassembly.expire(now) as u64;
-        *ctx.reassembly_total = ctx.reassembly_total.saturating_sub(before - self.reassembly.buffered_bytes());
+        ctx.reassembly_changed(self.remote.ip(), before, self.reassembly.buffered_bytes());
     }
 
     /// The earliest instant at which [`Connection::handle_timeout`] has work.

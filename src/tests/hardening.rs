@@ -609,3 +609,80 @@ fn block_list_cidr_v4_v6_at_run_time_and_ban() {
     net.run_for(Duration::from_millis(200));
     assert!(net.events[3].contains(&Event::Connected { conn: c }));
 }
+
+#[test]
+fn per_address_reassembly_budget_keeps_one_host_from_taking_the_endpoints() {
+    // Both clients share 127.0.0.1. Per connection 100 kB, per address
+    // 120 kB, endpoint-wide plenty.
+    let cfg = EndpointConfig {
+        max_message_size: 100_000,
+        max_reassembly_bytes: 100_000,
+        max_reassembly_bytes_per_ip: 120_000,
+        ..EndpointConfig::default()
+    };
+    let mut net = Net::new(cfg.clone(), 2, 15);
+    let c1 = net.connect(1);
+    let c2 = net.connect(2);
+    net.run_for(Duration::from_millis(100));
+    let (k1, k2) = (net.key_of(1, c1), net.key_of(2, c2));
+    let seq1 = silence_client(&mut net, 1);
+    let seq2 = silence_client_too(&mut net, 2);
+    let frag = |id: u16, count: u16| {
+        let mut v = Vec::new();
+        for x in [id, 1, count] {
+            v.extend_from_slice(&x.to_be_bytes());
+        }
+        v.extend_from_slice(&[9u8; 1000]);
+        v
+    };
+    let ip = addr(1).ip();
+    let d = forge_to_server(&net, &k1, 1, seq1 + 1, &[(500, MsgType::AppFragment, &frag(1, 90))]);
+    net.deliver_now(&d);
+    assert_eq!(net.eps[SERVER].admission.host(ip, &cfg), (2, 89_000), "two connections, 89 kB held");
+    // Client 2 is within its own budget and the endpoint's, not its address's.
+    let d = forge_to_server(&net, &k2, 2, seq2 + 1, &[(500, MsgType::AppFragment, &frag(1, 90))]);
+    net.deliver_now(&d);
+    let st = net.eps[SERVER].stats();
+    assert_eq!((st.reassembly_budget_refusals, st.dropped(DropReason::Rate)), (1, 1), "{st}");
+    assert_eq!(net.eps[SERVER].reassembly_bytes(), 89_000);
+    // Another address would still have its whole budget.
+    let other: IpAddr = "192.0.2.9".parse().unwrap();
+    assert_eq!(net.eps[SERVER].admission.reassembly_room(other, &cfg), 120_000);
+    // Closing client 1 gives the address its budget back.
+    let s1 = net.server_conn_of(1).unwrap();
+    net.eps[SERVER].disconnect(net.now, s1).unwrap();
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.eps[SERVER].admission.host(ip, &cfg), (1, 0));
+    let d = forge_to_server(&net, &k2, 2, seq2 + 2, &[(500, MsgType::AppFragment, &frag(1, 90))]);
+    net.deliver_now(&d);
+    assert_eq!(net.eps[SERVER].admission.host(ip, &cfg), (1, 89_000));
+    // Expiry and the silenced connection's timeout release everything, and
+    // the address is forgotten.
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.eps[SERVER].reassembly_bytes(), 0);
+    assert_eq!(net.eps[SERVER].admission.host(ip, &cfg), (0, 0));
+    assert_eq!(net.eps[SERVER].admission.sources(), 0);
+}
+
+#[test]
+fn connections_per_address_are_capped() {
+    // Three clients on 127.0.0.1 against a cap of two.
+    let cfg = EndpointConfig { max_connections_per_ip: 2, ..EndpointConfig::default() };
+    let mut net = Net::new(cfg.clone(), 3, 16);
+    let a = net.connect(1);
+    let b = net.connect(2);
+    net.run_for(Duration::from_millis(100));
+    assert!(net.events[1].contains(&Event::Connected { conn: a }));
+    assert!(net.events[2].contains(&Event::Connected { conn: b }));
+    let c = net.connect(3);
+    net.run_for(Duration::from_millis(600));
+    assert!(!net.events[3].contains(&Event::Connected { conn: c }));
+    assert!(net.eps[SERVER].stats().hellos_refused_source >= 2, "{}", net.eps[SERVER].stats());
+    assert_eq!(net.eps[SERVER].admission.host(addr(1).ip(), &cfg).0, 2);
+    // One leaves: the third gets in on its next hello.
+    net.eps[1].disconnect(net.now, a).unwrap();
+    net.run_for(Duration::from_secs(2));
+    assert!(net.events[3].contains(&Event::Connected { conn: c }), "{}", describe(&net.events[3]));
+    assert_eq!(net.eps[SERVER].connection_count(), 2);
+    assert_eq!(net.eps[SERVER].admission.host(addr(1).ip(), &cfg).0, 2);
+}
