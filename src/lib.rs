@@ -93,6 +93,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// The private `_fuzzing` feature replaces AES-GCM by an identity "cipher".
+// It must never reach a real build, not even through `--all-features`:
+// cargo-fuzz sets `--cfg fuzzing`, and fuzz/.cargo/config.toml does for the
+// fuzz crate's own tests.
+#[cfg(all(feature = "_fuzzing", not(fuzzing)))]
+compile_error!(
+    "the `_fuzzing` feature of mpgameserver disables all encryption and is only for the fuzz targets in fuzz/ \
+     (built with `--cfg fuzzing`); do not enable it, and do not build with `--all-features`"
+);
+
 extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
