@@ -679,16 +679,16 @@ impl EphemeralKey {
 
     /// ECDH with the peer's SPKI-encoded public key. Returns the 32-byte
     /// big-endian x-coordinate of the shared point, or `None` if `peer_spki`
-    /// is not a valid P-256 SPKI / point.
-    pub fn agree(&self, peer_spki: &[u8]) -> Option<[u8; 32]> {
+    /// is not a valid P-256 SPKI / point. The secret is wiped when dropped.
+    pub fn agree(&self, peer_spki: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
         let peer = parse_spki(peer_spki).ok()?;
         Some(self.agree_with(&peer))
     }
 
     /// ECDH with a peer key already parsed by [`peer_key`].
-    pub(crate) fn agree_with(&self, peer: &p256::PublicKey) -> [u8; 32] {
+    pub(crate) fn agree_with(&self, peer: &p256::PublicKey) -> Zeroizing<[u8; 32]> {
         let shared = self.secret.diffie_hellman(peer);
-        (*shared.raw_secret_bytes()).into()
+        Zeroizing::new((*shared.raw_secret_bytes()).into())
     }
 }
 
@@ -704,11 +704,11 @@ pub(crate) fn peer_key(spki: &[u8]) -> Option<(p256::PublicKey, [u8; 32])> {
 }
 
 /// The packet key: HKDF-SHA256(IKM = `shared_x`, salt, info = [`HKDF_INFO`],
-/// L = 16) (PROTOCOL.md §10.5).
-pub fn derive_packet_key(shared_x: &[u8; 32], salt: &[u8; SALT_LEN]) -> [u8; KEY_LEN] {
+/// L = 16) (PROTOCOL.md §10.5). The key is wiped when dropped.
+pub fn derive_packet_key(shared_x: &[u8; 32], salt: &[u8; SALT_LEN]) -> Zeroizing<[u8; KEY_LEN]> {
     let hk = Hkdf::<Sha256>::new(Some(salt), shared_x);
-    let mut key = [0u8; KEY_LEN];
-    hk.expand(HKDF_INFO, &mut key)
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    hk.expand(HKDF_INFO, key.as_mut())
         // Invariant: HKDF-SHA256 can expand up to 255 * 32 bytes; we ask for 16.
         .expect("HKDF-SHA256 output of 16 bytes");
     key
