@@ -63,6 +63,26 @@ fn open_cfg(f: impl FnOnce(&mut EndpointConfig)) -> EndpointConfig {
     cfg
 }
 
+/// Connects clients 1 and 2 and checks that both are up.
+fn connect_two(net: &mut Net) -> (ConnectionId, ConnectionId) {
+    let a = net.connect(1);
+    let b = net.connect(2);
+    net.run_for(Duration::from_millis(100));
+    assert!(net.events[1].contains(&Event::Connected { conn: a }));
+    assert!(net.events[2].contains(&Event::Connected { conn: b }));
+    (a, b)
+}
+
+/// The data of fragment 1 of `count` of message `frag_id`, with a 1,000-byte chunk.
+fn first_fragment(frag_id: u16, count: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [frag_id, 1, count] {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    v.extend_from_slice(&[9u8; 1000]);
+    v
+}
+
 #[test]
 fn hello_rate_limit_is_endpoint_wide() {
     let cfg = open_cfg(|c| c.hello_rate = RateLimit::new(10, 5));
@@ -376,11 +396,7 @@ fn shared_server_key_is_erased_when_its_period_ends() {
 fn max_connections_refuses_only_when_no_handshake_is_pending() {
     let cfg = EndpointConfig { max_connections: 2, ..EndpointConfig::default() };
     let mut net = Net::new(cfg.clone(), 3, 9);
-    let a = net.connect(1);
-    let b = net.connect(2);
-    net.run_for(Duration::from_millis(100));
-    assert!(net.events[1].contains(&Event::Connected { conn: a }));
-    assert!(net.events[2].contains(&Event::Connected { conn: b }));
+    connect_two(&mut net);
     let c = net.connect(3);
     net.run_for(Duration::from_secs(6));
     assert!(net.events[3].iter().any(|e| matches!(e, Event::ConnectFailed { conn, .. } if *conn == c)));
@@ -497,30 +513,22 @@ fn endpoint_wide_reassembly_budget() {
     let (k1, k2) = (net.key_of(1, c1), net.key_of(2, c2));
     let seq1 = silence_client(&mut net, 1);
     let seq2 = silence_client_too(&mut net, 2);
-    let frag = |id: u16, count: u16| {
-        let mut v = Vec::new();
-        for x in [id, 1, count] {
-            v.extend_from_slice(&x.to_be_bytes());
-        }
-        v.extend_from_slice(&[9u8; 1000]);
-        v
-    };
     // Client 1 opens a reassembly of 90 fragments (90,000 B buffered).
-    let d = forge_to_server(&net, &k1, 1, seq1 + 1, &[(500, MsgType::AppFragment, &frag(1, 90))]);
+    let d = forge_to_server(&net, &k1, 1, seq1 + 1, &[(500, MsgType::AppFragment, &first_fragment(1, 90))]);
     net.deliver_now(&d);
     assert_eq!(net.eps[SERVER].reassembly_bytes(), 89_000, "89 chunks of 1,000 B are reserved");
     // Client 2's 90 kB message fits its own budget but not what is left
     // endpoint-wide: refused unacknowledged, counted.
-    let d = forge_to_server(&net, &k2, 2, seq2 + 1, &[(500, MsgType::AppFragment, &frag(1, 90))]);
+    let d = forge_to_server(&net, &k2, 2, seq2 + 1, &[(500, MsgType::AppFragment, &first_fragment(1, 90))]);
     net.deliver_now(&d);
     let st = net.eps[SERVER].stats();
     assert_eq!((st.reassembly_budget_refusals, st.dropped(DropReason::Rate)), (1, 1));
     // A 50 kB one fits.
-    let d = forge_to_server(&net, &k2, 2, seq2 + 2, &[(600, MsgType::AppFragment, &frag(2, 50))]);
+    let d = forge_to_server(&net, &k2, 2, seq2 + 2, &[(600, MsgType::AppFragment, &first_fragment(2, 50))]);
     net.deliver_now(&d);
     assert_eq!(net.eps[SERVER].reassembly_bytes(), 138_000);
     // A second 50 kB one fits client 2's budget, not the endpoint's.
-    let second = forge_to_server(&net, &k2, 2, seq2 + 3, &[(700, MsgType::AppFragment, &frag(3, 50))]);
+    let second = forge_to_server(&net, &k2, 2, seq2 + 3, &[(700, MsgType::AppFragment, &first_fragment(3, 50))]);
     net.deliver_now(&second);
     assert_eq!(net.eps[SERVER].stats().reassembly_budget_refusals, 2);
     // Closing client 1's connection releases its bytes: then it fits.
@@ -529,7 +537,7 @@ fn endpoint_wide_reassembly_budget() {
     net.run_for(Duration::from_secs(2));
     assert!(net.eps[SERVER].connection(s1).is_none());
     assert_eq!(net.eps[SERVER].reassembly_bytes(), 49_000);
-    let d = forge_to_server(&net, &k2, 2, seq2 + 4, &[(700, MsgType::AppFragment, &frag(3, 50))]);
+    let d = forge_to_server(&net, &k2, 2, seq2 + 4, &[(700, MsgType::AppFragment, &first_fragment(3, 50))]);
     net.deliver_now(&d);
     assert_eq!(net.eps[SERVER].reassembly_bytes(), 98_000);
     assert_eq!(net.eps[SERVER].stats().reassembly_budget_refusals, 2);
@@ -627,20 +635,12 @@ fn per_address_reassembly_budget_keeps_one_host_from_taking_the_endpoints() {
     let (k1, k2) = (net.key_of(1, c1), net.key_of(2, c2));
     let seq1 = silence_client(&mut net, 1);
     let seq2 = silence_client_too(&mut net, 2);
-    let frag = |id: u16, count: u16| {
-        let mut v = Vec::new();
-        for x in [id, 1, count] {
-            v.extend_from_slice(&x.to_be_bytes());
-        }
-        v.extend_from_slice(&[9u8; 1000]);
-        v
-    };
     let ip = addr(1).ip();
-    let d = forge_to_server(&net, &k1, 1, seq1 + 1, &[(500, MsgType::AppFragment, &frag(1, 90))]);
+    let d = forge_to_server(&net, &k1, 1, seq1 + 1, &[(500, MsgType::AppFragment, &first_fragment(1, 90))]);
     net.deliver_now(&d);
     assert_eq!(net.eps[SERVER].admission.host(ip, &cfg), (2, 89_000), "two connections, 89 kB held");
     // Client 2 is within its own budget and the endpoint's, not its address's.
-    let d = forge_to_server(&net, &k2, 2, seq2 + 1, &[(500, MsgType::AppFragment, &frag(1, 90))]);
+    let d = forge_to_server(&net, &k2, 2, seq2 + 1, &[(500, MsgType::AppFragment, &first_fragment(1, 90))]);
     net.deliver_now(&d);
     let st = net.eps[SERVER].stats();
     assert_eq!((st.reassembly_budget_refusals, st.dropped(DropReason::Rate)), (1, 1), "{st}");
@@ -653,7 +653,7 @@ fn per_address_reassembly_budget_keeps_one_host_from_taking_the_endpoints() {
     net.eps[SERVER].disconnect(net.now, s1).unwrap();
     net.run_for(Duration::from_secs(2));
     assert_eq!(net.eps[SERVER].admission.host(ip, &cfg), (1, 0));
-    let d = forge_to_server(&net, &k2, 2, seq2 + 2, &[(500, MsgType::AppFragment, &frag(1, 90))]);
+    let d = forge_to_server(&net, &k2, 2, seq2 + 2, &[(500, MsgType::AppFragment, &first_fragment(1, 90))]);
     net.deliver_now(&d);
     assert_eq!(net.eps[SERVER].admission.host(ip, &cfg), (1, 89_000));
     // Expiry and the silenced connection's timeout release everything, and
@@ -669,11 +669,7 @@ fn connections_per_address_are_capped() {
     // Three clients on 127.0.0.1 against a cap of two.
     let cfg = EndpointConfig { max_connections_per_ip: 2, ..EndpointConfig::default() };
     let mut net = Net::new(cfg.clone(), 3, 16);
-    let a = net.connect(1);
-    let b = net.connect(2);
-    net.run_for(Duration::from_millis(100));
-    assert!(net.events[1].contains(&Event::Connected { conn: a }));
-    assert!(net.events[2].contains(&Event::Connected { conn: b }));
+    let (a, _) = connect_two(&mut net);
     let c = net.connect(3);
     net.run_for(Duration::from_millis(600));
     assert!(!net.events[3].contains(&Event::Connected { conn: c }));
