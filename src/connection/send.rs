@@ -537,20 +537,21 @@ impl SendState {
         let mut rtt = None;
         let mut acked_any = false;
         for k in 0..self.sent.len() {
-            let p = self.sent[k];
+            let p = &self.sent[k];
             if p.resolved {
                 continue;
             }
-            let d = seq::diff(ack, p.seq);
+            let (p_seq, p_time, p_suspected) = (p.seq, p.time, p.suspected);
+            let d = seq::diff(ack, p_seq);
             let acked =
                 d == 0 || (1..=i32::from(ACK_RANGE)).contains(&d) && ack_bits & (0x8000_0000u32 >> (d - 1)) != 0;
             if acked {
                 if d == 0 {
-                    rtt = Some(now - p.time);
+                    rtt = Some(now - p_time);
                 }
                 acked_any = true;
                 self.resolve(k, true, report);
-            } else if d >= REORDER_THRESHOLD && !p.suspected {
+            } else if d >= REORDER_THRESHOLD && !p_suspected {
                 self.sent[k].suspected = true;
                 self.mark_resend(k);
             }
