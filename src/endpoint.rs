@@ -543,6 +543,9 @@ impl Endpoint {
     fn with_conn<R>(&mut self, id: ConnectionId, f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R) -> Option<R> {
         let slot = self.slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation)?;
         let conn = slot.conn.as_mut()?;
+        // Compared by the state's variant first (cheap); the public state
+        // is a function of it, so an unchanged key means nothing to update.
+        let key = conn.state_key();
         let before = (conn.state(), conn.is_connected());
         let mut ctx = Ctx {
             cfg: &self.cfg,
@@ -555,6 +558,9 @@ impl Endpoint {
             now: self.now,
         };
         let r = f(conn, &mut ctx);
+        if conn.state_key() == key {
+            return Some(r);
+        }
         let after = (conn.state(), conn.is_connected());
         if before != after {
             let server = conn.role() == crate::Role::Server;
@@ -584,14 +590,7 @@ impl Endpoint {
             return;
         };
         if conn.is_closed() {
-            let remote = conn.remote();
-            let mut buf = [0u8; MAX_DATAGRAM];
-            if let Some(len) = self.with_conn(id, |c, ctx| c.poll_final(now, &mut buf, ctx)).flatten()
-                && let Ok(bytes) = heapless::Vec::from_slice(&buf[..len])
-            {
-                self.finals.push_back((remote, bytes));
-            }
-            self.release(id);
+            self.release_closed(id, now);
         } else {
             if !conn.dirty {
                 conn.dirty = true;
@@ -602,6 +601,24 @@ impl Endpoint {
                 self.timer_dirty.push(id);
             }
         }
+    }
+
+    /// The closed branch of [`Endpoint::touch`], kept out of line: it needs
+    /// a datagram buffer on the stack, which every other call would pay
+    /// for in its frame.
+    #[cold]
+    #[inline(never)]
+    fn release_closed(&mut self, id: ConnectionId, now: Instant) {
+        let Some(remote) = self.connection(id).map(Connection::remote) else {
+            return;
+        };
+        let mut buf = [0u8; MAX_DATAGRAM];
+        if let Some(len) = self.with_conn(id, |c, ctx| c.poll_final(now, &mut buf, ctx)).flatten()
+            && let Ok(bytes) = heapless::Vec::from_slice(&buf[..len])
+        {
+            self.finals.push_back((remote, bytes));
+        }
+        self.release(id);
     }
 
     /// Settles every changed connection: queues it for transmission if a

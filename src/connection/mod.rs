@@ -79,6 +79,10 @@ pub(crate) enum ServerAuth {
     TrustOnFirstUse,
 }
 
+/// See [`Connection::state_key`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StateKey(core::mem::Discriminant<State>, bool);
+
 #[cfg_attr(feature = "_fuzzing", derive(Clone))]
 enum State {
     ClientHello(Box<ClientHello>),
@@ -355,6 +359,13 @@ impl Connection {
             State::Closing => ConnectionState::Closing,
             State::Closed => ConnectionState::Closed,
         }
+    }
+
+    /// A cheap summary of the state for change detection: equal keys mean
+    /// equal [`Connection::state`] and [`Connection::is_connected`].
+    #[inline]
+    pub(crate) fn state_key(&self) -> StateKey {
+        StateKey(core::mem::discriminant(&self.state), self.connected)
     }
 
     /// The session token (the reference's public connection id), once the

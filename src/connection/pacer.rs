@@ -42,9 +42,13 @@ impl Pacer {
     }
 
     /// The earliest instant at which a datagram may leave.
+    #[inline]
     pub(crate) fn ready_at(&self, now: Instant) -> Instant {
+        if self.interval == 0 {
+            return now;
+        }
         let missing = self.threshold() - self.credit_at(now);
-        if self.interval == 0 || missing <= 0 { now } else { now + Duration::from_micros(missing as u64) }
+        if missing <= 0 { now } else { now + Duration::from_micros(missing as u64) }
     }
 
     /// Spends one token at `now`.

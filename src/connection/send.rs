@@ -537,20 +537,21 @@ impl SendState {
         let mut rtt = None;
         let mut acked_any = false;
         for k in 0..self.sent.len() {
-            let p = self.sent[k];
+            let p = &self.sent[k];
             if p.resolved {
                 continue;
             }
-            let d = seq::diff(ack, p.seq);
+            let (p_seq, p_time, p_suspected) = (p.seq, p.time, p.suspected);
+            let d = seq::diff(ack, p_seq);
             let acked =
                 d == 0 || (1..=i32::from(ACK_RANGE)).contains(&d) && ack_bits & (0x8000_0000u32 >> (d - 1)) != 0;
             if acked {
                 if d == 0 {
-                    rtt = Some(now - p.time);
+                    rtt = Some(now - p_time);
                 }
                 acked_any = true;
                 self.resolve(k, true, report);
-            } else if d >= REORDER_THRESHOLD && !p.suspected {
+            } else if d >= REORDER_THRESHOLD && !p_suspected {
                 self.sent[k].suspected = true;
                 self.mark_resend(k);
             }
@@ -671,26 +672,20 @@ impl SendState {
     /// Removes resolved datagrams and finished units/messages from the
     /// fronts of their queues.
     fn pop_resolved(&mut self) {
-        while let Some(p) = self.sent.front() {
-            if !p.resolved {
-                break;
-            }
-            let n = usize::from(p.carried_len);
-            for _ in 0..n {
-                self.carried.pop_front();
-            }
-            self.carried_base += n as u64;
-            self.sent.pop_front();
-        }
-        while let Some(u) = self.units.front() {
-            if !(u.acked || u.done && u.in_flight == 0) {
-                break;
-            }
-            self.units.pop_front();
-            self.unit_base += 1;
-            self.base_msgseq = seq::next(self.base_msgseq);
-            self.win_start = self.win_start.saturating_sub(1);
-            self.next_unsent = self.next_unsent.saturating_sub(1);
+        // Each queue's finished prefix is measured, then dropped at once.
+        let packets = self.sent.iter().take_while(|p| p.resolved).count();
+        let carried: usize = self.sent.range(..packets).map(|p| usize::from(p.carried_len)).sum();
+        self.sent.drain(..packets);
+        self.carried.drain(..carried.min(self.carried.len()));
+        self.carried_base += carried as u64;
+        let units = self.units.iter().take_while(|u| u.acked || u.done && u.in_flight == 0).count();
+        if units > 0 {
+            self.units.drain(..units);
+            self.unit_base += units as u64;
+            // `units` ≤ MAX_UNITS < the ring size.
+            self.base_msgseq = seq::forward(self.base_msgseq, units as u32);
+            self.win_start = self.win_start.saturating_sub(units);
+            self.next_unsent = self.next_unsent.saturating_sub(units);
         }
         while let Some(m) = self.messages.front() {
             if !m.decided {
