@@ -224,6 +224,34 @@ fn full_pending_table_evicts_oldest_so_new_clients_get_in() {
 }
 
 #[test]
+fn repeated_hellos_do_not_move_a_handshake_back_in_the_eviction_order() {
+    // Eviction goes by when a handshake started: repeating its hello keeps
+    // it alive (rule 9) but does not protect it from eviction, or a flood
+    // could pin its entries in the table by repeating them.
+    let cfg = open_cfg(|c| c.max_pending_handshakes = 3);
+    let mut net = Net::new(cfg.clone(), 0, 17);
+    let hellos: Vec<Vec<u8>> = (0..4).map(|i| hello(700 + i, &cfg)).collect();
+    for (i, h) in hellos.iter().take(3).enumerate() {
+        to_server(&mut net, spoofed(i as u32), h);
+    }
+    // The oldest repeats its hello (a new packet seq, same key).
+    let mut again = hellos[0].clone();
+    again[8..10].copy_from_slice(&2u16.to_be_bytes());
+    let end = again.len() - 4;
+    let crc = crate::crypto::crc32(&again[..end]);
+    again[end..].copy_from_slice(&crc.to_be_bytes());
+    let answered = sent_to(&net, spoofed(0)).0;
+    to_server(&mut net, spoofed(0), &again);
+    assert_eq!(sent_to(&net, spoofed(0)).0, answered + 1, "the repeat was answered");
+    // A fourth handshake evicts the first, not the second.
+    to_server(&mut net, spoofed(3), &hellos[3]);
+    let ep = &net.eps[SERVER];
+    assert_eq!(ep.stats().handshakes_evicted, 1);
+    assert!(ep.connection_by_addr(spoofed(0)).is_none(), "the oldest went");
+    assert!((1..4).all(|i| ep.connection_by_addr(spoofed(i)).is_some()));
+}
+
+#[test]
 fn replayed_client_hello_from_spoofed_addresses_is_cheap_and_harmless() {
     // H2: one captured CLIENT_HELLO replayed from many spoofed addresses.
     let cfg = EndpointConfig::default();
