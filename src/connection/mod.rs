@@ -858,7 +858,9 @@ impl Connection {
                 let mut consider = |t: Instant| want = Some(want.map_or(t, |w: Instant| w.min(t)));
                 if flight_ok {
                     if self.send.has_due(now, timing) {
-                        consider(now);
+                        // Nothing below could make it earlier than `now`,
+                        // and the pacers never answer before `now`.
+                        return Some(now.max(self.pacer.ready_at(now)).max(self.seq_budget.ready_at(now)));
                     } else if let Some(t) = self.send.next_resend_time(timing) {
                         consider(t);
                     }
