@@ -154,7 +154,7 @@ impl ServerPending {
 /// What a connection needs from its endpoint while handling an input.
 pub(crate) struct Ctx<'a> {
     pub(crate) cfg: &'a EndpointConfig,
-    pub(crate) sizes: Sizes,
+    pub(crate) sizes: &'a Sizes,
     pub(crate) events: &'a mut VecDeque<Event>,
     pub(crate) stats: &'a mut EndpointStats,
     pub(crate) id: ConnectionId,
