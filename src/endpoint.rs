@@ -549,7 +549,7 @@ impl Endpoint {
         let before = (conn.state(), conn.is_connected());
         let mut ctx = Ctx {
             cfg: &self.cfg,
-            sizes: self.sizes,
+            sizes: &self.sizes,
             events: &mut self.events,
             stats: &mut self.stats,
             id,

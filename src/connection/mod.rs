@@ -154,7 +154,7 @@ impl ServerPending {
 /// What a connection needs from its endpoint while handling an input.
 pub(crate) struct Ctx<'a> {
     pub(crate) cfg: &'a EndpointConfig,
-    pub(crate) sizes: Sizes,
+    pub(crate) sizes: &'a Sizes,
     pub(crate) events: &'a mut VecDeque<Event>,
     pub(crate) stats: &'a mut EndpointStats,
     pub(crate) id: ConnectionId,
@@ -858,7 +858,9 @@ impl Connection {
                 let mut consider = |t: Instant| want = Some(want.map_or(t, |w: Instant| w.min(t)));
                 if flight_ok {
                     if self.send.has_due(now, timing) {
-                        consider(now);
+                        // Nothing below could make it earlier than `now`,
+                        // and the pacers never answer before `now`.
+                        return Some(now.max(self.pacer.ready_at(now)).max(self.seq_budget.ready_at(now)));
                     } else if let Some(t) = self.send.next_resend_time(timing) {
                         consider(t);
                     }

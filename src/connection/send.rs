@@ -181,6 +181,9 @@ pub(crate) struct SendState {
     next_unsent: usize,
     /// Units before this index are all acked or done: the send window starts here.
     win_start: usize,
+    /// `expire_best_effort` may have retired units at `win_start` or
+    /// `next_unsent` without moving them; `fill` advances them first.
+    window_stale: bool,
     sent: VecDeque<SentPacket>,
     carried: VecDeque<u64>,
     carried_base: u64,
@@ -205,6 +208,7 @@ impl SendState {
             base_msgseq: 1,
             next_unsent: 0,
             win_start: 0,
+            window_stale: false,
             sent: VecDeque::new(),
             carried: VecDeque::new(),
             carried_base: 0,
@@ -336,6 +340,7 @@ impl SendState {
     }
 
     fn advance_window(&mut self) {
+        self.window_stale = false;
         while self.win_start < self.units.len() {
             let u = &self.units[self.win_start];
             if u.acked || u.done {
@@ -420,6 +425,7 @@ impl SendState {
             }
             if u.delivery == Delivery::BestEffort && now >= u.first_sent + t.ack_timeout {
                 self.units[i].done = true;
+                self.window_stale = true;
                 if u.in_flight == 0 {
                     self.unit_lost(i, report);
                 }
@@ -431,77 +437,84 @@ impl SendState {
     /// order), recording them as carried by datagram `pkt_seq`. Returns
     /// the number of units written and how many of them were resends.
     pub(crate) fn fill(&mut self, w: &mut PayloadWriter<'_>, now: Instant, t: Timing, pkt_seq: u16) -> (usize, usize) {
-        self.advance_window();
+        // Every other change to `acked`/`done`/`sends` is followed by
+        // `advance_window` (directly or through `pop_resolved`).
+        if self.window_stale {
+            self.advance_window();
+        }
         let end = self.window_end();
         let carried_start = self.carried_base + self.carried.len() as u64;
         let mut n = 0usize;
         let mut resends = 0usize;
         // Resends first (units before `next_unsent` have all been sent at
         // least once), then first sends, each in msgseq order.
+        // The two runs are contiguous, so one pass covers both; `held`
+        // starts afresh where the first sends begin.
         let first_unsent = self.next_unsent.clamp(self.win_start, end);
-        for (lo, hi) in [(self.win_start, first_unsent), (first_unsent, end)] {
-            // First sends of one message go out in fragment order: once a
-            // unit does not fit, the rest of its message waits. Otherwise a
-            // small final fragment could leave long before the first one,
-            // and the receiver, whose reassembly deadline runs from the
-            // first fragment it gets (§8), could expire the message while
-            // every fragment ends up acknowledged (rule 5).
-            let mut held = None;
-            for i in lo..hi {
-                let u = &self.units[i];
-                if !self.due(u, now, t) || held == Some(u.msg) {
-                    continue;
-                }
-                let (msg, frag, len) = (u.msg, u.frag, usize::from(u.wire_len));
-                if !w.fits(len) {
-                    if w.count() == u8::MAX {
-                        break;
-                    }
-                    held = Some(msg);
-                    continue;
-                }
-                let Some(mi) = self.msg_index(msg) else {
-                    continue;
-                };
-                let msgseq = self.unit_msgseq(i);
-                let m = &self.messages[mi];
-                let data = match &m.data {
-                    Bytes::Arena(off) => self.arena.get(*off, m.len),
-                    Bytes::Heap(v) => v.as_slice(),
-                };
-                let pushed = if m.frag_id == 0 {
-                    w.push(msgseq, m.kind, data)
-                } else {
-                    let range = fragment::fragment_range(m.len, self.max_payload, usize::from(frag));
-                    let hdr = FragmentHeader { frag_id: m.frag_id, index: frag + 1, count: m.nfrags };
-                    let chunk = &data[range];
-                    w.push_with(msgseq, MsgType::AppFragment, len, |out| {
-                        let (h, rest) = out.split_at_mut(FRAGMENT_HEADER_LEN);
-                        // `len` = 6 + chunk length, so both halves have the right size.
-                        let h: &mut [u8; FRAGMENT_HEADER_LEN] = h.try_into().expect("6-byte split");
-                        hdr.emit(h);
-                        rest.copy_from_slice(chunk);
-                    })
-                };
-                if pushed.is_err() {
-                    continue;
-                }
-                let unit = &mut self.units[i];
-                if unit.sends == 0 {
-                    unit.first_sent = now;
-                } else {
-                    resends += 1;
-                }
-                unit.sends += 1;
-                unit.last_sent = now;
-                unit.in_flight += 1;
-                unit.resend = false;
-                if unit.delivery == Delivery::Unreliable {
-                    unit.done = true;
-                }
-                self.carried.push_back(self.unit_base + i as u64);
-                n += 1;
+        // First sends of one message go out in fragment order: once a
+        // unit does not fit, the rest of its message waits. Otherwise a
+        // small final fragment could leave long before the first one,
+        // and the receiver, whose reassembly deadline runs from the
+        // first fragment it gets (§8), could expire the message while
+        // every fragment ends up acknowledged (rule 5).
+        let mut held = None;
+        for i in self.win_start..end {
+            if i == first_unsent {
+                held = None;
             }
+            let u = &self.units[i];
+            if !self.due(u, now, t) || held == Some(u.msg) {
+                continue;
+            }
+            let (msg, frag, len) = (u.msg, u.frag, usize::from(u.wire_len));
+            if !w.fits(len) {
+                if w.count() == u8::MAX {
+                    break;
+                }
+                held = Some(msg);
+                continue;
+            }
+            let Some(mi) = self.msg_index(msg) else {
+                continue;
+            };
+            let msgseq = self.unit_msgseq(i);
+            let m = &self.messages[mi];
+            let data = match &m.data {
+                Bytes::Arena(off) => self.arena.get(*off, m.len),
+                Bytes::Heap(v) => v.as_slice(),
+            };
+            let pushed = if m.frag_id == 0 {
+                w.push(msgseq, m.kind, data)
+            } else {
+                let range = fragment::fragment_range(m.len, self.max_payload, usize::from(frag));
+                let hdr = FragmentHeader { frag_id: m.frag_id, index: frag + 1, count: m.nfrags };
+                let chunk = &data[range];
+                w.push_with(msgseq, MsgType::AppFragment, len, |out| {
+                    let (h, rest) = out.split_at_mut(FRAGMENT_HEADER_LEN);
+                    // `len` = 6 + chunk length, so both halves have the right size.
+                    let h: &mut [u8; FRAGMENT_HEADER_LEN] = h.try_into().expect("6-byte split");
+                    hdr.emit(h);
+                    rest.copy_from_slice(chunk);
+                })
+            };
+            if pushed.is_err() {
+                continue;
+            }
+            let unit = &mut self.units[i];
+            if unit.sends == 0 {
+                unit.first_sent = now;
+            } else {
+                resends += 1;
+            }
+            unit.sends += 1;
+            unit.last_sent = now;
+            unit.in_flight += 1;
+            unit.resend = false;
+            if unit.delivery == Delivery::Unreliable {
+                unit.done = true;
+            }
+            self.carried.push_back(self.unit_base + i as u64);
+            n += 1;
         }
         if n > 0 {
             self.sent.push_back(SentPacket {
@@ -599,6 +612,10 @@ impl SendState {
         }
     }
 
+    // Inlined into `on_ack`, which calls it for every acknowledged
+    // datagram: the queues' fields then stay loaded across the loop
+    // instead of being reloaded by each call's prologue.
+    #[inline(always)]
     fn resolve(&mut self, k: usize, acked: bool, report: &mut dyn FnMut(Outcome)) {
         self.sent[k].resolved = true;
         let p = self.sent[k];

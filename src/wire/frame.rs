@@ -204,27 +204,32 @@ impl<'a> PayloadWriter<'a> {
         if !self.fits(len) {
             return Err(Full);
         }
-        let (head_len, new_len) = match self.count {
-            0 => (SINGLE_HEAD_LEN, SINGLE_HEAD_LEN + len),
+        let new_len = match self.count {
+            0 => SINGLE_HEAD_LEN + len,
             n => {
                 if n == 1 {
                     self.first_to_record()?;
                 }
-                (RECORD_HEAD_LEN, self.len + RECORD_HEAD_LEN + len)
+                self.len + RECORD_HEAD_LEN + len
             }
         };
         // `fits` bounds `new_len` by `max <= buf.len()`.
         let dst = self.buf.get_mut(self.len..new_len).ok_or(Full)?;
-        let (head, data) = dst.split_at_mut(head_len);
         let [s0, s1] = msgseq.to_be_bytes();
-        if self.count == 0 {
-            head.copy_from_slice(&[s0, s1]);
+        // The heads are written as fixed-size arrays (two stores, not a
+        // `memcpy` call of a run-time length).
+        let data = if self.count == 0 {
+            let (head, data) = dst.split_first_chunk_mut::<SINGLE_HEAD_LEN>().ok_or(Full)?;
+            *head = [s0, s1];
             self.first_ty = ty;
+            data
         } else {
+            let (head, data) = dst.split_first_chunk_mut::<RECORD_HEAD_LEN>().ok_or(Full)?;
             // `len <= max <= u16::MAX`.
             let [l0, l1] = (len as u16).to_be_bytes();
-            head.copy_from_slice(&[l0, l1, s0, s1, ty as u8]);
-        }
+            *head = [l0, l1, s0, s1, ty as u8];
+            data
+        };
         fill(data);
         self.len = new_len;
         self.data_total += len;
