@@ -10,7 +10,7 @@
 use core::mem::size_of;
 use core::net::SocketAddr;
 
-use crate::config::EndpointConfig;
+use crate::config::{EndpointConfig, RateLimit};
 use crate::connection::{ENTRY_SIZE, MAX_UNITS, MESSAGE_SIZE, SENT_PACKET_SIZE, SERVER_PENDING_SIZE, UNIT_SIZE};
 use crate::endpoint::SLOT_SIZE;
 use crate::event::{ConnectionId, Event};
@@ -101,11 +101,22 @@ impl EndpointConfig {
         // A pending handshake: the connection's fixed part, its boxed
         // handshake state, two admission sources and its eviction-order slot.
         let per_pending_handshake = fixed + SERVER_PENDING_SIZE + 2 * SOURCE_ENTRY_SIZE + 2 * size_of::<ConnectionId>();
+        // Admission sources whose handshake ended but whose buckets have
+        // not refilled yet: two per accepted hello within the longest
+        // refill time plus the sweep interval (about 200 KB at the defaults).
+        let refill = |l: RateLimit| l.interval_micros().saturating_mul(u64::from(l.burst));
+        let window = refill(self.hello_rate_per_ip).max(refill(self.hello_rate_per_prefix)).saturating_add(1_000_000);
+        let hellos = u64::from(self.hello_rate.burst)
+            .saturating_add(u64::from(self.hello_rate.per_second).saturating_mul(window) / 1_000_000);
+        let idle_sources = usize::try_from(hellos.saturating_mul(2)).unwrap_or(usize::MAX);
+        let admission = sat(idle_sources, SOURCE_ENTRY_SIZE);
         let endpoint = sat(self.max_connections, fixed + reassembly_books)
+            .saturating_add(admission)
             .saturating_add(sat(self.max_connections, send))
             .saturating_add(self.max_reassembly_bytes_total)
             .saturating_add(sat(self.max_pending_handshakes, per_pending_handshake));
         let endpoint_peer = sat(self.max_connections, fixed + reassembly_books)
+            .saturating_add(admission)
             .saturating_add(self.max_reassembly_bytes_total)
             .saturating_add(sat(self.max_pending_handshakes, per_pending_handshake));
         MemoryBounds { per_connection, per_connection_peer: peer, per_pending_handshake, endpoint, endpoint_peer }

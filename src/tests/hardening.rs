@@ -710,3 +710,38 @@ fn connections_per_address_are_capped() {
     assert_eq!(net.eps[SERVER].connection_count(), 2);
     assert_eq!(net.eps[SERVER].admission.host(addr(1).ip(), &cfg).0, 2);
 }
+
+#[test]
+fn admission_sources_stay_within_their_memory_bound() {
+    // A flood from ever new addresses: the sources of ended handshakes live
+    // until their buckets refill, which `memory_bounds` counts as
+    // 2 · (burst + rate · (longest refill + 1 s sweep)) entries.
+    let cfg =
+        EndpointConfig { hello_rate: RateLimit::new(200, 50), max_pending_handshakes: 64, ..EndpointConfig::default() };
+    let mut net = Net::new(cfg.clone(), 0, 18);
+    let keys: Vec<Vec<u8>> = (0..64).map(|i| hello(900 + i, &cfg)).collect();
+    // Refill: per address 16 / 8 per s = 2 s, per prefix 200 / 100 per s = 2 s.
+    let bound = 2 * (50 + 200 * 3) + 2 * cfg.max_pending_handshakes;
+    let mut peak = 0;
+    for i in 0..4000u32 {
+        to_server(&mut net, spoofed(i), &keys[i as usize % keys.len()]);
+        net.now += Duration::from_millis(1);
+        if i % 50 == 0 {
+            net.eps[SERVER].handle_timeout(net.now);
+        }
+        peak = peak.max(net.eps[SERVER].admission.sources());
+    }
+    assert!(net.eps[SERVER].stats().hellos_accepted > 600, "{}", net.eps[SERVER].stats());
+    assert!(peak <= bound, "{peak} sources, bound {bound}");
+    // The bound assumes every bucket drained to the bottom; single hellos
+    // from ever new addresses leave far fewer (about 140 here), but at least
+    // the pending table's worth.
+    assert!(peak >= cfg.max_pending_handshakes, "{peak}");
+    // Quiet for longer than the refill time and the handshake timeout: all gone.
+    net.run_for(Duration::from_secs(5));
+    to_server(&mut net, spoofed(99_999), &keys[0]);
+    net.now += Duration::from_secs(3);
+    net.eps[SERVER].handle_timeout(net.now);
+    to_server(&mut net, spoofed(99_998), &keys[1]);
+    assert!(net.eps[SERVER].admission.sources() <= 4, "{}", net.eps[SERVER].admission.sources());
+}
