@@ -535,7 +535,7 @@ impl Endpoint {
     }
 
     fn conn_mut(&mut self, id: ConnectionId) -> Option<&mut Connection> {
-        self.slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation).and_then(|s| s.conn.as_mut())
+        live_conn(&mut self.slots, id)
     }
 
     /// Runs `f` on a live connection with its context, keeping the
@@ -581,12 +581,7 @@ impl Endpoint {
     /// After any input to `id`: releases it at once if it closed (queuing
     /// its final datagram), otherwise marks it for [`Endpoint::settle`].
     fn touch(&mut self, id: ConnectionId, now: Instant) {
-        let Some(conn) = self
-            .slots
-            .get_mut(id.index as usize)
-            .filter(|s| s.generation == id.generation)
-            .and_then(|s| s.conn.as_mut())
-        else {
+        let Some(conn) = live_conn(&mut self.slots, id) else {
             return;
         };
         if conn.is_closed() {
@@ -627,12 +622,7 @@ impl Endpoint {
     fn settle(&mut self, now: Instant) {
         for k in 0..self.dirty.len() {
             let id = self.dirty[k];
-            let Some(conn) = self
-                .slots
-                .get_mut(id.index as usize)
-                .filter(|s| s.generation == id.generation)
-                .and_then(|s| s.conn.as_mut())
-            else {
+            let Some(conn) = live_conn(&mut self.slots, id) else {
                 continue;
             };
             conn.dirty = false;
@@ -655,12 +645,7 @@ impl Endpoint {
         self.settle(now);
         for k in 0..self.timer_dirty.len() {
             let id = self.timer_dirty[k];
-            let Some(conn) = self
-                .slots
-                .get_mut(id.index as usize)
-                .filter(|s| s.generation == id.generation)
-                .and_then(|s| s.conn.as_mut())
-            else {
+            let Some(conn) = live_conn(&mut self.slots, id) else {
                 continue;
             };
             conn.timer_dirty = false;
@@ -737,4 +722,9 @@ impl core::fmt::Debug for Endpoint {
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
+}
+
+/// The live connection `id` names in `slots`, if its generation still matches.
+fn live_conn(slots: &mut [Slot], id: ConnectionId) -> Option<&mut Connection> {
+    slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation).and_then(|s| s.conn.as_mut())
 }
