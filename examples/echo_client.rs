@@ -42,9 +42,9 @@ struct Args {
     /// Size of each message in bytes (up to 1048576)
     #[arg(long, value_name = "BYTES", default_value_t = 100)]
     size: usize,
-    /// Delivery mode of the messages sent (echoes come back reliable)
-    #[arg(long, value_enum, default_value_t = Mode::Reliable)]
-    delivery: Mode,
+    /// Delivery mode of the messages sent: unreliable, best-effort or reliable (echoes come back reliable)
+    #[arg(long, default_value_t = Delivery::Reliable)]
+    delivery: Delivery,
     /// Seconds to wait for the connection, and for the echoes of each burst
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     timeout: f64,
@@ -60,23 +60,6 @@ struct Args {
     /// At the end, wait (up to --timeout) for the server to end the connection instead of disconnecting
     #[arg(long)]
     expect_close: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Mode {
-    Unreliable,
-    BestEffort,
-    Reliable,
-}
-
-impl From<Mode> for Delivery {
-    fn from(m: Mode) -> Delivery {
-        match m {
-            Mode::Unreliable => Delivery::Unreliable,
-            Mode::BestEffort => Delivery::BestEffort,
-            Mode::Reliable => Delivery::Reliable,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -153,7 +136,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
                 Reply::Sha256 => Sha256::digest(&message).to_vec(),
             };
             let sent_at = client.now();
-            let id = client.send(&message, args.delivery.into())?;
+            let id = client.send(&message, args.delivery)?;
             waiting.push(Pending { id, expected, sent_at });
             sent += 1;
         }

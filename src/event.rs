@@ -56,6 +56,49 @@ pub enum Delivery {
     Reliable,
 }
 
+impl Delivery {
+    /// Every mode.
+    pub const ALL: [Delivery; 3] = [Delivery::Unreliable, Delivery::BestEffort, Delivery::Reliable];
+
+    /// The mode's name: `unreliable`, `best-effort` or `reliable` (what
+    /// `Display` writes and `FromStr` reads).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Delivery::Unreliable => "unreliable",
+            Delivery::BestEffort => "best-effort",
+            Delivery::Reliable => "reliable",
+        }
+    }
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A string that names no [`Delivery`] mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseDeliveryError;
+
+impl fmt::Display for ParseDeliveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("unknown delivery mode: use unreliable, best-effort or reliable")
+    }
+}
+
+impl core::error::Error for ParseDeliveryError {}
+
+impl core::str::FromStr for Delivery {
+    type Err = ParseDeliveryError;
+
+    /// Parses `unreliable`, `best-effort` or `reliable` (for command lines
+    /// and configuration files).
+    fn from_str(s: &str) -> Result<Delivery, ParseDeliveryError> {
+        Delivery::ALL.into_iter().find(|d| d.name() == s).ok_or(ParseDeliveryError)
+    }
+}
+
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -171,5 +214,20 @@ impl fmt::Debug for Event {
             Event::Lost { conn, id } => write!(f, "Lost({conn}, {})", id.0),
             Event::Disconnected { conn, reason } => write!(f, "Disconnected({conn}, {reason:?})"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_names_round_trip() {
+        for d in Delivery::ALL {
+            assert_eq!(alloc::format!("{d}").parse::<Delivery>(), Ok(d));
+        }
+        assert_eq!("best-effort".parse::<Delivery>(), Ok(Delivery::BestEffort));
+        assert_eq!("Reliable".parse::<Delivery>(), Err(ParseDeliveryError));
+        assert_eq!("".parse::<Delivery>(), Err(ParseDeliveryError));
     }
 }

@@ -133,7 +133,7 @@ pub use connection::{Connection, ConnectionState, Role};
 pub use crypto::{KeyError, PublicKey, ServerKey};
 pub use endpoint::{Endpoint, Transmit};
 pub use error::{ConnectError, SendError, UnknownConnection};
-pub use event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId};
+pub use event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId, ParseDeliveryError};
 pub use memory::MemoryBounds;
 pub use rng::{Rng, Seed};
 pub use stats::{ConnectionMetrics, DropReason, EndpointStats, RATE_HISTORY_SECS, Rates};

@@ -57,7 +57,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use mpgameserver::crypto::PacketKey;
 use mpgameserver::{ConnectionId, Delivery, Duration, Endpoint, Event, Instant, MAX_DATAGRAM, PublicKey};
 use mpgameserver_drivers::udp::RecvBatch;
@@ -87,9 +87,9 @@ struct Args {
     /// Length of the measurement window, in seconds
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     duration: f64,
-    /// Delivery mode of the messages sent (how the server echoes is its own choice)
-    #[arg(long, value_enum, default_value_t = Mode::Unreliable)]
-    delivery: Mode,
+    /// Delivery mode of the messages sent: unreliable, best-effort or reliable (how the server echoes is its own choice)
+    #[arg(long, default_value_t = Delivery::Unreliable)]
+    delivery: Delivery,
     /// Seconds of load before the measurement window
     #[arg(long, value_name = "S", default_value_t = 1.0)]
     warmup: f64,
@@ -122,23 +122,6 @@ struct Args {
     /// With --serve-raw: stop after this many seconds (default: run until killed)
     #[arg(long, value_name = "S")]
     serve_for: Option<f64>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Mode {
-    Unreliable,
-    BestEffort,
-    Reliable,
-}
-
-impl From<Mode> for Delivery {
-    fn from(m: Mode) -> Delivery {
-        match m {
-            Mode::Unreliable => Delivery::Unreliable,
-            Mode::BestEffort => Delivery::BestEffort,
-            Mode::Reliable => Delivery::Reliable,
-        }
-    }
 }
 
 /// Bytes of a message before its filler: seq and send time.
@@ -426,7 +409,7 @@ fn worker(plan: &Plan<'_>, t: u32, threads: u32) -> Result<Outcome, Box<dyn std:
         tx: Box::new([0; MAX_DATAGRAM]),
         msg: vec![0; args.size],
         raw_key: raw::key(),
-        delivery: args.delivery.into(),
+        delivery: args.delivery,
         period: plan.period,
         window: (Instant::MAX, Instant::MAX),
         stop_sending: Instant::MAX,
