@@ -124,6 +124,20 @@ fn next_message(client: &mut Client, within: Duration) -> Vec<u8> {
     }
 }
 
+/// Waits (bounded) for the client's `Disconnected` event and returns its reason.
+fn next_disconnect(client: &mut Client, within: Duration) -> DisconnectReason {
+    let clock = Clock::new();
+    loop {
+        client.update_wait(Duration::from_millis(20));
+        while let Some(event) = client.poll_event() {
+            if let Event::Disconnected { reason, .. } = event {
+                return reason;
+            }
+        }
+        assert!(clock.now() < Instant::ZERO + within, "no Disconnected event within {within:?}");
+    }
+}
+
 /// Waits (bounded) until `cond` holds on the server's log.
 fn wait_for(log: &Mutex<Log>, within: Duration, cond: impl Fn(&Log) -> bool) {
     let clock = Clock::new();
@@ -191,16 +205,7 @@ fn server_side_disconnect_reaches_the_client() {
     let mut server = TestServer::start("127.0.0.1:0").unwrap();
     let mut client = Client::connect(server.addr, server.key.clone(), 2 * SECOND).unwrap();
     client.send(b"kick me", Delivery::Reliable).unwrap();
-    let clock = Clock::new();
-    let reason = 'wait: loop {
-        client.update_wait(Duration::from_millis(50));
-        while let Some(event) = client.poll_event() {
-            if let Event::Disconnected { reason, .. } = event {
-                break 'wait reason;
-            }
-        }
-        assert!(clock.now() < Instant::from_secs(3), "no Disconnected event");
-    };
+    let reason = next_disconnect(&mut client, 3 * SECOND);
     assert_eq!(reason, DisconnectReason::Peer);
     assert!(!client.is_connected());
     assert_eq!(client.disconnect(SECOND), DisconnectOutcome::AlreadyClosed);
@@ -217,16 +222,7 @@ fn disconnect_without_waiting_still_closes() {
     assert_eq!(client.disconnect(Duration::ZERO), DisconnectOutcome::Unconfirmed);
     assert!(!client.is_connected());
     // The DISCONNECT went out; the confirmation still arrives with later updates.
-    let clock = Clock::new();
-    let reason = 'wait: loop {
-        client.update_wait(Duration::from_millis(20));
-        while let Some(event) = client.poll_event() {
-            if let Event::Disconnected { reason, .. } = event {
-                break 'wait reason;
-            }
-        }
-        assert!(clock.now() < Instant::from_secs(3), "no Disconnected event");
-    };
+    let reason = next_disconnect(&mut client, 3 * SECOND);
     assert_eq!(reason, DisconnectReason::Local);
     assert_eq!(client.disconnect(SECOND), DisconnectOutcome::AlreadyClosed);
     wait_for(&server.log, 2 * SECOND, |l| l.disconnects.len() == 1);
