@@ -18,12 +18,16 @@ use std::net::SocketAddr;
 
 use mpgameserver::crypto::{self, EphemeralKey, PacketKey};
 use mpgameserver::wire::handshake::{self, CHALLENGE_RESP_LEN, CLIENT_HELLO_FIXED_LEN};
-use mpgameserver::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType, PayloadWriter};
+use mpgameserver::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType};
 use mpgameserver::{
     Delivery, Duration, Endpoint, EndpointConfig, Event, Instant, MAX_DATAGRAM, RateLimit, Rng, Seed, SendError,
     ServerKey,
 };
 use peak_alloc::PeakAlloc;
+
+#[path = "common/forge.rs"]
+mod forge;
+use forge::write_datagram;
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
@@ -53,36 +57,7 @@ impl Peer {
     /// nothing (`ack = 0`).
     fn datagram(&mut self, now: Instant, msgs: &[(u16, MsgType, &[u8])]) -> &mut [u8] {
         self.seq = self.seq.wrapping_add(1).max(1);
-        let mut w = PayloadWriter::new(&mut self.payload, 1434);
-        for &(msgseq, ty, data) in msgs {
-            w.push(msgseq, ty, data).expect("fits");
-        }
-        let (len, count, ty) = w.finish();
-        let hdr = Header {
-            dir: Direction::ToServer,
-            ctime: now.as_secs() as u32,
-            seq: self.seq,
-            ack: 0,
-            ty,
-            length: len as u16,
-            count,
-            ack_bits: 0,
-        };
-        let mut head = [0u8; HEADER_LEN];
-        hdr.emit(&mut head);
-        self.out.clear();
-        self.out.extend_from_slice(&head);
-        self.out.extend_from_slice(&self.payload[..len]);
-        match &self.key {
-            Some(k) => {
-                let tag = k.seal(&head, &mut self.out[HEADER_LEN..]);
-                self.out.extend_from_slice(&tag);
-            }
-            None => {
-                let crc = crypto::crc32(&self.out);
-                self.out.extend_from_slice(&crc.to_be_bytes());
-            }
-        }
+        write_datagram(&mut self.out, &mut self.payload, self.key.as_ref(), now, self.seq, msgs);
         &mut self.out
     }
 

@@ -10,47 +10,19 @@ use std::rc::Rc;
 
 use mpgameserver::crypto::{self, EphemeralKey, PacketKey};
 use mpgameserver::wire::handshake::{self, CHALLENGE_RESP_LEN, CLIENT_HELLO_FIXED_LEN};
-use mpgameserver::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType, PayloadWriter};
+use mpgameserver::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType};
 use mpgameserver::{
     ConnectionId, Delivery, DropReason, Duration, EndpointConfig, Event, Instant, Rng, Seed, SendError,
 };
 use mpgameserver_sim::{LinkConfig, NodeId, Sim};
 
+use crate::forge::write_datagram;
 use crate::{outcomes, server_key};
 
-/// A datagram to the server from header fields and messages: CRC without a
-/// key, "AEAD" under `key` otherwise. `ack = 0`: it acknowledges nothing.
+/// A datagram to the server (see `write_datagram`).
 fn datagram(key: Option<&PacketKey>, now: Instant, seq: u16, msgs: &[(u16, MsgType, &[u8])]) -> Vec<u8> {
-    let mut payload = [0u8; 1434];
-    let mut w = PayloadWriter::new(&mut payload, 1434);
-    for &(msgseq, ty, data) in msgs {
-        w.push(msgseq, ty, data).unwrap();
-    }
-    let (len, count, ty) = w.finish();
-    let hdr = Header {
-        dir: Direction::ToServer,
-        ctime: now.as_secs() as u32,
-        seq,
-        ack: 0,
-        ty,
-        length: len as u16,
-        count,
-        ack_bits: 0,
-    };
-    let mut head = [0u8; HEADER_LEN];
-    hdr.emit(&mut head);
-    let mut out = head.to_vec();
-    out.extend_from_slice(&payload[..len]);
-    match key {
-        Some(k) => {
-            let tag = k.seal(&head, &mut out[HEADER_LEN..]);
-            out.extend_from_slice(&tag);
-        }
-        None => {
-            let crc = crypto::crc32(&out);
-            out.extend_from_slice(&crc.to_be_bytes());
-        }
-    }
+    let mut out = Vec::new();
+    write_datagram(&mut out, &mut [0u8; 1434], key, now, seq, msgs);
     out
 }
 

@@ -10,6 +10,8 @@ mod adversarial;
 mod delivery;
 mod determinism;
 mod disconnect;
+#[path = "../common/forge.rs"]
+mod forge;
 mod fragments;
 mod handshake;
 mod hostile;
