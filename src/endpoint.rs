@@ -541,10 +541,9 @@ impl Endpoint {
     /// Runs `f` on a live connection with its context, keeping the
     /// endpoint's connection counts in step with its state.
     fn with_conn<R>(&mut self, id: ConnectionId, f: impl FnOnce(&mut Connection, &mut Ctx<'_>) -> R) -> Option<R> {
-        let slot = self.slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation)?;
-        let conn = slot.conn.as_mut()?;
-        // Compared by the state's variant first (cheap); the public state
-        // is a function of it, so an unchanged key means nothing to update.
+        let conn = live_conn(&mut self.slots, id)?;
+        // The public state is a function of this cheap key: an unchanged key
+        // means no count to update.
         let key = conn.state_key();
         let before = (conn.state(), conn.is_connected());
         let mut ctx = Ctx {
@@ -562,18 +561,16 @@ impl Endpoint {
             return Some(r);
         }
         let after = (conn.state(), conn.is_connected());
-        if before != after {
-            let server = conn.role() == crate::Role::Server;
-            let pending = |s: (ConnectionState, bool)| server && s.0 == ConnectionState::Connecting;
-            let live = |s: (ConnectionState, bool)| s.1 && s.0 != ConnectionState::Closed;
-            self.pending = self.pending + usize::from(pending(after)) - usize::from(pending(before));
-            self.established = self.established + usize::from(live(after)) - usize::from(live(before));
-            if pending(before) && !pending(after) {
-                self.admission.release(self.now, conn.remote().ip(), &self.cfg);
-            }
-            if server && live(before) != live(after) {
-                self.admission.connection(self.now, conn.remote().ip(), live(after), &self.cfg);
-            }
+        let server = conn.role() == crate::Role::Server;
+        let pending = |s: (ConnectionState, bool)| server && s.0 == ConnectionState::Connecting;
+        let live = |s: (ConnectionState, bool)| s.1 && s.0 != ConnectionState::Closed;
+        self.pending = self.pending + usize::from(pending(after)) - usize::from(pending(before));
+        self.established = self.established + usize::from(live(after)) - usize::from(live(before));
+        if pending(before) && !pending(after) {
+            self.admission.release(self.now, conn.remote().ip(), &self.cfg);
+        }
+        if server && live(before) != live(after) {
+            self.admission.connection(self.now, conn.remote().ip(), live(after), &self.cfg);
         }
         Some(r)
     }
