@@ -13,6 +13,7 @@ use crate::connection::{Connection, ConnectionState, Ctx, ServerAuth};
 use crate::crypto::{self, PublicKey, ServerKey};
 use crate::error::{ConnectError, SendError, UnknownConnection};
 use crate::event::{ConnectionId, Delivery, Event, MessageId};
+use crate::sending::SendOptions;
 use crate::rng::{Rng, Seed};
 use crate::stats::{DropReason, EndpointStats};
 use crate::time::Instant;
@@ -163,6 +164,12 @@ impl Endpoint {
         &self.stats
     }
 
+    /// The counters, for the crate's layers above the endpoint (typed messages).
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) fn stats_mut(&mut self) -> &mut EndpointStats {
+        &mut self.stats
+    }
+
     /// The connection with the peer at `addr`, if any (a server's pending
     /// handshakes included).
     pub fn connection_by_addr(&self, addr: SocketAddr) -> Option<ConnectionId> {
@@ -286,14 +293,37 @@ impl Endpoint {
     ///
     /// Exactly one `Delivered` or `Lost` event follows for the returned id.
     pub fn send(&mut self, conn: ConnectionId, data: &[u8], delivery: Delivery) -> Result<MessageId, SendError> {
+        self.send_with(conn, data, delivery)
+    }
+
+    /// Like [`send`](Endpoint::send), with [`SendOptions`]: a [`Delivery`]
+    /// converts into them, and [`Delivery::unreported`] sends without a
+    /// `Delivered`/`Lost` event (a stream of inputs or snapshots).
+    pub fn send_with(
+        &mut self,
+        conn: ConnectionId,
+        data: &[u8],
+        options: impl Into<SendOptions>,
+    ) -> Result<MessageId, SendError> {
+        let options = options.into();
         if data.len() > self.cfg.max_message_size {
             return Err(SendError::TooLarge { max: self.cfg.max_message_size });
         }
         let now = self.now;
         let c = self.conn_mut(conn).ok_or(SendError::UnknownConnection)?;
-        let id = c.send(data, delivery)?;
+        let report = options.report.unwrap_or(c.reports);
+        let id = c.send(data, options.delivery, report)?;
         self.touch(conn, now);
         Ok(id)
+    }
+
+    /// Whether messages sent on `conn` from now on, without an explicit
+    /// [`SendOptions::report`], get a `Delivered` or `Lost` event (on by
+    /// default). Turn it off for a connection that only streams
+    /// fire-and-forget data; its metrics still count every outcome.
+    pub fn set_outcome_reports(&mut self, conn: ConnectionId, on: bool) -> Result<(), UnknownConnection> {
+        self.conn_mut(conn).ok_or(UnknownConnection)?.reports = on;
+        Ok(())
     }
 
     /// Closes `conn` gracefully: unsent messages are lost, a DISCONNECT goes

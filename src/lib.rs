@@ -90,6 +90,7 @@
 //! error enum per operation ([`SendError`], [`ConnectError`],
 //! [`ConfigError`], [`KeyError`]) whose message says what to do.
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -115,11 +116,16 @@ pub mod crypto;
 mod endpoint;
 mod error;
 mod event;
+mod handler;
 mod memory;
 pub mod rng;
 pub mod seq;
+mod sending;
 mod stats;
 mod time;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod typed;
 pub mod wire;
 
 #[cfg(test)]
@@ -133,6 +139,8 @@ pub use connection::{Connection, ConnectionState, Role};
 pub use crypto::{KeyError, PublicKey, ServerKey};
 pub use endpoint::{Endpoint, Transmit};
 pub use error::{ConnectError, SendError, UnknownConnection};
+pub use handler::{Context, EventHandler, ServerContext, dispatch};
+pub use sending::{Broadcast, SendOptions};
 pub use event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId, ParseDeliveryError};
 pub use memory::MemoryBounds;
 pub use rng::{Rng, Seed};

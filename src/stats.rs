@@ -106,6 +106,10 @@ pub struct EndpointStats {
     /// (`max_reassembly_bytes_total`) or the sending address's
     /// (`max_reassembly_bytes_per_ip`) was exhausted.
     pub reassembly_budget_refusals: u64,
+    /// Messages that arrived intact but did not decode into the type the
+    /// application asked for (the `serde` feature's typed messages): a
+    /// peer's garbage or another version of the game, never a panic.
+    pub messages_undecodable: u64,
     dropped: [u64; 8],
 }
 

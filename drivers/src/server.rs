@@ -1,146 +1,29 @@
-//! What both server drivers share: the [`EventHandler`] trait, the
-//! [`ServerContext`] its methods get, the [`StopHandle`], and the server loop
-//! itself minus the waiting (`ServerCore`).
+//! What both server drivers share: the [`StopHandle`] and the server loop
+//! itself minus the waiting (`ServerCore`). The [`EventHandler`] trait and
+//! its [`ServerContext`] live in the core (`mpgameserver::EventHandler`), so
+//! the simulator runs the same handlers.
 
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mpgameserver::{
-    Connection, ConnectionId, Delivery, DisconnectReason, Duration, Endpoint, EndpointStats, Event, Instant, IpNet,
-    MessageId, SendError, ServerKey, UnknownConnection,
-};
+pub use mpgameserver::{EventHandler, ServerContext};
+use mpgameserver::{ConnectionId, DisconnectReason, Duration, Endpoint, Event, Instant, ServerKey};
 
 use crate::clock::{Clock, os_seed};
 use crate::config::{ServerConfig, StartError};
 use crate::io::{Flushed, Io};
 
-/// Application callbacks of a server: the shape of MpGameServer's
-/// `EventHandler`, in Rust form.
-///
-/// Every method runs on the driver's thread (or task) and gets a
-/// [`ServerContext`] to send, disconnect or ban. Connection events and
-/// messages are handed over as soon as their datagrams arrive; `update`
-/// runs at the configured tick rate, also when no client is connected.
-///
-/// Order: `starting`, then for each client `connect`, its messages and
-/// delivery reports, and `disconnect` (exactly once, also when the server
-/// stops), interleaved with `update`; `shutdown` last.
-pub trait EventHandler {
-    /// The server is about to start serving.
-    fn starting(&mut self, ctx: &mut ServerContext<'_>) {
-        let _ = ctx;
+/// A driver's context for one callback: a [`ServerContext`] whose
+/// [`stop`](ServerContext::stop) reaches the driver's [`StopHandle`].
+fn with_ctx<R>(ep: &mut Endpoint, now: Instant, stop: &AtomicBool, f: impl FnOnce(&mut ServerContext<'_>) -> R) -> R {
+    let mut ctx = ServerContext::new(ep, now);
+    let r = f(&mut ctx);
+    if ctx.stop_requested() {
+        stop.store(true, Ordering::Relaxed);
     }
-
-    /// A client completed its handshake.
-    fn connect(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId) {
-        let _ = (ctx, conn);
-    }
-
-    /// A client's connection ended. Its handle is dead:
-    /// [`ServerContext::connection`] returns `None` for it.
-    fn disconnect(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId, reason: DisconnectReason) {
-        let _ = (ctx, conn, reason);
-    }
-
-    /// One tick; `dt` is the time since the previous one (or since
-    /// `starting`).
-    fn update(&mut self, ctx: &mut ServerContext<'_>, dt: Duration) {
-        let _ = (ctx, dt);
-    }
-
-    /// A message from a client.
-    fn handle_message(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId, payload: Vec<u8>);
-
-    /// Message `id` sent to `conn` was acknowledged.
-    fn delivered(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId, id: MessageId) {
-        let _ = (ctx, conn, id);
-    }
-
-    /// Message `id` sent to `conn` will not be delivered (or its delivery
-    /// cannot be confirmed).
-    fn lost(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId, id: MessageId) {
-        let _ = (ctx, conn, id);
-    }
-
-    /// The server has stopped: every client was told `disconnect`.
-    fn shutdown(&mut self, ctx: &mut ServerContext<'_>) {
-        let _ = ctx;
-    }
-}
-
-/// What a handler can do from its callbacks.
-pub struct ServerContext<'a> {
-    ep: &'a mut Endpoint,
-    now: Instant,
-    stop: &'a AtomicBool,
-}
-
-impl<'a> ServerContext<'a> {
-    fn new(ep: &'a mut Endpoint, now: Instant, stop: &'a AtomicBool) -> ServerContext<'a> {
-        ServerContext { ep, now, stop }
-    }
-
-    /// The driver's current time.
-    pub fn now(&self) -> Instant {
-        self.now
-    }
-
-    /// Queues a message to a client; it leaves when this callback returns.
-    /// A `Delivered` or `Lost` report follows (see [`EventHandler::delivered`]).
-    pub fn send(&mut self, conn: ConnectionId, data: &[u8], delivery: Delivery) -> Result<MessageId, SendError> {
-        self.ep.send(conn, data, delivery)
-    }
-
-    /// Closes a client's connection gracefully; `disconnect` follows once it
-    /// acknowledges (or after the linger time).
-    pub fn disconnect(&mut self, conn: ConnectionId) -> Result<(), UnknownConnection> {
-        self.ep.disconnect(self.now, conn)
-    }
-
-    /// Disconnects a client and blocks its IP address.
-    pub fn ban(&mut self, conn: ConnectionId) -> Result<(), UnknownConnection> {
-        self.ep.ban(self.now, conn)
-    }
-
-    /// Blocks an address or range (`"10.0.0.0/8".parse::<IpNet>()`); live
-    /// connections from it stay until disconnected or banned. Returns false
-    /// if it was already blocked.
-    pub fn block(&mut self, net: impl Into<IpNet>) -> bool {
-        self.ep.block(net)
-    }
-
-    /// Removes a range exactly as it was blocked. Returns false if absent.
-    pub fn unblock(&mut self, net: impl Into<IpNet>) -> bool {
-        self.ep.unblock(net)
-    }
-
-    /// A live connection: its address, state and metrics.
-    pub fn connection(&self, conn: ConnectionId) -> Option<&Connection> {
-        self.ep.connection(conn)
-    }
-
-    /// Every connected client.
-    pub fn connections(&self) -> impl Iterator<Item = ConnectionId> + '_ {
-        self.ep.connections()
-    }
-
-    /// Endpoint counters (datagrams dropped by reason, handshakes, ...).
-    pub fn stats(&self) -> &EndpointStats {
-        self.ep.stats()
-    }
-
-    /// The endpoint itself, read-only.
-    pub fn endpoint(&self) -> &Endpoint {
-        self.ep
-    }
-
-    /// Asks the server to stop: it disconnects every client, reports each
-    /// one to `disconnect`, calls `shutdown` and returns from `run`.
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+    r
 }
 
 /// Stops a running server from any thread: cheap to clone, `Send`.
@@ -230,7 +113,7 @@ impl ServerCore {
             return;
         }
         let now = self.clock.now();
-        handler.starting(&mut ServerContext::new(&mut self.ep, now, &self.stop.0));
+        with_ctx(&mut self.ep, now, &self.stop.0, |ctx| handler.starting(ctx));
         self.phase = Phase::Running;
         self.last_update = now;
         self.next_tick = now + self.period;
@@ -273,7 +156,7 @@ impl ServerCore {
                     // the missed ticks instead of running them back to back.
                     self.next_tick = now + self.period;
                 }
-                handler.update(&mut ServerContext::new(&mut self.ep, now, &self.stop.0), dt);
+                with_ctx(&mut self.ep, now, &self.stop.0, |ctx| handler.update(ctx, dt));
                 self.flush(socket, handler, now);
             }
             _ => {}
@@ -303,11 +186,12 @@ impl ServerCore {
 
     fn finish(&mut self, socket: &UdpSocket, handler: &mut impl EventHandler, now: Instant) {
         let live = std::mem::take(&mut self.live);
-        let mut ctx = ServerContext::new(&mut self.ep, now, &self.stop.0);
-        for conn in live {
-            handler.disconnect(&mut ctx, conn, DisconnectReason::Local);
-        }
-        handler.shutdown(&mut ctx);
+        with_ctx(&mut self.ep, now, &self.stop.0, |ctx| {
+            for conn in live {
+                handler.disconnect(ctx, conn, DisconnectReason::Local);
+            }
+            handler.shutdown(ctx);
+        });
         self.phase = Phase::Finished;
         // Last datagrams (DISCONNECT replies), best effort.
         let _ = self.io.transmit(socket, &mut self.ep, now);
@@ -319,27 +203,29 @@ impl ServerCore {
         let ServerCore { ep, io, live, stop, phase, .. } = self;
         let stopping = matches!(phase, Phase::Stopping { .. });
         io.flush(socket, ep, now, |ep, event| {
-            let mut ctx = ServerContext::new(ep, now, &stop.0);
-            match event {
-                Event::Connected { conn } if stopping => {
-                    // Too late: close it without telling the handler.
-                    let _ = ctx.ep.disconnect(now, conn);
-                }
+            if let Event::Connected { conn } = event
+                && stopping
+            {
+                // Too late: close it without telling the handler.
+                let _ = ep.disconnect(now, conn);
+                return;
+            }
+            with_ctx(ep, now, &stop.0, |ctx| match event {
                 Event::Connected { conn } => {
                     live.insert(conn);
-                    handler.connect(&mut ctx, conn);
+                    handler.connect(ctx, conn);
                 }
                 // Only connections the handler was told about (not those refused while stopping).
                 Event::Disconnected { conn, reason } if live.remove(&conn) => {
-                    handler.disconnect(&mut ctx, conn, reason);
+                    handler.disconnect(ctx, conn, reason);
                 }
                 Event::Message { conn, payload } if live.contains(&conn) => {
-                    handler.handle_message(&mut ctx, conn, payload);
+                    handler.handle_message(ctx, conn, payload);
                 }
-                Event::Delivered { conn, id } if live.contains(&conn) => handler.delivered(&mut ctx, conn, id),
-                Event::Lost { conn, id } if live.contains(&conn) => handler.lost(&mut ctx, conn, id),
+                Event::Delivered { conn, id } if live.contains(&conn) => handler.delivered(ctx, conn, id),
+                Event::Lost { conn, id } if live.contains(&conn) => handler.lost(ctx, conn, id),
                 _ => {}
-            }
+            })
         })
     }
 }

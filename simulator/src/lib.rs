@@ -24,9 +24,11 @@
 //! 2. Choose the network: [`Sim::set_default_link`] with a preset
 //!    ([`LinkConfig::wifi`], [`LinkConfig::mobile_lossy`], ...) or your own
 //!    [`LinkConfig`]; [`Sim::set_link`] for one direction of one path.
-//! 3. Put your game logic on the nodes: a [`Handler`] reacts to each event
-//!    as it is drained ([`Sim::set_handler`]); a per-tick update is a loop
-//!    of [`Sim::run_for`] and commands ([`Sim::send`],
+//! 3. Put your game logic on the nodes: the very
+//!    [`EventHandler`](mpgameserver::EventHandler) the socket drivers run,
+//!    ticking at its rate in virtual time ([`Sim::run_handler`]); or a
+//!    closure that reacts to each event as it is drained
+//!    ([`Sim::set_handler`]) plus commands between runs ([`Sim::send`],
 //!    [`Sim::with_endpoint`]).
 //! 4. Run with [`Sim::run_until`] or [`Sim::run_for`], and check the
 //!    recorded events ([`Sim::events`], [`Sim::messages`]), the endpoints'
@@ -97,11 +99,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod handler;
 mod link;
 mod rng;
 mod sim;
 mod trace;
 
+pub use handler::{HandlerRef, MAX_TICK_HZ, TickRateError};
 pub use link::{Bandwidth, GilbertElliott, IP_UDP_OVERHEAD, LinkConfig, Loss, Preset};
 pub use rng::SimRng;
 pub use sim::{Datagram, Handler, NodeId, Sim, SimError, SimStats};

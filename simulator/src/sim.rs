@@ -155,6 +155,9 @@ impl From<ConfigError> for SimError {
 /// time, the event.
 pub type Handler = Box<dyn FnMut(&mut Endpoint, Instant, &Event)>;
 
+/// Game logic run at every frame of a node (see `Sim::run_handler`).
+pub(crate) type FrameHook = Box<dyn FnMut(&mut Endpoint, Instant)>;
+
 type CaptureFilter = Box<dyn FnMut(&Datagram) -> bool>;
 
 struct Node {
@@ -171,6 +174,8 @@ struct Node {
     timer: Option<Instant>,
     frame: Option<Duration>,
     next_frame: Instant,
+    /// Called at every frame, after `handle_timeout` (a handler's tick).
+    on_frame: Option<FrameHook>,
     /// Changed through `endpoint_mut`: drain before the next step.
     dirty: bool,
     /// Had an input since `timer` was computed.
@@ -399,6 +404,7 @@ impl Sim {
             timer: None,
             frame: None,
             next_frame: Instant::ZERO,
+            on_frame: None,
             dirty: false,
             timer_stale: false,
         });
@@ -558,6 +564,13 @@ impl Sim {
         n.frame = interval.filter(|d| !d.is_zero());
         n.next_frame = self.now + interval.unwrap_or(Duration::ZERO);
         self.mark_stale(node.0);
+    }
+
+    /// Calls `hook` at every frame of the node (set with
+    /// [`set_frame_interval`](Sim::set_frame_interval)), after its
+    /// `handle_timeout`; `None` removes it.
+    pub(crate) fn set_frame_hook(&mut self, node: NodeId, hook: Option<FrameHook>) {
+        self.nodes[node.index()].on_frame = hook;
     }
 
     // ----- links ---------------------------------------------------------
@@ -998,6 +1011,7 @@ impl Sim {
         let now = self.now;
         let node = &mut self.nodes[n as usize];
         node.timer = None;
+        let frame_due = node.frame.is_some() && node.next_frame <= now;
         if let Some(frame) = node.frame {
             while node.next_frame <= now {
                 node.next_frame += frame;
@@ -1012,6 +1026,10 @@ impl Sim {
             self.fail(&format!(
                 "progress violated: after handle_timeout({now}) the endpoint of node#{n} ({addr}) returned poll_timeout() = {t}, not None or later"
             ));
+        }
+        let node = &mut self.nodes[n as usize];
+        if frame_due && let Some(hook) = node.on_frame.as_mut() {
+            hook(&mut node.ep, now);
         }
         self.flush(n);
     }

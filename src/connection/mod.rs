@@ -221,6 +221,9 @@ pub struct Connection {
     /// `timeout` is stale.
     pub(crate) timer_dirty: bool,
     pub(crate) timeout: Option<Instant>,
+    /// Whether messages sent without an explicit choice get
+    /// `Delivered`/`Lost` events (see `Endpoint::set_outcome_reports`).
+    pub(crate) reports: bool,
 }
 
 impl Connection {
@@ -263,6 +266,7 @@ impl Connection {
             transmit_at: None,
             timer_dirty: false,
             timeout: None,
+            reports: true,
         }
     }
 
@@ -422,10 +426,22 @@ impl Connection {
             Timing { rto: rto.max(cfg.retransmit_interval).min(cfg.ack_timeout), ack_timeout: cfg.ack_timeout };
     }
 
+    /// Whether messages sent with the connection's default get a
+    /// `Delivered` or `Lost` event (true unless
+    /// [`crate::Endpoint::set_outcome_reports`] turned it off).
+    pub fn reports_outcomes(&self) -> bool {
+        self.reports
+    }
+
     // ----- commands ------------------------------------------------------
 
-    /// Queues an application message.
-    pub(crate) fn send(&mut self, data: &[u8], delivery: Delivery) -> Result<MessageId, crate::SendError> {
+    /// Queues an application message; its outcome is an event if `report`.
+    pub(crate) fn send(
+        &mut self,
+        data: &[u8],
+        delivery: Delivery,
+        report: bool,
+    ) -> Result<MessageId, crate::SendError> {
         match self.state {
             State::Closing | State::Closed => return Err(crate::SendError::Closing),
             _ => {}
@@ -434,7 +450,7 @@ impl Connection {
             return Err(crate::SendError::QueueFull);
         }
         self.metrics.messages_sent += 1;
-        Ok(self.send.push(data, delivery, MsgType::App))
+        Ok(self.send.push(data, delivery, MsgType::App, report))
     }
 
     /// Starts a graceful close (§13).
@@ -447,7 +463,7 @@ impl Connection {
             State::Established => {
                 let (events, metrics, id) = (&mut *ctx.events, &mut self.metrics, ctx.id);
                 self.send.drop_unsent(&mut |o| report(events, metrics, id, o));
-                self.send.push(&[], Delivery::Reliable, MsgType::Disconnect);
+                self.send.push(&[], Delivery::Reliable, MsgType::Disconnect, false);
                 self.state = State::Closing;
                 self.linger_deadline = now + ctx.cfg.disconnect_linger;
             }
@@ -1084,6 +1100,8 @@ fn report(events: &mut VecDeque<Event>, metrics: &mut ConnectionMetrics, conn: C
             metrics.messages_lost += 1;
             events.push_back(Event::Lost { conn, id });
         }
+        Outcome::Unreported { delivered: true } => metrics.messages_acked += 1,
+        Outcome::Unreported { delivered: false } => metrics.messages_lost += 1,
         Outcome::DisconnectAcked => {}
     }
 }

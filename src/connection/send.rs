@@ -43,6 +43,12 @@ pub(crate) enum Outcome {
     Lost(MessageId),
     /// The connection's own DISCONNECT was acknowledged.
     DisconnectAcked,
+    /// A message sent without an outcome report was decided: counted in the
+    /// metrics, no event.
+    Unreported {
+        /// Acknowledged (else lost).
+        delivered: bool,
+    },
 }
 
 impl OutMsg {
@@ -118,6 +124,8 @@ struct OutMsg {
     nfrags: u16,
     acked_units: u16,
     decided: bool,
+    /// Whether its outcome becomes a `Delivered`/`Lost` event.
+    report: bool,
     /// Absolute number of the message's first unit.
     first_unit: u64,
 }
@@ -238,8 +246,9 @@ impl SendState {
             && self.units.len() + units <= MAX_UNITS
     }
 
-    /// Queues a message; the caller checked size and room.
-    pub(crate) fn push(&mut self, data: &[u8], delivery: Delivery, kind: MsgType) -> MessageId {
+    /// Queues a message; the caller checked size and room. Its outcome is
+    /// an event only if `report`.
+    pub(crate) fn push(&mut self, data: &[u8], delivery: Delivery, kind: MsgType, report: bool) -> MessageId {
         let id = self.next_msg_id;
         self.next_msg_id += 1;
         let len = data.len();
@@ -286,6 +295,7 @@ impl SendState {
             nfrags,
             acked_units: 0,
             decided: false,
+            report,
             first_unit,
         });
         MessageId(id)
@@ -639,6 +649,8 @@ impl SendState {
                         m.decided = true;
                         let outcome = if m.kind == MsgType::Disconnect {
                             Outcome::DisconnectAcked
+                        } else if !m.report {
+                            Outcome::Unreported { delivered: true }
                         } else {
                             Outcome::Delivered(MessageId(m.id))
                         };
@@ -675,6 +687,7 @@ impl SendState {
         self.queued_bytes -= m.len;
         m.free_heap();
         let internal = m.kind == MsgType::Disconnect;
+        let report_it = m.report;
         // Stop every other unit of the message (they are contiguous).
         let first = m.first_unit.saturating_sub(self.unit_base) as usize;
         let last = (m.first_unit + u64::from(m.nfrags)).saturating_sub(self.unit_base) as usize;
@@ -682,7 +695,7 @@ impl SendState {
             self.units[i].done = true;
         }
         if !internal {
-            report(Outcome::Lost(MessageId(msg)));
+            report(if report_it { Outcome::Lost(MessageId(msg)) } else { Outcome::Unreported { delivered: false } });
         }
     }
 
