@@ -126,7 +126,9 @@ impl Endpoint {
         // A snapshot of the targets: sending changes the endpoint.
         let targets: Vec<ConnectionId> = self
             .connections()
-            .filter(|&c| Some(c) != except && self.connection(c).is_some_and(|c| c.state() == ConnectionState::Connected))
+            .filter(|&c| {
+                Some(c) != except && self.connection(c).is_some_and(|c| c.state() == ConnectionState::Connected)
+            })
             .collect();
         let mut report = Broadcast::default();
         for conn in targets {

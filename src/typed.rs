@@ -259,7 +259,7 @@ mod tests {
 
     fn build(tag: u8, a: u64, b: i8, s: String, v: Vec<(u32, i16, i16)>) -> Msg {
         match tag % 5 {
-            0 => Msg::Input { seq: a as u32, dx: b, dy: b.wrapping_neg(), fire: a % 2 == 0 },
+            0 => Msg::Input { seq: a as u32, dx: b, dy: b.wrapping_neg(), fire: a.is_multiple_of(2) },
             1 => Msg::Chat { from: a as u16, text: s },
             2 => Msg::Snapshot(v.into_iter().map(|(id, x, y)| (id, f32::from(x) / 8.0, f32::from(y) / 8.0)).collect()),
             3 => Msg::Ping(a),

@@ -184,6 +184,21 @@ impl Client {
         self.core.poll_event()
     }
 
+    /// Runs client-side game logic written as an [`EventHandler`] (the
+    /// trait servers and the simulator run): like [`update`](Client::update),
+    /// then `connect` once, then every waiting event to its callback (they
+    /// do not reach [`poll_event`](Client::poll_event)); what the handler
+    /// sends leaves before it returns. Call it every frame.
+    pub fn dispatch(&mut self, handler: &mut impl EventHandler) {
+        self.core.dispatch(&self.socket, handler);
+    }
+
+    /// Calls `handler.update(dt)` (one tick of client-side logic) and sends
+    /// what it queued.
+    pub fn tick(&mut self, handler: &mut impl EventHandler, dt: Duration) {
+        self.core.tick(&self.socket, handler, dt);
+    }
+
     /// Queues a message to the server; the next `update` sends it.
     pub fn send(&mut self, data: &[u8], delivery: Delivery) -> Result<MessageId, SendError> {
         self.core.send(data, delivery)

@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use mpgameserver::{
-    ConnectFailure, Connection, ConnectionId, Delivery, DisconnectReason, Duration, Endpoint, Event, Instant,
-    MessageId, PublicKey, SendError,
+    ConnectFailure, Connection, ConnectionId, Context, Delivery, DisconnectReason, Duration, Endpoint, Event,
+    EventHandler, Instant, MessageId, PublicKey, SendError,
 };
 
 use crate::clock::{Clock, os_seed};
@@ -52,6 +52,8 @@ pub(crate) struct ClientCore {
     pub(crate) state: State,
     pub(crate) timeout: Duration,
     events: VecDeque<Event>,
+    /// A handler run by `dispatch` was told `connect`.
+    told_connect: bool,
 }
 
 impl ClientCore {
@@ -85,6 +87,7 @@ impl ClientCore {
             state: State::Connecting,
             timeout,
             events: VecDeque::new(),
+            told_connect: false,
         };
         Ok((core, socket))
     }
@@ -122,6 +125,30 @@ impl ClientCore {
         ep.handle_timeout(now);
         let second = io.flush(socket, ep, now, |_, ev| on_event(state, events, ev, false));
         if first == Flushed::Blocked || second == Flushed::Blocked { Flushed::Blocked } else { Flushed::Done }
+    }
+
+    /// Runs client-side game logic: pumps, tells `handler` about the
+    /// session (`connect` once) and every waiting event, then pumps again
+    /// so what it sent leaves.
+    pub(crate) fn dispatch(&mut self, socket: &UdpSocket, handler: &mut impl EventHandler) {
+        self.pump(socket);
+        let now = self.clock.now();
+        let mut ctx = Context::new(&mut self.ep, now);
+        if !self.told_connect && self.state != State::Connecting && !matches!(self.state, State::Failed(_)) {
+            self.told_connect = true;
+            handler.connect(&mut ctx, self.conn);
+        }
+        while let Some(event) = self.events.pop_front() {
+            mpgameserver::dispatch(handler, &mut ctx, event);
+        }
+        self.pump(socket);
+    }
+
+    /// Runs `handler.update(dt)` with a context, then pumps.
+    pub(crate) fn tick(&mut self, socket: &UdpSocket, handler: &mut impl EventHandler, dt: Duration) {
+        let now = self.clock.now();
+        handler.update(&mut Context::new(&mut self.ep, now), dt);
+        self.pump(socket);
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<Event> {

@@ -8,8 +8,8 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use mpgameserver::{EventHandler, ServerContext};
 use mpgameserver::{ConnectionId, DisconnectReason, Duration, Endpoint, Event, Instant, ServerKey};
+pub use mpgameserver::{EventHandler, ServerContext};
 
 use crate::clock::{Clock, os_seed};
 use crate::config::{ServerConfig, StartError};

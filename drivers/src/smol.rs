@@ -173,6 +173,18 @@ impl Client {
         self.core.poll_event()
     }
 
+    /// Runs client-side game logic written as an [`EventHandler`]; see
+    /// [`blocking::Client::dispatch`](crate::blocking::Client::dispatch).
+    pub fn dispatch(&mut self, handler: &mut impl EventHandler) {
+        self.core.dispatch(self.socket.get_ref(), handler);
+    }
+
+    /// Calls `handler.update(dt)` and sends what it queued; see
+    /// [`blocking::Client::tick`](crate::blocking::Client::tick).
+    pub fn tick(&mut self, handler: &mut impl EventHandler, dt: Duration) {
+        self.core.tick(self.socket.get_ref(), handler, dt);
+    }
+
     /// Queues a message to the server; it leaves at the next `update` or
     /// while `next_event` waits.
     pub fn send(&mut self, data: &[u8], delivery: Delivery) -> Result<MessageId, SendError> {

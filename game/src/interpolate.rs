@@ -40,10 +40,7 @@ impl<A: Interpolate, B: Interpolate> Interpolate for (A, B) {
 /// others are taken from `other` (an entity appears or vanishes at once).
 impl<K: Ord + Clone, V: Interpolate + Clone> Interpolate for BTreeMap<K, V> {
     fn interpolate(&self, other: &BTreeMap<K, V>, t: f32) -> BTreeMap<K, V> {
-        other
-            .iter()
-            .map(|(k, b)| (k.clone(), self.get(k).map_or_else(|| b.clone(), |a| a.interpolate(b, t))))
-            .collect()
+        other.iter().map(|(k, b)| (k.clone(), self.get(k).map_or_else(|| b.clone(), |a| a.interpolate(b, t)))).collect()
     }
 }
 
@@ -107,8 +104,7 @@ impl<T> SnapshotBuffer<T> {
             _ => sample,
         });
         let at = self.snapshots.partition_point(|(t, _)| *t < tick);
-        if self.snapshots.get(at).is_some_and(|(t, _)| *t == tick)
-            || (at == 0 && self.snapshots.len() == self.capacity)
+        if self.snapshots.get(at).is_some_and(|(t, _)| *t == tick) || (at == 0 && self.snapshots.len() == self.capacity)
         {
             self.stale += 1;
             return false;

@@ -19,6 +19,8 @@
 //!   authoritative state arrives, it restarts from it and replays the
 //!   unacknowledged inputs, and blends a correction in over a few ticks
 //!   instead of snapping.
+//! * [`HoldBack`]: send order over MPGS/1's exactly-once but unordered
+//!   `Reliable` messages (number them, hold back the early ones).
 //!
 //! ```
 //! use mpgameserver::{Duration, Instant};
@@ -59,10 +61,12 @@
 extern crate alloc;
 
 mod clock;
+mod holdback;
 mod interpolate;
 mod predict;
 
 pub use clock::{MAX_TICK_HZ, TickClock, TickRateError};
+pub use holdback::HoldBack;
 pub use interpolate::{Interpolate, SnapshotBuffer};
 pub use mpgameserver::{Duration, Instant};
 pub use predict::{InputReceiver, Prediction};

@@ -53,10 +53,8 @@ impl<H: EventHandler> Shared<H> {
 
     fn on_event(&mut self, ep: &mut Endpoint, now: Instant, event: &Event) {
         match *event {
-            Event::Connected { conn } => {
-                if !self.finished {
-                    self.live.insert(conn);
-                }
+            Event::Connected { conn } if !self.finished => {
+                self.live.insert(conn);
             }
             // Exactly once per connection the handler knows, also after `stop_handler`.
             Event::Disconnected { conn, .. } if !self.live.remove(&conn) => return,
