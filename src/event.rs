@@ -40,18 +40,42 @@ pub struct MessageId(pub u64);
 
 /// How hard the endpoint tries to deliver a message.
 ///
-/// Every message sent with any mode gets exactly one `Delivered` or `Lost`
-/// event.
+/// What every mode guarantees:
+///
+/// * **Integrity and authenticity**: a message is delivered whole (its
+///   fragments reassembled) and exactly as sent, or not at all.
+/// * **At most once**: the receiver drops duplicate copies (retransmissions,
+///   network duplicates, replays), so no message reaches the application
+///   twice.
+/// * **No order**: messages reach the peer's application in the order their
+///   datagrams arrive, which is not the send order when the network reorders
+///   or a lost message is resent after later ones. MPGS/1 has no ordered
+///   channel; number your messages and hold back the early ones if you need
+///   send order (`mpgameserver_game::HoldBack`). Ordered channels come with
+///   MPGS/2.
+/// * **One report**: exactly one `Delivered` or `Lost` event per message
+///   (none when sent [`unreported`](Delivery::unreported)).
+///
+/// | Mode | Delivered to the peer | `Lost` when |
+/// |---|---|---|
+/// | `Unreliable` | at most once; one copy is sent | its datagram is not acknowledged within the ack timeout |
+/// | `BestEffort` | at most once; copies are repeated until one is acknowledged | no copy is acknowledged within the ack timeout |
+/// | `Reliable` | exactly once while the connection lives | the connection closes first |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Delivery {
-    /// Sent once. `Delivered` if the datagram carrying it is acknowledged,
-    /// `Lost` if not within the ack timeout. (The reference's `NONE`.)
+    /// Sent once: delivered at most once, or never. `Delivered` if the
+    /// datagram carrying it is acknowledged, `Lost` if not within the ack
+    /// timeout (it may still have arrived: only the acknowledgement was
+    /// lost). For state that the next tick replaces (positions, inputs sent
+    /// redundantly). (The reference's `NONE`.)
     Unreliable,
     /// Repeated while unacknowledged, until one copy is acknowledged or the
-    /// ack timeout passes since the first copy. (The reference's `BEST_EFFORT`.)
+    /// ack timeout passes since the first copy: delivered at most once,
+    /// likely even on a lossy link. (The reference's `BEST_EFFORT`.)
     BestEffort,
-    /// Retransmitted until acknowledged; `Lost` only if the connection
-    /// closes first. (The reference's `RETRY_ON_TIMEOUT`.)
+    /// Retransmitted until acknowledged: delivered exactly once unless the
+    /// connection closes first (then `Lost`), in no particular order
+    /// relative to other messages. (The reference's `RETRY_ON_TIMEOUT`.)
     #[default]
     Reliable,
 }

@@ -13,6 +13,10 @@
 //! * `smol` (feature `smol`): the same over `async_io::Async<UdpSocket>`
 //!   and `async_io::Timer`, usable from `smol::block_on`.
 //!
+//! Both run the core's [`EventHandler`] (with its [`ServerContext`]), the
+//! trait the simulator (`Sim::run_handler`) runs too; a client runs
+//! client-side handlers with `Client::dispatch` and `Client::tick`.
+//!
 //! Both share one loop (`server.rs`, `client.rs`) and one flush helper
 //! (`io.rs`); only the waiting differs. Only [`Clock`] and [`os_seed`] read
 //! the real clock and OS randomness in the whole workspace.
@@ -62,6 +66,7 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod blocking;
 mod client;
@@ -70,6 +75,7 @@ mod config;
 mod io;
 mod server;
 #[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub mod smol;
 pub mod udp;
 

@@ -70,3 +70,9 @@ pub use holdback::HoldBack;
 pub use interpolate::{Interpolate, SnapshotBuffer};
 pub use mpgameserver::{Duration, Instant};
 pub use predict::{InputReceiver, Prediction};
+
+/// The README's code (its "Using it in your game" guide in particular),
+/// compiled and run as this crate's doctests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
