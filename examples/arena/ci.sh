@@ -43,7 +43,9 @@ for n in 0 1; do
         --duration 10 >/dev/null &
     pids+=($!)
 done
-display=:77
+n=77
+while [ -e "/tmp/.X$n-lock" ]; do n=$((n + 1)); done
+display=":$n"
 Xvfb "$display" -screen 0 800x600x24 -nolisten tcp &
 pids+=($!)
 sleep 1
