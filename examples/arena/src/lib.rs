@@ -89,9 +89,9 @@ pub fn step(pos: &mut Pos, input: &Input) {
 
 /// Where player `id` appears.
 pub fn spawn(id: u16) -> Pos {
-    // Away from the edges and the on-screen text, whatever the bots' walks.
-    let k = f32::from(id % 8);
-    Pos { x: 180.0 + 60.0 * k, y: 240.0 + 50.0 * f32::from(id % 3) }
+    // Three columns 230 px apart, two rows: a bot's walk (at most 90 px
+    // from its spawn) never reaches another spawn, the edges or the text.
+    Pos { x: 170.0 + 230.0 * f32::from(id % 3), y: 180.0 + 150.0 * f32::from(id / 3 % 2) }
 }
 
 /// One player in a snapshot.
@@ -297,10 +297,10 @@ pub struct Autopilot {
 }
 
 impl Autopilot {
-    /// The input at tick `t`: a rectangle walked in a direction and phase
-    /// specific to the bot.
+    /// The input at tick `t`: a 90 px square walked in a direction and
+    /// phase specific to the bot.
     pub fn input(&self, t: u64) -> Input {
-        let leg = (t / 20 + u64::from(self.number)) % 4;
+        let leg = (t / 15 + u64::from(self.number)) % 4;
         let (dx, dy) = [(1, 0), (0, 1), (-1, 0), (0, -1)][leg as usize];
         if self.number.is_multiple_of(2) { Input { dx, dy } } else { Input { dx: dy, dy: dx } }
     }
