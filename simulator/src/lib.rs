@@ -35,6 +35,9 @@
 //!    metrics and [`Sim::stats`].
 //! 5. When something fails, print [`Trace::tail`]; rerun with the same seed
 //!    to get the very same run, and vary the seed to explore others.
+//!    [`assert_deterministic`] runs a scenario twice and names the first
+//!    trace entry where the runs part (game logic that iterates a
+//!    `HashMap` or reads the wall clock).
 //!
 //! ```
 //! use std::cell::Cell;
@@ -99,12 +102,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod determinism;
 mod handler;
 mod link;
 mod rng;
 mod sim;
 mod trace;
 
+pub use determinism::{Divergence, assert_deterministic};
 pub use handler::{HandlerRef, MAX_TICK_HZ, TickRateError};
 pub use link::{Bandwidth, GilbertElliott, IP_UDP_OVERHEAD, LinkConfig, Loss, Preset};
 pub use rng::SimRng;
