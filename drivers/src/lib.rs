@@ -67,11 +67,17 @@ pub mod blocking;
 mod client;
 mod clock;
 mod config;
+mod counters;
 mod io;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod server;
+#[cfg(feature = "signals")]
+pub mod shutdown;
 #[cfg(feature = "smol")]
 pub mod smol;
 pub mod udp;
+pub mod workers;
 
 pub use client::DisconnectOutcome;
 pub use clock::{Clock, EntropyError, os_seed};

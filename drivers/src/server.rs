@@ -14,6 +14,7 @@ use mpgameserver::{
 
 use crate::clock::{Clock, os_seed};
 use crate::config::{ServerConfig, StartError};
+use crate::counters::EventCounts;
 use crate::io::{Flushed, Io};
 
 /// Application callbacks of a server: the shape of MpGameServer's
@@ -160,6 +161,12 @@ impl StopHandle {
     pub fn is_stopped(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// The flag itself (set by signal handlers, shared by workers).
+    #[cfg_attr(not(feature = "signals"), allow(dead_code))]
+    pub(crate) fn flag(&self) -> &Arc<AtomicBool> {
+        &self.0
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +202,11 @@ pub(crate) struct ServerCore {
     last_update: Instant,
     phase: Phase,
     linger: Duration,
+    /// Event totals for the metrics export.
+    pub(crate) counts: EventCounts,
+    /// Answers the metrics endpoint's requests for a snapshot.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<crate::metrics::Reporter>,
 }
 
 impl ServerCore {
@@ -217,7 +229,16 @@ impl ServerCore {
             last_update: Instant::ZERO,
             phase: Phase::NotStarted,
             linger,
+            counts: EventCounts::default(),
+            #[cfg(feature = "metrics")]
+            metrics: None,
         })
+    }
+
+    /// Shares `stop` with other servers (the workers of one port).
+    pub(crate) fn with_stop(mut self, stop: StopHandle) -> ServerCore {
+        self.stop = stop;
+        self
     }
 
     pub(crate) fn stop_handle(&self) -> StopHandle {
@@ -284,6 +305,8 @@ impl ServerCore {
             self.finish(socket, handler, now);
             return Step::Finished;
         }
+        #[cfg(feature = "metrics")]
+        self.report_metrics(now, false);
         Step::Wait
     }
 
@@ -305,21 +328,32 @@ impl ServerCore {
         let live = std::mem::take(&mut self.live);
         let mut ctx = ServerContext::new(&mut self.ep, now, &self.stop.0);
         for conn in live {
-            handler.disconnect(&mut ctx, conn, DisconnectReason::Local);
+            self.counts.on_disconnect(DisconnectReason::Shutdown);
+            handler.disconnect(&mut ctx, conn, DisconnectReason::Shutdown);
         }
         handler.shutdown(&mut ctx);
         self.phase = Phase::Finished;
         // Last datagrams (DISCONNECT replies), best effort.
         let _ = self.io.transmit(socket, &mut self.ep, now);
+        // The final figures, for the last scrape.
+        #[cfg(feature = "metrics")]
+        self.report_metrics(now, true);
         tracing::info!("server stopped");
     }
 
     /// The shared flush, dispatching events to the handler.
     fn flush(&mut self, socket: &UdpSocket, handler: &mut impl EventHandler, now: Instant) -> Flushed {
-        let ServerCore { ep, io, live, stop, phase, .. } = self;
+        let ServerCore { ep, io, live, stop, phase, counts, .. } = self;
         let stopping = matches!(phase, Phase::Stopping { .. });
-        io.flush(socket, ep, now, |ep, event| {
+        io.flush(socket, ep, now, |ep, mut event| {
             let mut ctx = ServerContext::new(ep, now, &stop.0);
+            if let Event::Disconnected { reason: reason @ DisconnectReason::Local, .. } = &mut event
+                && stopping
+            {
+                // Closed by the shutdown (a handler's own disconnects before it were reported already).
+                *reason = DisconnectReason::Shutdown;
+            }
+            counts.on_event(&event);
             match event {
                 Event::Connected { conn } if stopping => {
                     // Too late: close it without telling the handler.
