@@ -41,13 +41,19 @@
 //! | `mpgs_messages_received_total` | counter | |
 //! | `mpgs_message_outcomes_total` | counter | `outcome` (`delivered`, `lost`) |
 //! | `mpgs_disconnects_total` | counter | `reason` (`local`, `peer`, `timed_out`, `shutdown`, `other`) |
-//! | `mpgs_rtt_seconds`, `mpgs_loss_ratio` | gauge | `quantile` (0, 0.5, 0.9, 0.99, 1): a summary over the connections |
+//! | `mpgs_connection_rtt_seconds`, `mpgs_connection_loss_ratio` | histogram over the connections | `le` |
 //! | `mpgs_send_queue_messages`, `mpgs_send_queue_bytes` | gauge | `stat` (`sum`, `max`) over the connections |
 //! | `mpgs_reassembly_bytes`, `mpgs_pending_handshakes`, `mpgs_workers` | gauge | |
 //! | `mpgs_socket_datagrams_total` | counter | `direction` |
 //! | `mpgs_socket_errors_total` | counter | `kind` (`recv`, `send`, `send_blocked`, `oversized`, `wait`) |
 //! | `mpgs_metrics_stale_workers` | gauge | |
 //! | `process_start_time_seconds` | gauge | |
+//!
+//! The two histograms describe the connections of the moment (each
+//! connection's smoothed RTT, its datagram loss): they are rebuilt at every
+//! scrape, so their buckets can fall. Read them with `histogram_quantile`
+//! on the series themselves, not on `rate()`:
+//! `histogram_quantile(0.99, sum by (le) (mpgs_connection_rtt_seconds_bucket))`.
 //!
 //! The `version` label (and the JSON's `version` field) names the
 //! connection's protocol version; a second version adds a value, not a
@@ -66,6 +72,7 @@ use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
@@ -81,8 +88,10 @@ pub const JSON_FORMAT: u32 = 1;
 /// How long a request waits for the workers' fresh snapshots.
 const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The quantiles of the per-connection summaries.
-const QUANTILES: [f64; 5] = [0.0, 0.5, 0.9, 0.99, 1.0];
+/// Bucket bounds of the per-connection RTT histogram, in seconds.
+const RTT_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5];
+/// Bucket bounds of the per-connection loss histogram.
+const LOSS_BUCKETS: [f64; 8] = [0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
 
 /// Everything the export knows at one moment: totals over every worker and
 /// one entry per connection. What `GET /metrics.json` returns.
@@ -693,6 +702,14 @@ impl Families {
         self.0.register(name, help, g);
     }
 
+    fn histogram(&mut self, name: &str, help: &str, buckets: &[f64], values: impl Iterator<Item = f64>) {
+        let h = Histogram::new(buckets.iter().copied());
+        for v in values {
+            h.observe(v);
+        }
+        self.0.register(name, help, h);
+    }
+
     fn gauges(&mut self, name: &str, help: &str, values: impl Iterator<Item = (Labels, f64)>) {
         let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         for (labels, v) in values {
@@ -700,15 +717,6 @@ impl Families {
         }
         self.0.register(name, help, family);
     }
-}
-
-/// The value at quantile `q` of `sorted` (nearest rank), 0 when empty.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// `snapshot` in the Prometheus text format (0.0.4), as `GET /metrics`
@@ -796,22 +804,17 @@ pub fn encode_prometheus(snapshot: &Snapshot) -> String {
         EventCounts::DISCONNECT_REASONS.iter().map(|&r| (r, t.disconnects.get(r).copied().unwrap_or(0))),
     );
 
-    let mut rtts: Vec<f64> = snapshot.connections.iter().filter_map(|c| c.srtt_ms).map(|ms| ms / 1e3).collect();
-    let mut losses: Vec<f64> = snapshot.connections.iter().map(|c| c.loss).collect();
-    rtts.sort_by(f64::total_cmp);
-    losses.sort_by(f64::total_cmp);
-    let summary = |sorted: &[f64]| {
-        QUANTILES.iter().map(|&q| (vec![("quantile", q.to_string())], quantile(sorted, q))).collect::<Vec<_>>()
-    };
-    f.gauges(
-        "mpgs_rtt_seconds",
-        "Smoothed RTT over the connections that measured one, at each quantile",
-        summary(&rtts).into_iter(),
+    f.histogram(
+        "mpgs_connection_rtt_seconds",
+        "Smoothed RTT of each connection that measured one (the connections of the moment)",
+        &RTT_BUCKETS,
+        snapshot.connections.iter().filter_map(|c| c.srtt_ms).map(|ms| ms / 1e3),
     );
-    f.gauges(
-        "mpgs_loss_ratio",
-        "Datagram loss (lost over lost and acknowledged) over the connections, at each quantile",
-        summary(&losses).into_iter(),
+    f.histogram(
+        "mpgs_connection_loss_ratio",
+        "Datagram loss of each connection: lost over lost and acknowledged (the connections of the moment)",
+        &LOSS_BUCKETS,
+        snapshot.connections.iter().map(|c| c.loss),
     );
     let max_of = |get: fn(&ConnectionInfo) -> u64| snapshot.connections.iter().map(get).max().unwrap_or(0);
     f.gauges(
@@ -896,16 +899,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantiles_by_nearest_rank() {
-        assert_eq!(quantile(&[], 0.5), 0.0);
-        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
-        assert_eq!((quantile(&v, 0.0), quantile(&v, 0.5), quantile(&v, 1.0)), (1.0, 3.0, 5.0));
-    }
-
-    #[test]
     fn empty_snapshot_encodes_every_family() {
         let text = encode_prometheus(&Snapshot { workers: 1, workers_fresh: 1, ..Snapshot::default() });
-        for family in ["mpgs_connections", "mpgs_dropped_datagrams_total", "mpgs_rtt_seconds", "process_start_time_seconds"]
+        for family in ["mpgs_connections", "mpgs_dropped_datagrams_total", "mpgs_connection_rtt_seconds", "process_start_time_seconds"]
         {
             assert!(text.contains(&format!("# TYPE {family} ")), "{family} missing from\n{text}");
         }
