@@ -27,10 +27,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::thread;
 
+use clap::Parser;
 use mpgameserver::{
     ConnectionId, ConnectionMetrics, Delivery, DisconnectReason, Duration, Event, Instant, PublicKey, Rng, ServerKey,
 };
-use clap::Parser;
 use mpgameserver_drivers::shutdown::stop_on_signals;
 use mpgameserver_drivers::{DisconnectOutcome, EventHandler, ServerContext, blocking, os_seed, smol};
 

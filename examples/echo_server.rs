@@ -257,7 +257,8 @@ fn main() -> ExitCode {
 /// One line of the final metrics.
 fn summary(s: &Snapshot) -> String {
     let t = &s.totals;
-    let disconnects: Vec<String> = t.disconnects.iter().filter(|(_, n)| **n > 0).map(|(r, n)| format!("{r}={n}")).collect();
+    let disconnects: Vec<String> =
+        t.disconnects.iter().filter(|(_, n)| **n > 0).map(|(r, n)| format!("{r}={n}")).collect();
     format!(
         "handshakes {} completed, messages {} in / {} delivered / {} lost, datagrams {} in / {} out, {} dropped, disconnects {}",
         t.handshakes_completed,

@@ -660,11 +660,9 @@ pub struct MetricsError {
 impl fmt::Display for MetricsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.addr {
-            Some(addr) => write!(
-                f,
-                "cannot serve metrics on {addr}: {} (is another program using that TCP port?)",
-                self.error
-            ),
+            Some(addr) => {
+                write!(f, "cannot serve metrics on {addr}: {} (is another program using that TCP port?)", self.error)
+            }
             None => write!(f, "cannot serve metrics: {} (give an address such as 127.0.0.1:9100)", self.error),
         }
     }
@@ -688,7 +686,13 @@ impl Families {
         self.0.register(name, help, c);
     }
 
-    fn counters<'a>(&mut self, name: &str, help: &str, label: &'static str, values: impl Iterator<Item = (&'a str, u64)>) {
+    fn counters<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &'static str,
+        values: impl Iterator<Item = (&'a str, u64)>,
+    ) {
         let family = Family::<Labels, Counter<u64>>::default();
         for (v, n) in values {
             family.get_or_create(&vec![(label, v.to_string())]).inc_by(n);
@@ -901,8 +905,12 @@ mod tests {
     #[test]
     fn empty_snapshot_encodes_every_family() {
         let text = encode_prometheus(&Snapshot { workers: 1, workers_fresh: 1, ..Snapshot::default() });
-        for family in ["mpgs_connections", "mpgs_dropped_datagrams_total", "mpgs_connection_rtt_seconds", "process_start_time_seconds"]
-        {
+        for family in [
+            "mpgs_connections",
+            "mpgs_dropped_datagrams_total",
+            "mpgs_connection_rtt_seconds",
+            "process_start_time_seconds",
+        ] {
             assert!(text.contains(&format!("# TYPE {family} ")), "{family} missing from\n{text}");
         }
         assert!(text.contains(r#"mpgs_connections{version="1",state="connected"} 0"#), "{text}");
