@@ -70,7 +70,6 @@ pub fn get(url: &str) -> (u16, String) {
 }
 
 /// `POST url` with `body`: the status and body.
-#[allow(dead_code, reason = "used by the side API test")]
 pub fn post(url: &str, body: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
