@@ -13,6 +13,12 @@
 //! * `smol` (feature `smol`): the same over `async_io::Async<UdpSocket>`
 //!   and `async_io::Timer`, usable from `smol::block_on`.
 //!
+//! * [`workers`]: N blocking servers on one port, one thread each
+//!   (`SO_REUSEPORT` on Linux).
+//! * `metrics` (feature `metrics`): `serve_metrics(addr)` on any server
+//!   serves Prometheus text and JSON snapshots over HTTP.
+//! * `shutdown` (feature `signals`): stop gracefully on SIGINT/SIGTERM.
+//!
 //! Both share one loop (`server.rs`, `client.rs`) and one flush helper
 //! (`io.rs`); only the waiting differs. Only [`Clock`] and [`os_seed`] read
 //! the real clock and OS randomness in the whole workspace.

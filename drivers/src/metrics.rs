@@ -1,7 +1,7 @@
 //! Metrics export (feature `metrics`): what a running server is doing, over
 //! HTTP, for Prometheus and for the `mpgs-top` dashboard.
 //!
-//! One call enables it: [`blocking::Server::serve_metrics`],
+//! One call enables it: [`blocking::Server::serve_metrics`](crate::blocking::Server::serve_metrics),
 //! [`Workers::serve_metrics`](crate::workers::Workers::serve_metrics) or the
 //! smol server's. It starts one thread with a small synchronous HTTP server
 //! ([`tiny_http`]; no async runtime) that answers:

@@ -280,3 +280,37 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
     socket.set_nonblocking(true)?;
     Ok(socket)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_worker_limits_divide_the_endpoint_wide_ones() {
+        let config = WorkersConfig::new(ServerConfig::default(), 3).per_worker_limits();
+        let (whole, e) = (ServerConfig::default().endpoint, &config.server.endpoint);
+        assert_eq!(e.max_connections, whole.max_connections.div_ceil(3));
+        assert_eq!(e.max_pending_handshakes, whole.max_pending_handshakes.div_ceil(3));
+        assert_eq!(e.hello_rate.per_second, whole.hello_rate.per_second.div_ceil(3));
+        assert_eq!(e.max_connections_per_ip, whole.max_connections_per_ip.min(e.max_connections));
+        assert_eq!(e.hello_rate_per_ip, whole.hello_rate_per_ip);
+        // Unlimited stays unlimited.
+        let mut server = ServerConfig::default();
+        server.endpoint.hello_rate = RateLimit::UNLIMITED;
+        let config = WorkersConfig::new(server, 2).per_worker_limits();
+        assert_eq!(config.server.endpoint.hello_rate, RateLimit::UNLIMITED);
+    }
+
+    #[test]
+    fn workers_share_one_port_and_one_stop() {
+        let key = ServerKey::generate(&mut mpgameserver::Rng::new(crate::os_seed().unwrap()));
+        let workers = Workers::bind(WorkersConfig::new(ServerConfig::default(), 2), "127.0.0.1:0", key).unwrap();
+        assert_eq!(workers.len(), if REUSEPORT { 2 } else { 1 });
+        assert_ne!(workers.local_addr().port(), 0);
+        for (_, socket) in &workers.workers {
+            assert_eq!(socket.local_addr().unwrap(), workers.local_addr());
+        }
+        workers.stop_handle().stop();
+        assert!(workers.workers.iter().all(|(core, _)| core.stop_handle().is_stopped()));
+    }
+}
