@@ -67,8 +67,9 @@ struct Args {
     #[arg(long)]
     no_source_limits: bool,
     /// Serve metrics over HTTP on ADDR (Prometheus at /metrics, JSON at
-    /// /metrics.json), e.g. 127.0.0.1:9100; keep it on loopback or behind a firewall
-    #[arg(long, value_name = "ADDR")]
+    /// /metrics.json): 127.0.0.1:9100, or a port alone for loopback; keep it
+    /// on loopback or behind a firewall
+    #[arg(long, value_name = "ADDR", value_parser = metrics_addr)]
     metrics: Option<SocketAddr>,
     /// Worker threads on the port, each with its own endpoint (SO_REUSEPORT,
     /// Linux; elsewhere 1); 0 for one per core. Limits apply per worker
@@ -252,6 +253,14 @@ fn main() -> ExitCode {
         println!("final metrics: {}", summary(&snapshot));
     }
     ExitCode::SUCCESS
+}
+
+/// `--metrics`: an address, or a port alone on loopback.
+fn metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    match s.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => s.parse().map_err(|_| format!("{s:?} is neither ADDR:PORT (127.0.0.1:9100) nor a port (9100)")),
+    }
 }
 
 /// One line of the final metrics.

@@ -10,8 +10,6 @@ use mpgameserver::{DisconnectReason, Event};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) struct EventCounts {
-    /// `Connected` events.
-    pub(crate) connected: u64,
     /// Messages delivered to the application (`Message` events).
     pub(crate) messages_received: u64,
     /// Messages the peer acknowledged (`Delivered`).
@@ -29,7 +27,6 @@ impl EventCounts {
 
     pub(crate) fn on_event(&mut self, event: &Event) {
         match event {
-            Event::Connected { .. } => self.connected += 1,
             Event::Message { .. } => self.messages_received += 1,
             Event::Delivered { .. } => self.messages_delivered += 1,
             Event::Lost { .. } => self.messages_lost += 1,
