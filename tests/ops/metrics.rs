@@ -135,3 +135,25 @@ fn metrics_endpoint_serves_the_endpoints_numbers() {
     assert!(snap.stopped);
     assert_eq!(snap.totals.datagrams_received, stats.datagrams_received);
 }
+
+#[test]
+fn the_smol_server_serves_metrics_too() {
+    let root = key();
+    let public = root.public_key();
+    let mut server = mpgameserver_drivers::smol::Server::bind("127.0.0.1:0", root).unwrap();
+    let addr = server.local_addr().unwrap();
+    let metrics = server.serve_metrics("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/metrics.json", metrics.local_addr());
+    let stop = server.stop_handle();
+    let thread = thread::spawn(move || smol::block_on(server.run(&mut Echo::default())));
+    let mut client = Client::connect(addr, public, Duration::from_secs(5)).unwrap();
+    echo_round(&mut client, 5, Duration::from_secs(5));
+    let snap: Snapshot = serde_json::from_str(&get(&url).1).unwrap();
+    assert_eq!((snap.workers, snap.totals.connections, snap.totals.messages_received), (1, 1, 5));
+    assert_eq!(snap.connections[0].address.port(), client.local_addr().unwrap().port());
+    stop.stop();
+    thread.join().unwrap();
+    let last = metrics.snapshot().unwrap();
+    assert!(last.stopped);
+    assert_eq!(last.totals.disconnects["shutdown"], 1);
+}
