@@ -151,8 +151,9 @@ pub struct StopHandle(Arc<AtomicBool>);
 impl StopHandle {
     /// Asks the server to stop. It notices within one tick, disconnects
     /// every client (waiting up to the endpoint's `disconnect_linger` for
-    /// their acknowledgements), reports each to the handler's `disconnect`,
-    /// calls `shutdown` and returns from `run`. Stopping is final.
+    /// their acknowledgements), reports each to the handler's `disconnect`
+    /// with [`DisconnectReason::Shutdown`], calls `shutdown` and returns from
+    /// `run`. Stopping is final.
     pub fn stop(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
@@ -350,7 +351,7 @@ impl ServerCore {
             if let Event::Disconnected { reason: reason @ DisconnectReason::Local, .. } = &mut event
                 && stopping
             {
-                // Closed by the shutdown (a handler's own disconnects before it were reported already).
+                // The shutdown closed it (or, rarely, the handler did just before the stop).
                 *reason = DisconnectReason::Shutdown;
             }
             counts.on_event(&event);
