@@ -700,7 +700,13 @@ impl Families {
         self.0.register(name, help, family);
     }
 
-    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+    fn gauge(&mut self, name: &str, help: &str, value: u64) {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(value).unwrap_or(i64::MAX));
+        self.0.register(name, help, g);
+    }
+
+    fn gauge_f64(&mut self, name: &str, help: &str, value: f64) {
         let g = Gauge::<f64, AtomicU64>::default();
         g.set(value);
         self.0.register(name, help, g);
@@ -714,10 +720,10 @@ impl Families {
         self.0.register(name, help, h);
     }
 
-    fn gauges(&mut self, name: &str, help: &str, values: impl Iterator<Item = (Labels, f64)>) {
-        let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    fn gauges(&mut self, name: &str, help: &str, values: impl Iterator<Item = (Labels, u64)>) {
+        let family = Family::<Labels, Gauge<i64>>::default();
         for (labels, v) in values {
-            family.get_or_create(&labels).set(v);
+            family.get_or_create(&labels).set(i64::try_from(v).unwrap_or(i64::MAX));
         }
         self.0.register(name, help, family);
     }
@@ -743,12 +749,10 @@ pub fn encode_prometheus(snapshot: &Snapshot) -> String {
     f.gauges(
         "mpgs_connections",
         "Connections by protocol version and state",
-        by_state
-            .into_iter()
-            .map(|((version, state), n)| (vec![("version", version), ("state", state.to_string())], n as f64)),
+        by_state.into_iter().map(|((version, state), n)| (vec![("version", version), ("state", state.to_string())], n)),
     );
-    f.gauge("mpgs_pending_handshakes", "Handshakes in progress", t.pending_handshakes as f64);
-    f.gauge("mpgs_workers", "Worker threads (endpoints) of the server", f64::from(snapshot.workers));
+    f.gauge("mpgs_pending_handshakes", "Handshakes in progress", t.pending_handshakes);
+    f.gauge("mpgs_workers", "Worker threads (endpoints) of the server", u64::from(snapshot.workers));
 
     f.counter("mpgs_handshakes_started", "Handshakes started (CLIENT_HELLOs admitted)", t.handshakes_started);
     f.counter("mpgs_handshakes_completed", "Handshakes completed", t.handshakes_completed);
@@ -792,7 +796,7 @@ pub fn encode_prometheus(snapshot: &Snapshot) -> String {
         "Datagrams refused by a reassembly budget",
         t.reassembly_budget_refusals,
     );
-    f.gauge("mpgs_reassembly_bytes", "Bytes held for reassembling fragmented messages", t.reassembly_bytes as f64);
+    f.gauge("mpgs_reassembly_bytes", "Bytes held for reassembling fragmented messages", t.reassembly_bytes);
 
     f.counter("mpgs_messages_received", "Messages delivered to the application", t.messages_received);
     f.counters(
@@ -825,8 +829,8 @@ pub fn encode_prometheus(snapshot: &Snapshot) -> String {
         "mpgs_send_queue_messages",
         "Messages in the send queues: sum and largest over the connections",
         [
-            (vec![("stat", "sum".to_string())], t.queued_messages as f64),
-            (vec![("stat", "max".to_string())], max_of(|c| c.queued_messages) as f64),
+            (vec![("stat", "sum".to_string())], t.queued_messages),
+            (vec![("stat", "max".to_string())], max_of(|c| c.queued_messages)),
         ]
         .into_iter(),
     );
@@ -834,8 +838,8 @@ pub fn encode_prometheus(snapshot: &Snapshot) -> String {
         "mpgs_send_queue_bytes",
         "Bytes in the send queues: sum and largest over the connections",
         [
-            (vec![("stat", "sum".to_string())], t.queued_bytes as f64),
-            (vec![("stat", "max".to_string())], max_of(|c| c.queued_bytes) as f64),
+            (vec![("stat", "sum".to_string())], t.queued_bytes),
+            (vec![("stat", "max".to_string())], max_of(|c| c.queued_bytes)),
         ]
         .into_iter(),
     );
@@ -863,9 +867,13 @@ pub fn encode_prometheus(snapshot: &Snapshot) -> String {
     f.gauge(
         "mpgs_metrics_stale_workers",
         "Workers that did not answer this scrape in time (their previous figures are used)",
-        f64::from(snapshot.workers - snapshot.workers_fresh.min(snapshot.workers)),
+        u64::from(snapshot.workers - snapshot.workers_fresh.min(snapshot.workers)),
     );
-    f.gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds", snapshot.start_time);
+    f.gauge_f64(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds",
+        snapshot.start_time,
+    );
 
     let mut out = String::new();
     // Writing into a String cannot fail.

@@ -10,8 +10,8 @@
 //! ```
 //!
 //! Keys: `s` next sort column, `r` reverse the order, `1`–`7` sort by
-//! a column, `/` filter by address (Enter to apply, Esc to clear), `q` or
-//! Ctrl-C quit.
+//! a column, `/` filter by address (Enter to apply, Esc to clear), arrows,
+//! Page Up/Down and Home to scroll the table, `q` or Ctrl-C quit.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc;
@@ -171,6 +171,8 @@ struct App {
     descending: bool,
     filter: String,
     editing: bool,
+    /// First table row shown.
+    scroll: usize,
 }
 
 impl App {
@@ -187,6 +189,7 @@ impl App {
             descending: true,
             filter: String::new(),
             editing: false,
+            scroll: 0,
         }
     }
 
@@ -245,8 +248,16 @@ impl App {
             }
             KeyCode::Char('r') => self.descending = !self.descending,
             KeyCode::Char(ch @ '1'..='7') => self.sort = SortBy::ALL[usize::from(ch as u8 - b'1')],
-            KeyCode::Char('/') => self.editing = true,
+            KeyCode::Char('/') => {
+                self.editing = true;
+                self.scroll = 0;
+            }
             KeyCode::Esc => self.filter.clear(),
+            KeyCode::Down => self.scroll = self.scroll.saturating_add(1),
+            KeyCode::Up => self.scroll = self.scroll.saturating_sub(1),
+            KeyCode::PageDown => self.scroll = self.scroll.saturating_add(20),
+            KeyCode::PageUp => self.scroll = self.scroll.saturating_sub(20),
+            KeyCode::Home => self.scroll = 0,
             _ => {}
         }
         true
@@ -304,7 +315,7 @@ impl App {
             format!(" filter: {}▏ (Enter apply, Esc clear)", self.filter)
         } else {
             format!(
-                " q quit  s/1-7 sort ({}{})  r reverse  / filter{}",
+                " q quit  s/1-7 sort ({}{})  r reverse  / filter  ↑↓ scroll{}",
                 self.sort.name(),
                 if self.descending { " ↓" } else { " ↑" },
                 if self.filter.is_empty() { String::new() } else { format!(" [{}]", self.filter) }
@@ -430,7 +441,11 @@ impl App {
     }
 
     fn draw_table(&self, frame: &mut Frame<'_>, area: Rect) {
-        let rows = self.rows();
+        let all = self.rows();
+        // Rows that fit (borders and header take 3 lines); scrolling stops at the last page.
+        let visible = usize::from(area.height.saturating_sub(3)).max(1);
+        let first = self.scroll.min(all.len().saturating_sub(visible));
+        let rows = &all[first..all.len().min(first + visible)];
         let header = Row::new(
             ["address", "wk", "ver", "rtt ms", "±", "loss", "in B/s", "out B/s", "queued", "rtt trend", "rate trend"]
                 .map(|h| Cell::from(h).bold()),
@@ -460,11 +475,14 @@ impl App {
             })
             .collect();
         let total = self.last.as_ref().map_or(0, |s| s.connections.len());
-        let title = if self.filter.is_empty() {
+        let mut title = if self.filter.is_empty() {
             format!(" connections: {total} ")
         } else {
-            format!(" connections: {} of {total} matching \"{}\" ", rows.len(), self.filter)
+            format!(" connections: {} of {total} matching \"{}\" ", all.len(), self.filter)
         };
+        if rows.len() < all.len() {
+            title += &format!("(rows {}-{}, ↑↓ PgUp PgDn to scroll) ", first + 1, first + rows.len());
+        }
         let widths = [
             Constraint::Length(22),
             Constraint::Length(3),
@@ -577,6 +595,24 @@ mod tests {
         assert_eq!(app.rows().len(), 1);
         assert!(screen(&app).contains("1 of 3 matching"));
         assert!(!app.key(KeyCode::Char('q'), KeyModifiers::NONE));
+    }
+
+    #[test]
+    fn scrolls_a_long_table() {
+        let mut app = App::new("http://127.0.0.1:9100/metrics.json".into());
+        let rates: Vec<f64> = (0..100).map(f64::from).collect();
+        app.update(Ok(snapshot(100.0, &rates)));
+        let text = screen(&app);
+        assert!(text.contains("connections: 100 (rows 1-"), "{text}");
+        // Largest rate first: port 40099 at the top.
+        assert!(text.contains("127.0.0.1:40099"), "{text}");
+        for _ in 0..10 {
+            app.key(KeyCode::PageDown, KeyModifiers::NONE);
+        }
+        let text = screen(&app);
+        assert!(text.contains("127.0.0.1:40000") && !text.contains("127.0.0.1:40099"), "{text}");
+        app.key(KeyCode::Home, KeyModifiers::NONE);
+        assert!(screen(&app).contains("127.0.0.1:40099"));
     }
 
     #[test]
