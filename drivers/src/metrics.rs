@@ -924,6 +924,43 @@ mod tests {
         assert!(text.contains(r#"mpgs_connections{version="1",state="connected"} 0"#), "{text}");
     }
 
+    #[test]
+    fn a_worker_that_does_not_answer_is_served_stale_and_counted() {
+        let hub = Hub::new(2);
+        assert!(hub.snapshot().is_none(), "nothing before the server starts");
+        // Worker 0 answers every request from its own thread; worker 1 answered once, long ago.
+        let totals = |n| Totals { datagrams_received: n, connections: 1, ..Totals::default() };
+        hub.lock()[1] = Slot {
+            generation: 0,
+            snapshot: Some(WorkerSnapshot { totals: totals(5), connections: Vec::new() }),
+            stopped: false,
+        };
+        let earlier = hub.requested.load(Ordering::Acquire);
+        let answering = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                let mut answered = earlier;
+                while answered <= earlier {
+                    let requested = hub.requested.load(Ordering::Acquire);
+                    if requested > answered {
+                        answered = requested;
+                        let snapshot = WorkerSnapshot { totals: totals(7), connections: Vec::new() };
+                        hub.lock()[0] = Slot { generation: requested, snapshot: Some(snapshot), stopped: false };
+                        hub.answered.notify_all();
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let snap = hub.snapshot().unwrap();
+        answering.join().unwrap();
+        assert_eq!((snap.workers, snap.workers_fresh), (2, 1));
+        assert_eq!(snap.totals.datagrams_received, 12);
+        assert_eq!(snap.totals.connections, 2);
+        assert_eq!(snap.per_worker.iter().map(|w| w.fresh).collect::<Vec<_>>(), [true, false]);
+        assert!(encode_prometheus(&snap).contains("mpgs_metrics_stale_workers 1\n"));
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn process_started_in_the_past() {
