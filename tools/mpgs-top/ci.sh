@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI check of mpgs-top (called by .ci/run after `cargo test --workspace`,
-# which built the debug binaries used here): an echo server with metrics on
+# whose debug build this reuses): an echo server with metrics on
 # loopback, 20 load-generator clients, and mpgs-top in a tmux pane. The
 # capture must show 20 connections and nonzero rates; it is saved as
 # target/mpgs-top/capture.txt for a person to look at. Everything runs on
@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
+# Debug builds: cheap after `cargo test`, and fast enough for 20 clients.
+cargo build --quiet -p mpgs-top
+cargo build --quiet --example echo_server --example loadgen --example keygen
 bin=target/debug
 out=target/mpgs-top
 rm -rf "$out" && mkdir -p "$out"
