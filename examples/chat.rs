@@ -115,6 +115,8 @@ impl EventHandler for Relay {
 fn serve(bind: SocketAddr, key: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let key = ServerKey::read_pem_file(key)?;
     let mut server = Server::bind(bind, key)?;
+    // Ctrl-C / SIGTERM: every client is told before the server exits.
+    let _signals = mpgameserver_drivers::shutdown::stop_on_signals(&server.stop_handle())?;
     println!("chat server on {}", server.local_addr()?);
     smol::block_on(server.run(&mut Relay { clients: BTreeMap::new() }));
     Ok(())

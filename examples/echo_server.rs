@@ -17,6 +17,13 @@
 //! answer a message `PATTERN <size> <seed>` (ASCII) with `<size>` bytes of
 //! [`pattern`] instead of its echo. `--reference-pacing` paces datagrams for
 //! reference clients (one per 1/60 s, [`ServerConfig::reference_pacing`]).
+//!
+//! In production: `--metrics 127.0.0.1:9100` serves Prometheus metrics
+//! (`/metrics`) and the JSON that `mpgs-top` reads (`/metrics.json`);
+//! `--workers N` runs N worker threads on the port (`SO_REUSEPORT`, Linux;
+//! 0: one per core). SIGINT or SIGTERM stops the server gracefully: every
+//! client is disconnected (and sees it at once), the final metrics are
+//! printed, and the process exits 0. See `docs/DEPLOYMENT.md`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,7 +34,9 @@ use clap::Parser;
 use mpgameserver::{
     ConnectionId, ConnectionMetrics, Delivery, DisconnectReason, Duration, Instant, RateLimit, ServerKey,
 };
-use mpgameserver_drivers::blocking::Server;
+use mpgameserver_drivers::metrics::Snapshot;
+use mpgameserver_drivers::shutdown::stop_on_signals;
+use mpgameserver_drivers::workers::{Workers, WorkersConfig, default_workers};
 use mpgameserver_drivers::{EventHandler, ServerConfig, ServerContext};
 
 /// Echo every message back to its sender (Reliable: the sender's delivery mode is not on the wire).
@@ -57,6 +66,15 @@ struct Args {
     /// a server reachable from the internet (see SECURITY.md).
     #[arg(long)]
     no_source_limits: bool,
+    /// Serve metrics over HTTP on ADDR (Prometheus at /metrics, JSON at
+    /// /metrics.json): 127.0.0.1:9100, or a port alone for loopback; keep it
+    /// on loopback or behind a firewall
+    #[arg(long, value_name = "ADDR", value_parser = metrics_addr)]
+    metrics: Option<SocketAddr>,
+    /// Worker threads on the port, each with its own endpoint (SO_REUSEPORT,
+    /// Linux; elsewhere 1); 0 for one per core. Limits apply per worker
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    workers: usize,
 }
 
 /// The counters printed at disconnect: a connection's metrics are gone once
@@ -204,17 +222,63 @@ fn main() -> ExitCode {
         e.max_connections_per_ip = e.max_connections;
         e.max_reassembly_bytes_per_ip = e.max_reassembly_bytes_total;
     }
-    let mut server = match Server::bind_with(config, args.bind, key) {
+    let workers = if args.workers == 0 { default_workers() } else { args.workers };
+    let mut server = match Workers::bind(WorkersConfig::new(config, workers), args.bind, key) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("echo_server: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let addr = server.local_addr().map_or(args.bind, |a| a);
-    println!("echo server on {addr}, {} ticks/s", args.tick_hz);
-    server.run(&mut Echo { clients: BTreeMap::new(), stop_at, pattern_requests: args.pattern_requests });
+    let metrics = match args.metrics.map(|addr| server.serve_metrics(addr)).transpose() {
+        Ok(metrics) => metrics,
+        Err(e) => {
+            eprintln!("echo_server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _signals = match stop_on_signals(&server.stop_handle()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("echo_server: cannot handle SIGINT/SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("echo server on {}, {} ticks/s, {} worker(s)", server.local_addr(), args.tick_hz, server.len());
+    if let Some(m) = &metrics {
+        println!("metrics on http://{}/metrics", m.local_addr());
+    }
+    server.run(|_| Echo { clients: BTreeMap::new(), stop_at, pattern_requests: args.pattern_requests });
+    if let Some(snapshot) = metrics.as_ref().and_then(|m| m.snapshot()) {
+        println!("final metrics: {}", summary(&snapshot));
+    }
     ExitCode::SUCCESS
+}
+
+/// `--metrics`: an address, or a port alone on loopback.
+fn metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    match s.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => s.parse().map_err(|_| format!("{s:?} is neither ADDR:PORT (127.0.0.1:9100) nor a port (9100)")),
+    }
+}
+
+/// One line of the final metrics.
+fn summary(s: &Snapshot) -> String {
+    let t = &s.totals;
+    let disconnects: Vec<String> =
+        t.disconnects.iter().filter(|(_, n)| **n > 0).map(|(r, n)| format!("{r}={n}")).collect();
+    format!(
+        "handshakes {} completed, messages {} in / {} delivered / {} lost, datagrams {} in / {} out, {} dropped, disconnects {}",
+        t.handshakes_completed,
+        t.messages_received,
+        t.messages_delivered,
+        t.messages_lost,
+        t.datagrams_received,
+        t.datagrams_sent,
+        t.dropped.values().sum::<u64>(),
+        if disconnects.is_empty() { "none".to_string() } else { disconnects.join(" ") }
+    )
 }
 
 /// Logs to stderr; `RUST_LOG=debug` shows more.

@@ -133,6 +133,10 @@ pub enum DisconnectReason {
     Peer,
     /// Nothing authenticated arrived from the peer for the connection timeout.
     TimedOut,
+    /// The server is shutting down. A server driver reports it for the
+    /// connections it closes while stopping. Over MPGS/1 a client sees
+    /// [`DisconnectReason::Peer`] instead: its DISCONNECT carries no reason.
+    Shutdown,
 }
 
 impl fmt::Display for DisconnectReason {
@@ -141,6 +145,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Local => "closed locally",
             DisconnectReason::Peer => "closed by the peer",
             DisconnectReason::TimedOut => "timed out: nothing received from the peer",
+            DisconnectReason::Shutdown => "the server shut down",
         })
     }
 }

@@ -102,6 +102,18 @@ impl Server {
     pub fn driver_stats(&self) -> DriverStats {
         self.core.io.stats
     }
+
+    /// Serves this server's metrics over HTTP on `addr` (keep it on
+    /// loopback, e.g. `"127.0.0.1:9100"`): see [`crate::metrics`]. Call it
+    /// before [`run`](Server::run); the endpoint serves until the returned
+    /// handle is dropped.
+    #[cfg(feature = "metrics")]
+    pub fn serve_metrics(
+        &mut self,
+        addr: impl ToSocketAddrs,
+    ) -> Result<crate::metrics::MetricsServer, crate::metrics::MetricsError> {
+        crate::metrics::serve(std::iter::once(&mut self.core), addr)
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -285,7 +297,7 @@ impl std::fmt::Debug for Client {
 
 /// Waits until the socket is readable (or writable, when a datagram waits
 /// to be sent) or `timeout` passes. Errors are counted, never returned.
-fn wait_socket(socket: &UdpSocket, io: &mut Io, timeout: Duration) {
+pub(crate) fn wait_socket(socket: &UdpSocket, io: &mut Io, timeout: Duration) {
     let mut flags = PollFlags::IN;
     if io.blocked() {
         flags |= PollFlags::OUT;

@@ -49,6 +49,14 @@ impl Clock {
     }
 }
 
+/// The system clock as Unix time in seconds (for the timestamps of the
+/// metrics export; never for the protocol).
+#[allow(clippy::disallowed_methods)] // the one place that reads the clock
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) fn unix_time_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 impl Default for Clock {
     fn default() -> Self {
         Clock::new()

@@ -239,4 +239,4 @@ pub(crate) fn bind_to(addr: impl ToSocketAddrs) -> Result<UdpSocket, StartError>
 }
 
 /// Receive buffer a server socket asks for, in bytes.
-const SERVER_RECV_BUFFER: usize = 4 << 20;
+pub(crate) const SERVER_RECV_BUFFER: usize = 4 << 20;

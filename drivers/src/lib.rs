@@ -13,6 +13,12 @@
 //! * `smol` (feature `smol`): the same over `async_io::Async<UdpSocket>`
 //!   and `async_io::Timer`, usable from `smol::block_on`.
 //!
+//! * [`workers`]: N blocking servers on one port, one thread each
+//!   (`SO_REUSEPORT` on Linux).
+//! * `metrics` (feature `metrics`): `serve_metrics(addr)` on any server
+//!   serves Prometheus text and JSON snapshots over HTTP.
+//! * `shutdown` (feature `signals`): stop gracefully on SIGINT/SIGTERM.
+//!
 //! Both run the core's [`EventHandler`] (with its [`ServerContext`]), the
 //! trait the simulator (`Sim::run_handler`) runs too; a client runs
 //! client-side handlers with `Client::dispatch` and `Client::tick`.
@@ -72,12 +78,18 @@ pub mod blocking;
 mod client;
 mod clock;
 mod config;
+mod counters;
 mod io;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod server;
+#[cfg(feature = "signals")]
+pub mod shutdown;
 #[cfg(feature = "smol")]
 #[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub mod smol;
 pub mod udp;
+pub mod workers;
 
 pub use client::DisconnectOutcome;
 pub use clock::{Clock, EntropyError, os_seed};

@@ -13,6 +13,7 @@ pub use mpgameserver::{EventHandler, ServerContext};
 
 use crate::clock::{Clock, os_seed};
 use crate::config::{ServerConfig, StartError};
+use crate::counters::EventCounts;
 use crate::io::{Flushed, Io};
 
 /// A driver's context for one callback: a [`ServerContext`] whose
@@ -33,8 +34,9 @@ pub struct StopHandle(Arc<AtomicBool>);
 impl StopHandle {
     /// Asks the server to stop. It notices within one tick, disconnects
     /// every client (waiting up to the endpoint's `disconnect_linger` for
-    /// their acknowledgements), reports each to the handler's `disconnect`,
-    /// calls `shutdown` and returns from `run`. Stopping is final.
+    /// their acknowledgements), reports each to the handler's `disconnect`
+    /// with [`DisconnectReason::Shutdown`], calls `shutdown` and returns from
+    /// `run`. Stopping is final.
     pub fn stop(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
@@ -42,6 +44,12 @@ impl StopHandle {
     /// Whether a stop was requested.
     pub fn is_stopped(&self) -> bool {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// The flag itself (set by signal handlers, shared by workers).
+    #[cfg_attr(not(feature = "signals"), allow(dead_code))]
+    pub(crate) fn flag(&self) -> &Arc<AtomicBool> {
+        &self.0
     }
 }
 
@@ -78,6 +86,11 @@ pub(crate) struct ServerCore {
     last_update: Instant,
     phase: Phase,
     linger: Duration,
+    /// Event totals for the metrics export.
+    pub(crate) counts: EventCounts,
+    /// Answers the metrics endpoint's requests for a snapshot.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<crate::metrics::Reporter>,
 }
 
 impl ServerCore {
@@ -100,7 +113,16 @@ impl ServerCore {
             last_update: Instant::ZERO,
             phase: Phase::NotStarted,
             linger,
+            counts: EventCounts::default(),
+            #[cfg(feature = "metrics")]
+            metrics: None,
         })
+    }
+
+    /// Shares `stop` with other servers (the workers of one port).
+    pub(crate) fn with_stop(mut self, stop: StopHandle) -> ServerCore {
+        self.stop = stop;
+        self
     }
 
     pub(crate) fn stop_handle(&self) -> StopHandle {
@@ -167,6 +189,8 @@ impl ServerCore {
             self.finish(socket, handler, now);
             return Step::Finished;
         }
+        #[cfg(feature = "metrics")]
+        self.report_metrics(now, false);
         Step::Wait
     }
 
@@ -186,23 +210,35 @@ impl ServerCore {
 
     fn finish(&mut self, socket: &UdpSocket, handler: &mut impl EventHandler, now: Instant) {
         let live = std::mem::take(&mut self.live);
+        let counts = &mut self.counts;
         with_ctx(&mut self.ep, now, &self.stop.0, |ctx| {
             for conn in live {
-                handler.disconnect(ctx, conn, DisconnectReason::Local);
+                counts.on_disconnect(DisconnectReason::Shutdown);
+                handler.disconnect(ctx, conn, DisconnectReason::Shutdown);
             }
             handler.shutdown(ctx);
         });
         self.phase = Phase::Finished;
         // Last datagrams (DISCONNECT replies), best effort.
         let _ = self.io.transmit(socket, &mut self.ep, now);
+        // The final figures, for the last scrape.
+        #[cfg(feature = "metrics")]
+        self.report_metrics(now, true);
         tracing::info!("server stopped");
     }
 
     /// The shared flush, dispatching events to the handler.
     fn flush(&mut self, socket: &UdpSocket, handler: &mut impl EventHandler, now: Instant) -> Flushed {
-        let ServerCore { ep, io, live, stop, phase, .. } = self;
+        let ServerCore { ep, io, live, stop, phase, counts, .. } = self;
         let stopping = matches!(phase, Phase::Stopping { .. });
-        io.flush(socket, ep, now, |ep, event| {
+        io.flush(socket, ep, now, |ep, mut event| {
+            if let Event::Disconnected { reason: reason @ DisconnectReason::Local, .. } = &mut event
+                && stopping
+            {
+                // The shutdown closed it (or, rarely, the handler did just before the stop).
+                *reason = DisconnectReason::Shutdown;
+            }
+            counts.on_event(&event);
             if let Event::Connected { conn } = event
                 && stopping
             {

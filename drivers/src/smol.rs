@@ -93,6 +93,16 @@ impl Server {
     pub fn driver_stats(&self) -> DriverStats {
         self.core.io.stats
     }
+
+    /// Serves this server's metrics over HTTP on `addr` (on its own thread);
+    /// see [`blocking::Server::serve_metrics`](crate::blocking::Server::serve_metrics).
+    #[cfg(feature = "metrics")]
+    pub fn serve_metrics(
+        &mut self,
+        addr: impl ToSocketAddrs,
+    ) -> Result<crate::metrics::MetricsServer, crate::metrics::MetricsError> {
+        crate::metrics::serve(std::iter::once(&mut self.core), addr)
+    }
 }
 
 impl std::fmt::Debug for Server {

@@ -256,7 +256,7 @@ fn stop_reports_every_client_disconnected() {
     let log = server.log.lock().unwrap();
     assert!(log.shutdown);
     assert_eq!(log.disconnects.len(), 2, "{log:?}");
-    assert!(log.disconnects.iter().all(|&(_, reason)| reason == DisconnectReason::Local));
+    assert!(log.disconnects.iter().all(|&(_, reason)| reason == DisconnectReason::Shutdown));
     drop(log);
     assert_eq!(stopping.join().unwrap(), [Some(DisconnectReason::Peer); 2]);
 }

@@ -394,6 +394,12 @@ impl Connection {
         self.send.queued_messages()
     }
 
+    /// Bytes of the messages in the send queue (at most the configuration's
+    /// `send_queue_bytes`): what is still to be sent or acknowledged.
+    pub fn pending_bytes(&self) -> usize {
+        self.send.queued_bytes()
+    }
+
     /// The session key, for tests that decode captured datagrams.
     #[cfg(test)]
     pub(crate) fn packet_key(&self) -> Option<&PacketKey> {

@@ -301,6 +301,12 @@ impl SendState {
         MessageId(id)
     }
 
+    /// Bytes of the messages accepted and not yet retired (what counts
+    /// against `send_queue_bytes`).
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     /// Messages accepted and not yet decided.
     pub(crate) fn queued_messages(&self) -> usize {
         self.messages.iter().filter(|m| !m.decided).count()

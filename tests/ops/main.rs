@@ -1,0 +1,12 @@
+//! Running servers as an operator would: the metrics endpoint scraped over
+//! HTTP, worker threads on one port, SIGTERM on an example server, and the
+//! side HTTP API example. Every test binds loopback only and bounds its own
+//! waits.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+mod metrics;
+mod side_api;
+mod signals;
+mod workers;
