@@ -167,6 +167,7 @@ impl Frames {
     /// The next complete frame: with its length prefix (`whole`) or without.
     fn next_frame(&mut self, whole: bool) -> Option<&[u8]> {
         let rest = &self.buf[self.at..];
+        // `get(..4)` returned four bytes, so the conversion cannot fail.
         let len = u32::from_le_bytes(rest.get(..4)?.try_into().expect("4 bytes")) as usize;
         if rest.len() < 4 + len {
             return None;
@@ -231,7 +232,11 @@ pub fn load(args: &LoadArgs, cert: &Path) -> Result<(), String> {
 }
 
 /// Connects `args.clients` clients, `args.concurrency` at a time.
-async fn connect_many(args: &LoadArgs, config: &ClientConfig, clock: Clock) -> (Vec<(u32, Endpoint, Connection)>, Tally) {
+async fn connect_many(
+    args: &LoadArgs,
+    config: &ClientConfig,
+    clock: Clock,
+) -> (Vec<(u32, Endpoint, Connection)>, Tally) {
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1) as usize));
     let limit = Duration::from_secs_f64(args.connect_timeout);
     let tasks: Vec<_> = (0..args.clients)
@@ -269,7 +274,14 @@ async fn connect_many(args: &LoadArgs, config: &ClientConfig, clock: Clock) -> (
 }
 
 /// One client through the phases after its handshake.
-async fn run_client(args: &LoadArgs, id: u32, conn: &Connection, period: Duration, phases: Phases, clock: Clock) -> Tally {
+async fn run_client(
+    args: &LoadArgs,
+    id: u32,
+    conn: &Connection,
+    period: Duration,
+    phases: Phases,
+    clock: Clock,
+) -> Tally {
     let (mut tally, mut track) = (Tally::default(), Track::new(id));
     let mut msg = vec![0; args.size];
     let window = phases.window;
@@ -351,9 +363,17 @@ pub fn connect_run(args: &LoadArgs, cert: &Path) -> Result<(), String> {
         let start = clock.us();
         let (conns, mut tally) = connect_many(args, &config, clock).await;
         let elapsed = tally.last_connected.unwrap_or(start).saturating_sub(start) as f64 / 1e6;
-        for (_, endpoint, conn) in &conns {
-            conn.close(0u32.into(), b"done");
-            endpoint.wait_idle().await;
+        // Close every connection, then wait for them all together (each
+        // lingers three probe timeouts).
+        let closing: Vec<_> = conns
+            .into_iter()
+            .map(|(_, endpoint, conn)| {
+                conn.close(0u32.into(), b"done");
+                tokio::spawn(async move { endpoint.wait_idle().await })
+            })
+            .collect();
+        for c in closing {
+            let _ = c.await;
         }
         report_connect(args.clients, args.concurrency, &mut tally, elapsed);
         Ok(())

@@ -7,10 +7,11 @@
 //! `send_packets` call) are used unchanged.
 //!
 //! renet is driven by its user's loop: `update`, read the messages,
-//! `send_packets`. The server here runs that loop whenever a datagram
-//! arrives, at most `--pass-hz` times per second, and at least `--tick-hz`
-//! times per second, so that its echo latency is not one game tick; each
-//! pass walks every client (renet has no "which clients have messages").
+//! `send_packets`. The server here runs that loop as a game server does,
+//! once per tick at 60 Hz (`--tick-hz`); `--pass-hz N` also runs it when a
+//! datagram arrives, at most N times per second, which cuts the echo's
+//! latency but costs renet an ack packet per client per pass (and each
+//! pass walks every client: renet has no "which clients have messages").
 //! The clients wake when their socket is readable (the round-trip time is
 //! taken on arrival) and at their ticks, when they send their message and
 //! `send_packets` (their acknowledgements ride there, as in a game loop).
@@ -86,8 +87,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 60)]
     tick_hz: u32,
     /// Passes per second at most: a datagram wakes the server, but no
-    /// sooner than 1/N s after the previous pass
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    /// sooner than 1/N s after the previous pass (default: one pass per
+    /// game tick; more passes cut the echo's latency but cost one ack
+    /// packet per client per pass)
+    #[arg(long, value_name = "N", default_value_t = 60)]
     pass_hz: u32,
 }
 
@@ -179,7 +182,12 @@ impl Conn {
             .map_err(|e| e.to_string())?;
         let transport = NetcodeClientTransport::new(now, ClientAuthentication::Secure { connect_token }, socket)
             .map_err(|e| e.to_string())?;
-        Ok(Conn { client: RenetClient::new(ConnectionConfig::default()), transport, socket: waiter, last: Instant::now() })
+        Ok(Conn {
+            client: RenetClient::new(ConnectionConfig::default()),
+            transport,
+            socket: waiter,
+            last: Instant::now(),
+        })
     }
 
     /// Advances renet's time and reads the socket. `Err`: the connection is over.
