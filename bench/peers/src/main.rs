@@ -111,7 +111,18 @@ enum Command {
         window: u32,
         #[arg(long, value_name = "S", default_value_t = 5.0)]
         seconds: f64,
+        /// Ours only (pacing experiment): the client's send_interval in µs
+        #[arg(long, value_name = "US")]
+        send_interval_us: Option<u64>,
+        /// Ours only (pacing experiment): the client's send_burst
+        #[arg(long, value_name = "N")]
+        send_burst: Option<u32>,
+        /// Ours only (pacing experiment): the client's send_window
+        #[arg(long, value_name = "N")]
+        send_window: Option<u16>,
     },
+    /// Ours with the pacer's settings open (an experiment, not a compared server)
+    OursServer(ours::ServeArgs),
     /// Workload 6: a counting UDP relay between the clients and a server
     Proxy(proxy::ProxyArgs),
 }
@@ -151,11 +162,16 @@ fn run(command: Command) -> Result<(), String> {
                 Peer::Ours => Err("ours: use examples/echo_client (bench/peers/run.sh does)".into()),
             }
         }
-        Command::Bulk { peer, key, server, size, window, seconds } => match peer {
-            Peer::Renet => renet_peer::bulk(server, &key, size, window, seconds),
-            Peer::Quinn => quinn_peer::bulk(server, &key, size, window, seconds),
-            Peer::Ours => ours::bulk(server, &key, size, window, seconds),
-        },
+        Command::Bulk { peer, key, server, size, window, seconds, send_interval_us, send_burst, send_window } => {
+            match peer {
+                Peer::Renet => renet_peer::bulk(server, &key, size, window, seconds),
+                Peer::Quinn => quinn_peer::bulk(server, &key, size, window, seconds),
+                Peer::Ours => {
+                    ours::bulk(server, &key, size, window, seconds, (send_interval_us, send_burst, send_window))
+                }
+            }
+        }
+        Command::OursServer(args) => ours::serve(&args),
         Command::Proxy(args) => proxy::run(&args),
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use mpgameserver::{Delivery, Duration, Event, PublicKey};
+use mpgameserver_drivers::ClientConfig;
 use mpgameserver_drivers::blocking::Client;
 
 use crate::common::{Clock, STAMP, Tally, Track, Window, report_bulk, report_connect};
@@ -20,12 +21,32 @@ fn read_key(path: &Path) -> Result<PublicKey, String> {
 
 /// Workload 4: one connection, Reliable messages of `size` bytes, `window`
 /// in flight, for `seconds`; echoed bytes per second.
-pub fn bulk(server: SocketAddr, key: &Path, size: usize, window: u32, seconds: f64) -> Result<(), String> {
+/// `pacing` (send_interval µs, send_burst, send_window) replaces the drivers' for the
+/// pacing experiment.
+pub fn bulk(
+    server: SocketAddr,
+    key: &Path,
+    size: usize,
+    window: u32,
+    seconds: f64,
+    pacing: (Option<u64>, Option<u32>, Option<u16>),
+) -> Result<(), String> {
     let max = mpgameserver::EndpointConfig::default().max_message_size;
     if !(STAMP..=max).contains(&size) {
         return Err(format!("--size must be in {STAMP}..={max}"));
     }
-    let mut client = Client::connect(server, read_key(key)?, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let mut config = ClientConfig::default();
+    if let Some(us) = pacing.0 {
+        config.endpoint.send_interval = Duration::from_micros(us);
+    }
+    if let Some(n) = pacing.1 {
+        config.endpoint.send_burst = n;
+    }
+    if let Some(n) = pacing.2 {
+        config.endpoint.send_window = n;
+    }
+    let mut client =
+        Client::connect_with(config, server, read_key(key)?, Duration::from_secs(10)).map_err(|e| e.to_string())?;
     let clock = Clock::new();
     let start = clock.us();
     let end = start + (seconds * 1e6) as u64;
@@ -54,6 +75,13 @@ pub fn bulk(server: SocketAddr, key: &Path, size: usize, window: u32, seconds: f
         }
     }
     let elapsed = (clock.us() - start) as f64 / 1e6;
+    if let Some(c) = client.connection() {
+        let m = c.metrics();
+        eprintln!(
+            "ours bulk (client side): datagrams sent {} lost {}, messages retransmitted {}, srtt {:?}",
+            m.datagrams_sent, m.datagrams_lost, m.messages_retransmitted, m.srtt
+        );
+    }
     client.disconnect(Duration::from_millis(500));
     report_bulk(tally.echoed * size as u64, elapsed, size, tally.corrupt);
     Ok(())
@@ -99,5 +127,79 @@ pub fn connect(server: SocketAddr, key: &Path, clients: u32, concurrency: u32, t
     // Dropping a client sends its DISCONNECT.
     drop(open);
     report_connect(clients, concurrency, &mut tally, elapsed);
+    Ok(())
+}
+
+/// The arguments of the pacing experiment's server.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:5000
+    #[arg(long, value_name = "ADDR")]
+    bind: SocketAddr,
+    /// The server's private key (PEM, from examples/keygen)
+    #[arg(long, value_name = "FILE")]
+    key: std::path::PathBuf,
+    /// Stop after this many seconds
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    duration: f64,
+    /// The endpoint's send_interval in µs (the drivers' default is 250)
+    #[arg(long, value_name = "US")]
+    send_interval_us: Option<u64>,
+    /// The endpoint's send_burst (the drivers' default is 32)
+    #[arg(long, value_name = "N")]
+    send_burst: Option<u32>,
+    /// The endpoint's send_window in datagrams (default 256)
+    #[arg(long, value_name = "N")]
+    send_window: Option<u16>,
+}
+
+/// What `examples/echo_server --no-source-limits` does (every message back,
+/// Reliable), with the pacer's two settings open: an experiment for
+/// BENCHMARKS.md, not one of the compared servers.
+pub fn serve(args: &ServeArgs) -> Result<(), String> {
+    use mpgameserver::{ConnectionId, Instant, RateLimit, ServerKey};
+    use mpgameserver_drivers::blocking::Server;
+    use mpgameserver_drivers::{EventHandler, ServerConfig, ServerContext};
+
+    struct Echo {
+        stop_at: Instant,
+    }
+    impl EventHandler for Echo {
+        fn starting(&mut self, ctx: &mut ServerContext<'_>) {
+            self.stop_at = ctx.now() + (self.stop_at - Instant::ZERO);
+        }
+        fn update(&mut self, ctx: &mut ServerContext<'_>, _dt: Duration) {
+            if ctx.now() >= self.stop_at {
+                ctx.stop();
+            }
+        }
+        fn handle_message(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId, payload: Vec<u8>) {
+            let _ = ctx.send(conn, &payload, Delivery::Reliable);
+        }
+    }
+
+    let key = ServerKey::read_pem_file(&args.key).map_err(|e| format!("{}: {e}", args.key.display()))?;
+    let mut config = ServerConfig::default();
+    let e = &mut config.endpoint;
+    e.hello_rate = RateLimit::UNLIMITED;
+    e.hello_rate_per_ip = RateLimit::UNLIMITED;
+    e.hello_rate_per_prefix = RateLimit::UNLIMITED;
+    e.max_pending_per_ip = e.max_pending_handshakes;
+    e.max_pending_per_prefix = e.max_pending_handshakes;
+    e.max_connections_per_ip = e.max_connections;
+    e.max_reassembly_bytes_per_ip = e.max_reassembly_bytes_total;
+    if let Some(us) = args.send_interval_us {
+        e.send_interval = Duration::from_micros(us);
+    }
+    if let Some(n) = args.send_burst {
+        e.send_burst = n;
+    }
+    if let Some(n) = args.send_window {
+        e.send_window = n;
+    }
+    let stop = Duration::try_from_secs_f64(args.duration).map_err(|_| "--duration must be seconds")?;
+    let mut server = Server::bind_with(config, args.bind, key).map_err(|e| e.to_string())?;
+    println!("ours (pacing experiment) on {}", server.local_addr().map_err(|e| e.to_string())?);
+    server.run(&mut Echo { stop_at: Instant::ZERO + stop });
     Ok(())
 }
