@@ -12,8 +12,8 @@
 #   5. 1,000 sequential and 1,000 concurrent connects: handshakes/s, p50/p99;
 #   6. bytes on the wire per 100 B message, counted by a relay (peers proxy).
 #
-#   bash bench/peers/run.sh            # everything, about 25 minutes
-#   bash bench/peers/run.sh --quick    # fewer loads, short windows, under 10 minutes
+#   bash bench/peers/run.sh            # everything, 5-15 minutes (the climbs stop at each knee)
+#   bash bench/peers/run.sh --quick    # fewer loads, short windows, about 3 minutes
 #   bash bench/peers/run.sh --tag NAME # results under NAME instead of full/quick
 #
 # Needs a Rust toolchain; the first run builds bench/peers (its own cargo
@@ -141,6 +141,7 @@ stop_server() {
 
 log "building (release): examples, bench/peers"
 cargo build --release --quiet --example echo_server --example echo_client --example keygen --example loadgen
+cargo build --release --quiet --manifest-path bench/chart/Cargo.toml
 # $PEERS_BUILD_DIR, if set, is bench/peers' cargo build directory (its
 # dependencies share nothing with the library's).
 (
@@ -310,7 +311,7 @@ for delivery in unreliable reliable; do
     csv=$WORK/$TAG-$delivery-chart.csv
     # The chart tool reads server,clients,hz,msgs_per_s.
     awk -F, -v d="$delivery" 'NR == 1 || $1 == d' "$LOAD_CSV" | cut -d, -f2- > "$csv"
-    if cargo run --release --quiet --manifest-path bench/chart/Cargo.toml -- "$csv" "$svg" "$delivery" 2>"$LOGS/chart.err"; then
+    if bench/chart/target/release/mpgameserver-bench-chart "$csv" "$svg" "$delivery" 2>"$LOGS/chart.err"; then
         log "chart: $svg"
     else
         log "chart not drawn (see $LOGS/chart.err)"
