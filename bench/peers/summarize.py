@@ -3,6 +3,7 @@ machine, then a table per workload with each figure's ratio to the best
 peer in its row.
 
     python3 bench/peers/summarize.py bench/peers/results full
+    python3 bench/peers/summarize.py --spread bench/peers/results run-a run-b
 
 Standard library only.
 """
@@ -188,7 +189,9 @@ def overhead_table(rows, out):
         group = [r for r in rows if r["workload"] == delivery and num(r["up_bytes"])]
         stats = {}
         for r in group:
-            msgs = num(r["clients"]) * num(r["hz"]) * num(r["seconds"])
+            # Messages really sent (the load's rate over its window), else the offered rate.
+            rate = num(r.get("sent_per_s")) or num(r["clients"]) * num(r["hz"])
+            msgs = rate * num(r["seconds"])
             up_d, up_b = num(r["up_datagrams"], 0), num(r["up_bytes"], 0)
             dn_d, dn_b = num(r["down_datagrams"], 0), num(r["down_bytes"], 0)
             wire = (up_b + dn_b + HEADERS * (up_d + dn_d)) / msgs
@@ -200,11 +203,46 @@ def overhead_table(rows, out):
             d, up, dn, wire, load = stats[peer]
             out(f"| {delivery} | {NAMES[peer]} | {d:.2f} | {up:.1f} | {dn:.1f} | {wire:.1f} | {ratio(wire, best, False)} | {load} |")
     out(f"\nOn the wire = UDP payloads + {HEADERS} B of IPv4 and UDP headers per datagram, both directions, "
-        "divided by the messages sent (one 100 B message and its 100 B echo per client per tick); "
+        "divided by the messages sent (one 100 B message and its 100 B echo per client per tick; "
+        "the offered count where the CSV has no `sent_per_s`); "
         "acknowledgements and keep-alives included.")
 
 
+def spread(folder, tags, out):
+    """The key figures of several runs side by side, with their spread ((max - min) / min)."""
+    figures = {}
+
+    def put(key, tag, value):
+        if value is not None:
+            figures.setdefault(key, {})[tag] = value
+
+    for tag in tags:
+        for r in read(os.path.join(folder, f"{tag}-load.csv")):
+            key = f"{r['workload']} {r['clients']} × {r['hz']}, {r['server']}"
+            put(key + ": delivered msg/s", tag, num(r["msgs_per_s"]))
+            put(key + ": p99 RTT ms", tag, num(r["p99_rtt_ms"]))
+            put(key + ": server µs/msg", tag, cpu_per_msg(r))
+        for r in read(os.path.join(folder, f"{tag}-echo.csv")):
+            put(f"1 MiB echo, {r['server']}: p50 ms", tag, num(r["p50_ms"]))
+        for r in read(os.path.join(folder, f"{tag}-bulk.csv")):
+            put(f"bulk, {r['server']}: MB/s", tag, num(r["mb_per_s"]))
+        for r in read(os.path.join(folder, f"{tag}-connect.csv")):
+            put(f"{r['clients']} connects, {r['concurrency']} at a time, {r['server']}: handshakes/s", tag, num(r["handshakes_per_s"]))
+    out("| figure | " + " | ".join(tags) + " | spread |")
+    out("|---|" + "---:|" * (len(tags) + 1))
+    for key, values in figures.items():
+        if len(values) < len(tags):
+            continue
+        vs = [values[t] for t in tags]
+        lo, hi = min(vs), max(vs)
+        sp = f"{100 * (hi - lo) / lo:.0f} %" if lo > 0 else "-"
+        out(f"| {key} | " + " | ".join(fmt(v, 2 if v < 100 else 0) for v in vs) + f" | {sp} |")
+
+
 def main():
+    if len(sys.argv) > 3 and sys.argv[1] == "--spread":
+        spread(sys.argv[2], sys.argv[3:], print)
+        return
     folder, tag = sys.argv[1], sys.argv[2]
     out = print
     out(f"Machine: {machine()}. Run `{tag}` of `bench/peers/run.sh`; `load` is the 1-minute load average "
