@@ -151,6 +151,9 @@ pub struct ServeArgs {
     /// The endpoint's send_window in datagrams (default 256)
     #[arg(long, value_name = "N")]
     send_window: Option<u16>,
+    /// The driver's ticks per second (default 60)
+    #[arg(long, value_name = "N")]
+    tick_hz: Option<u32>,
 }
 
 /// What `examples/echo_server --no-source-limits` does (every message back,
@@ -196,6 +199,9 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     }
     if let Some(n) = args.send_window {
         e.send_window = n;
+    }
+    if let Some(hz) = args.tick_hz {
+        config.tick_rate = hz;
     }
     let stop = Duration::try_from_secs_f64(args.duration).map_err(|_| "--duration must be seconds")?;
     let mut server = Server::bind_with(config, args.bind, key).map_err(|e| e.to_string())?;
