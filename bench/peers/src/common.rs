@@ -344,16 +344,7 @@ pub fn report(
         quantile_ms(&t.connect_us, 0.5),
         quantile_ms(&t.connect_us, 0.99),
     );
-    println!(
-        "clients={} sent={} echoed={} lost={} msgs_per_s={:.0} p50_rtt_ms={} p99_rtt_ms={}",
-        args.clients,
-        t.sent,
-        t.echoed,
-        t.sent - t.echoed.min(t.sent),
-        t.echoes_in_window as f64 / window,
-        quantile_ms(&t.rtts_us, 0.5),
-        quantile_ms(&t.rtts_us, 0.99),
-    );
+    println!("{}", summary_line(args.clients, &t, window));
     if t.connected < args.clients {
         return Err(format!(
             "only {} of {} clients connected ({} failed); the figures above are for those",
@@ -361,6 +352,20 @@ pub fn report(
         ));
     }
     Ok(())
+}
+
+/// `examples/loadgen`'s summary line; `t.rtts_us` sorted, `window` in seconds.
+pub fn summary_line(clients: u32, t: &Tally, window: f64) -> String {
+    format!(
+        "clients={} sent={} echoed={} lost={} msgs_per_s={:.0} p50_rtt_ms={} p99_rtt_ms={}",
+        clients,
+        t.sent,
+        t.echoed,
+        t.sent - t.echoed.min(t.sent),
+        t.echoes_in_window as f64 / window,
+        quantile_ms(&t.rtts_us, 0.5),
+        quantile_ms(&t.rtts_us, 0.99),
+    )
 }
 
 /// The large-message echo's report line, as `examples/echo_client` prints it.
@@ -421,6 +426,42 @@ fn clock_ticks() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_line_has_loadgens_keys_in_loadgens_order() {
+        let t =
+            Tally { sent: 10, echoed: 9, echoes_in_window: 20, rtts_us: vec![1_000, 2_000, 3_000], ..Tally::default() };
+        let line = summary_line(4, &t, 2.0);
+        assert_eq!(line, "clients=4 sent=10 echoed=9 lost=1 msgs_per_s=10 p50_rtt_ms=2.00 p99_rtt_ms=3.00");
+        // The keys as examples/loadgen documents them.
+        let loadgen = "clients=.. sent=.. echoed=.. lost=.. msgs_per_s=.. p50_rtt_ms=.. p99_rtt_ms=..";
+        let keys = |l: &str| l.split(' ').map(|kv| kv.split('=').next().unwrap_or("").to_string()).collect::<Vec<_>>();
+        assert_eq!(keys(&line), keys(loadgen));
+    }
+
+    #[test]
+    fn clients_first_sends_spread_over_one_period() {
+        let args = LoadArgs {
+            server: "127.0.0.1:1".parse().expect("an address"),
+            clients: 4,
+            hz: 50.0,
+            size: 100,
+            duration: 1.0,
+            delivery: Delivery::Unreliable,
+            warmup: 0.5,
+            drain: 0.25,
+            connect_timeout: 1.0,
+            concurrency: 1,
+            server_pid: None,
+        };
+        let period = args.validate(1000).expect("valid arguments");
+        let p = Phases::new(&args, 1_000);
+        assert_eq!(p.t0, 21_000);
+        assert_eq!((p.window.start, p.window.end, p.drain_end), (521_000, 1_521_000, 1_771_000));
+        let firsts: Vec<u64> = (0..4).map(|i| p.first_send(period, i, 4)).collect();
+        assert_eq!(firsts, [21_000, 26_000, 31_000, 36_000]);
+        assert!(LoadArgs { size: 8, ..args.clone() }.validate(1000).is_err());
+    }
 
     #[test]
     fn an_intact_echo_counts_once_and_a_changed_byte_is_corrupt() {

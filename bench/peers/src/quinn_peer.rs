@@ -486,3 +486,27 @@ pub fn bulk(server: SocketAddr, cert: &Path, size: usize, window: u32, seconds: 
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_arriving_in_pieces_come_out_whole_and_in_order() {
+        let mut frames = Frames::default();
+        let wire: Vec<u8> = [frame(b"one"), frame(b""), frame(&[7; 300])].concat();
+        let mut out = Vec::new();
+        for piece in wire.chunks(5) {
+            frames.extend(piece);
+            while let Some(f) = frames.next_frame(false) {
+                out.push(f.to_vec());
+            }
+            frames.compact();
+        }
+        assert_eq!(out, [b"one".to_vec(), Vec::new(), vec![7; 300]]);
+        frames.extend(&frame(b"xy")[..5]);
+        assert!(frames.next_frame(true).is_none(), "an incomplete frame waits");
+        frames.extend(b"y");
+        assert_eq!(frames.next_frame(true), Some(&frame(b"xy")[..]));
+    }
+}
