@@ -292,6 +292,15 @@ pub fn cpu_sample(server_pid: Option<u32>, clock: &Clock) -> CpuSample {
     (server_pid.and_then(|pid| cpu_ticks(Some(pid))), cpu_ticks(None), clock.us())
 }
 
+/// What a load run measured, before it is reported.
+pub struct Measured {
+    pub tally: Tally,
+    /// When the handshakes started ([`Clock`] µs).
+    pub connect_start: u64,
+    /// CPU samples at the window's start and end.
+    pub cpu: Option<[CpuSample; 2]>,
+}
+
 /// Prints `examples/loadgen`'s two lines (the first with two more keys:
 /// the handshake times); `Err` when a client did not connect, so the exit
 /// status says so too.
@@ -484,5 +493,46 @@ mod tests {
         fill_message(&mut foreign, 8, 0, 10);
         track.on_echo(&foreign, 60, window, &mut tally);
         assert_eq!(tally.corrupt, 2);
+    }
+}
+
+/// For the loopback tests of the peers: a port free on 127.0.0.1 a moment
+/// ago, and a small load on it.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+
+    pub fn free_port() -> SocketAddr {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        s.local_addr().expect("a bound socket has an address")
+    }
+
+    /// 3 clients at 50 Hz for 0.4 s, bounded waits.
+    pub fn small_load(server: SocketAddr, delivery: Delivery) -> LoadArgs {
+        LoadArgs {
+            server,
+            clients: 3,
+            hz: 50.0,
+            size: 100,
+            duration: 0.4,
+            delivery,
+            warmup: 0.1,
+            drain: 1.0,
+            connect_timeout: 3.0,
+            concurrency: 3,
+            server_pid: Some(std::process::id()),
+        }
+    }
+
+    /// Every client connected, and every message sent in the window came back intact.
+    pub fn check(m: &Measured) {
+        let t = &m.tally;
+        assert_eq!((t.connected, t.failed), (3, 0));
+        // 3 clients × 50 Hz × 0.4 s, give or take the window's edges.
+        assert!((57..=63).contains(&t.sent), "sent {}", t.sent);
+        assert_eq!(t.echoed, t.sent);
+        assert_eq!((t.corrupt, t.duplicates, t.refused, t.send_errors), (0, 0, 0, 0));
+        assert_eq!(t.rtts_us.len() as u64, t.echoed);
+        assert!(m.cpu.is_some());
     }
 }

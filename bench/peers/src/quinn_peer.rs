@@ -21,8 +21,8 @@ use tokio::sync::Semaphore;
 use tokio::time::{sleep_until, timeout};
 
 use crate::common::{
-    Clock, CpuSample, Delivery, LoadArgs, Phases, STAMP, Tally, Track, Window, cpu_sample, report, report_bulk,
-    report_connect, report_echo, secs,
+    Clock, CpuSample, Delivery, LoadArgs, Measured, Phases, STAMP, Tally, Track, Window, cpu_sample, report,
+    report_bulk, report_connect, report_echo, secs,
 };
 
 /// The name in the certificate, and the one the clients expect.
@@ -193,6 +193,11 @@ fn frame(msg: &[u8]) -> Vec<u8> {
 
 /// Workloads 1 and 2: `examples/loadgen`'s pattern with quinn clients (one endpoint, so one socket, each).
 pub fn load(args: &LoadArgs, cert: &Path) -> Result<(), String> {
+    let m = measure(args, cert)?;
+    report(args, m.tally, m.connect_start, m.cpu, 1)
+}
+
+fn measure(args: &LoadArgs, cert: &Path) -> Result<Measured, String> {
     let period = args.validate(MAX_MESSAGE)?;
     let config = client_config(cert)?;
     runtime()?.block_on(async {
@@ -227,7 +232,7 @@ pub fn load(args: &LoadArgs, cert: &Path) -> Result<(), String> {
             }
         }
         let cpu = cpu.await.ok();
-        report(args, tally, connect_start, cpu, 1)
+        Ok(Measured { tally, connect_start, cpu })
     })
 }
 
@@ -508,5 +513,43 @@ mod tests {
         assert!(frames.next_frame(true).is_none(), "an incomplete frame waits");
         frames.extend(b"y");
         assert_eq!(frames.next_frame(true), Some(&frame(b"xy")[..]));
+    }
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    use super::*;
+    use crate::common::testing::{check, free_port, small_load};
+
+    #[test]
+    fn quinn_echoes_datagrams_and_stream_frames_over_loopback() {
+        let dir = std::env::temp_dir().join(format!("peers-quinn-test-{}", std::process::id()));
+        write_cert(&dir).expect("write the certificate");
+        let bind = free_port();
+        let serve_args = ServeArgs { bind, cert: dir.clone(), duration: Some(5.0) };
+        let server = std::thread::spawn(move || serve(&serve_args));
+        std::thread::sleep(Duration::from_millis(200));
+        for delivery in [Delivery::Unreliable, Delivery::Reliable] {
+            check(&measure(&small_load(bind, delivery), &dir.join("cert.der")).expect("a load run"));
+        }
+        server.join().expect("the server thread").expect("the server");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_client_pinning_another_certificate_does_not_connect() {
+        let dir = std::env::temp_dir().join(format!("peers-quinn-pin-{}", std::process::id()));
+        write_cert(&dir.join("server")).expect("write the server's certificate");
+        write_cert(&dir.join("other")).expect("write another certificate");
+        let bind = free_port();
+        let serve_args = ServeArgs { bind, cert: dir.join("server"), duration: Some(2.5) };
+        let server = std::thread::spawn(move || serve(&serve_args));
+        std::thread::sleep(Duration::from_millis(200));
+        let mut args = small_load(bind, Delivery::Unreliable);
+        args.connect_timeout = 1.0;
+        let m = measure(&args, &dir.join("other").join("cert.der")).expect("a load run");
+        assert_eq!((m.tally.connected, m.tally.failed), (0, 3));
+        server.join().expect("the server thread").expect("the server");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -29,7 +29,7 @@ use renet_netcode::{
 };
 
 use crate::common::{
-    Clock, CpuSample, Delivery, LoadArgs, Phases, Tally, Track, Window, cpu_sample, report, report_bulk,
+    Clock, CpuSample, Delivery, LoadArgs, Measured, Phases, Tally, Track, Window, cpu_sample, report, report_bulk,
     report_connect, report_echo, secs,
 };
 use crate::poller::{Poller, wait_readable};
@@ -423,6 +423,11 @@ fn new_load(args: &LoadArgs, key: [u8; NETCODE_KEY_BYTES], period: Duration) -> 
 
 /// Workloads 1 and 2: `examples/loadgen`'s pattern with renet clients.
 pub fn load(args: &LoadArgs, key: &Path) -> Result<(), String> {
+    let m = measure(args, key)?;
+    report(args, m.tally, m.connect_start, m.cpu, 1)
+}
+
+fn measure(args: &LoadArgs, key: &Path) -> Result<Measured, String> {
     let period = args.validate(MAX_MESSAGE)?;
     let mut g = new_load(args, read_key(key)?, period)?;
     let connect_start = g.clock.us();
@@ -451,7 +456,7 @@ pub fn load(args: &LoadArgs, key: &Path) -> Result<(), String> {
     }
     g.disconnect_all();
     let tally = std::mem::take(&mut g.tally);
-    report(args, tally, connect_start, Some([cpu_start, cpu_end]), 1)
+    Ok(Measured { tally, connect_start, cpu: Some([cpu_start, cpu_end]) })
 }
 
 /// Workload 5: `clients` handshakes, `concurrency` at a time.
@@ -533,4 +538,55 @@ pub fn bulk(server: SocketAddr, key: &Path, size: usize, window: u32, seconds: f
     conn.transport.disconnect();
     report_bulk(tally.echoed * size as u64, elapsed, size, tally.corrupt);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::testing::{check, free_port, small_load};
+
+    #[test]
+    fn renet_echoes_every_message_on_both_channels_over_loopback() {
+        let dir = std::env::temp_dir().join(format!("peers-renet-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let key = dir.join("renet.key");
+        write_key(&key).expect("write the key");
+        let bind = free_port();
+        let serve_args = ServeArgs {
+            bind,
+            key: key.clone(),
+            public: Vec::new(),
+            duration: Some(5.0),
+            max_clients: 8,
+            tick_hz: 60,
+            pass_hz: 60,
+        };
+        let server = std::thread::spawn(move || serve(&serve_args));
+        std::thread::sleep(Duration::from_millis(200));
+        for delivery in [Delivery::Unreliable, Delivery::Reliable] {
+            check(&measure(&small_load(bind, delivery), &key).expect("a load run"));
+        }
+        server.join().expect("the server thread").expect("the server");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_token_sealed_with_another_key_does_not_connect() {
+        let dir = std::env::temp_dir().join(format!("peers-renet-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let (key, other) = (dir.join("server.key"), dir.join("other.key"));
+        write_key(&key).expect("write the key");
+        write_key(&other).expect("write another key");
+        let bind = free_port();
+        let serve_args =
+            ServeArgs { bind, key, public: Vec::new(), duration: Some(3.5), max_clients: 8, tick_hz: 60, pass_hz: 60 };
+        let server = std::thread::spawn(move || serve(&serve_args));
+        std::thread::sleep(Duration::from_millis(200));
+        let mut args = small_load(bind, Delivery::Unreliable);
+        args.connect_timeout = 1.0;
+        let m = measure(&args, &other).expect("a load run");
+        assert_eq!((m.tally.connected, m.tally.failed), (0, 3));
+        server.join().expect("the server thread").expect("the server");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
