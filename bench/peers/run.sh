@@ -13,7 +13,7 @@
 #   6. bytes on the wire per 100 B message, counted by a relay (peers proxy).
 #
 #   bash bench/peers/run.sh            # everything, 5-15 minutes (the climbs stop at each knee)
-#   bash bench/peers/run.sh --quick    # fewer loads, short windows, about 3 minutes
+#   bash bench/peers/run.sh --quick    # 100 and 500 clients, short windows, 3-5 minutes
 #   bash bench/peers/run.sh --tag NAME # results under NAME instead of full/quick
 #
 # Needs a Rust toolchain; the first run builds bench/peers (its own cargo
