@@ -3,7 +3,7 @@
 //! reference, as an SVG.
 //!
 //! ```text
-//! cargo run --release --manifest-path bench/chart/Cargo.toml -- bench/results/full.csv bench/chart.svg
+//! cargo run --release --manifest-path bench/chart/Cargo.toml -- bench/results/full.csv bench/chart.svg [CAPTION-NOTE]
 //! ```
 
 use std::collections::BTreeMap;
@@ -15,8 +15,10 @@ const HZ: u32 = 60;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, csv, svg] = args.as_slice() else {
-        return Err("usage: chart RESULTS.csv OUT.svg".into());
+    let (csv, svg, note) = match args.as_slice() {
+        [_, csv, svg] => (csv, svg, None),
+        [_, csv, svg, note] => (csv, svg, Some(note)),
+        _ => return Err("usage: chart RESULTS.csv OUT.svg [CAPTION-NOTE]".into()),
     };
     let text = std::fs::read_to_string(csv)?;
     let mut lines = text.lines();
@@ -44,7 +46,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let root = SVGBackend::new(svg, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("Echo on loopback, 100 B messages at {HZ} Hz per client (2 cores)"), ("sans-serif", 22))
+        .caption(
+            format!(
+                "Echo on loopback, 100 B messages at {HZ} Hz per client (2 cores){}",
+                note.map_or(String::new(), |n| format!(", {n}"))
+            ),
+            ("sans-serif", 22),
+        )
         .margin(20)
         .x_label_area_size(45)
         .y_label_area_size(80)
@@ -74,6 +82,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("ours", "ours (echo_server)", BLUE),
         ("raw", "raw UDP + AES-GCM", GREEN),
         ("ref", "reference 0.2.4 (Python)", RED),
+        // bench/peers/run.sh
+        ("renet", "renet 2 + renet_netcode", RED),
+        ("quinn", "quinn 0.11", GREEN),
     ];
     for (key, label, color) in styles {
         let Some(points) = series.get(key) else { continue };
