@@ -116,6 +116,7 @@ mod endpoint;
 mod error;
 mod event;
 mod memory;
+mod mpgs2;
 pub mod rng;
 pub mod seq;
 mod stats;
