@@ -154,22 +154,6 @@ for name in ("c2s", "s2c"):
 exporter_label = b"game login"
 exporter = hkdf_expand(prk, b"mpgs2 exp" + th + u16(32) + bytes([len(exporter_label)]) + exporter_label, 32)
 
-# --- one sealed short packet (§3.1, §3.3): C -> S, generation 0, AES-128-GCM ---------------
-c2s = directions["c2s"]
-pkt_pn = 0x1234
-pkt_header = bytes([0x80 | 0x01]) + server_cid + u16(pkt_pn)      # K = 0, LL = 1 (2-byte PN)
-pkt_plain = bytes([0x01]) + bytes([0x10, 0x00]) + varint(5) + b"hello" + bytes(4)   # PING, MESSAGE ch 0, PADDING
-pkt_nonce = bytes(a ^ b for a, b in zip(bytes.fromhex(c2s["iv"]), bytes(4) + u64(pkt_pn)))
-pkt_sealed = AESGCM(bytes.fromhex(c2s["generations"][0]["key128"])).encrypt(pkt_nonce, pkt_plain, pkt_header)
-short_packet = pkt_header + pkt_sealed
-
-# --- stateless reset (§6.4) ---------------------------------------------------------------
-reset_key = hkdf_expand(reset_base, b"mpgs2 reset key" + u64(endpoint_id), 32)
-reset_token = hmac.new(reset_key, b"mpgs2 reset" + server_cid, hashlib.sha256).digest()[:16]
-# The default reset base (docs/MPGS2.md §6.4, Decision): from the root signing key's scalar.
-root_scalar = root.private_numbers().private_value.to_bytes(32, "big")
-default_reset_base = hkdf_expand(hkdf_extract(b"MPGS/2 reset\0", root_scalar), b"mpgs2 reset base", 32)
-
 # --- packet numbers (§3.2, RFC 9000 A.2 / A.3) --------------------------------------------
 def pn_len(pn, largest_acked):
     if largest_acked is None:
@@ -191,6 +175,24 @@ def pn_decode(largest, truncated, n):
         return candidate - win
     return candidate
 
+
+# --- one sealed short packet (§3.1, §3.3): C -> S, generation 0, AES-128-GCM ---------------
+c2s = directions["c2s"]
+pkt_pn = 0x1234
+pkt_largest_acked = 0x1100
+assert pn_len(pkt_pn, pkt_largest_acked) == 2
+pkt_header = bytes([0x80 | 0x01]) + server_cid + u16(pkt_pn)      # K = 0, LL = 1 (2-byte PN)
+pkt_plain = bytes([0x01]) + bytes([0x10, 0x00]) + varint(5) + b"hello" + bytes(4)   # PING, MESSAGE ch 0, PADDING
+pkt_nonce = bytes(a ^ b for a, b in zip(bytes.fromhex(c2s["iv"]), bytes(4) + u64(pkt_pn)))
+pkt_sealed = AESGCM(bytes.fromhex(c2s["generations"][0]["key128"])).encrypt(pkt_nonce, pkt_plain, pkt_header)
+short_packet = pkt_header + pkt_sealed
+
+# --- stateless reset (§6.4) ---------------------------------------------------------------
+reset_key = hkdf_expand(reset_base, b"mpgs2 reset key" + u64(endpoint_id), 32)
+reset_token = hmac.new(reset_key, b"mpgs2 reset" + server_cid, hashlib.sha256).digest()[:16]
+# The default reset base (docs/MPGS2.md §6.4, Decision): from the root signing key's scalar.
+root_scalar = root.private_numbers().private_value.to_bytes(32, "big")
+default_reset_base = hkdf_expand(hkdf_extract(b"MPGS/2 reset\0", root_scalar), b"mpgs2 reset base", 32)
 
 pn_cases = []
 for pn, acked in ((0, None), (1, 0), (0x7F, 0), (0x80, 0), (0xAC5C02, 0xABE8B3), (0xACE8FE, 0xABE8B3),
@@ -234,7 +236,7 @@ out = {
     "c2s": directions["c2s"],
     "s2c": directions["s2c"],
     "exporter": {"label": exporter_label.decode(), "len": 32, "value": exporter.hex()},
-    "short_packet": {"direction": "c2s", "pn": pkt_pn, "largest_acked": 0x1200, "header": pkt_header.hex(),
+    "short_packet": {"direction": "c2s", "pn": pkt_pn, "largest_acked": pkt_largest_acked, "header": pkt_header.hex(),
                      "plaintext": pkt_plain.hex(), "nonce": pkt_nonce.hex(), "datagram": short_packet.hex()},
     "reset": {"base": reset_base.hex(), "endpoint_id": endpoint_id, "key": reset_key.hex(),
               "cid": server_cid.hex(), "token": reset_token.hex(), "default_base_from_root": default_reset_base.hex()},
