@@ -205,6 +205,7 @@ mod tests {
         w.put_varint(300).expect("room");
         assert_eq!(w.put_u32(1), Err(WireError::Truncated));
         assert_eq!(w.len(), 4, "a failed write writes nothing");
+        assert!(!w.is_empty());
         w.put_u8(9).expect("room");
         w.put_zeros(2).expect("room");
         assert_eq!(w.remaining(), 0);
@@ -218,5 +219,11 @@ mod tests {
         assert_eq!(r.bytes(3), Ok(&[9u8, 0, 0][..]));
         assert!(r.is_empty());
         assert_eq!(r.u8(), Err(WireError::Truncated));
+
+        let mut b8 = [0u8; 8];
+        let mut w = Writer::new(&mut b8);
+        assert!(w.is_empty());
+        w.put_u64(0x0102_0304_0506_0708).expect("room");
+        assert_eq!(Reader::new(&b8).u64(), Ok(0x0102_0304_0506_0708));
     }
 }

@@ -591,6 +591,10 @@ pub(crate) mod tests {
         assert!(Frame::ResetToken([0; 16]).allowed_from(Side::Server));
         assert!(!Frame::ResetToken([0; 16]).allowed_from(Side::Client));
         assert!(Frame::Ping.allowed_from(Side::Client));
+        assert!(Frame::Auth([0; 16]).allowed_from(Side::Server.peer()));
+        assert!(ChannelKind::ReliableOrdered.is_reliable() && ChannelKind::ReliableUnordered.is_reliable());
+        assert!(!ChannelKind::Unreliable.is_reliable() && !ChannelKind::UnreliableSequenced.is_reliable());
+        assert_eq!(ChannelKind::from_code(4), None);
         assert!(Frame::PathResponse([0; 8]).is_ack_eliciting());
         assert!(!Frame::Padding { len: 3 }.is_ack_eliciting());
         assert!(!Frame::Close { code: 0, reason: b"" }.is_ack_eliciting());
@@ -650,14 +654,8 @@ pub(crate) mod tests {
         let mut out = [0u8; 128];
         let bad_msg = Frame::Message { kind: ChannelKind::Unreliable, channel: 0, id: Some(1), data: b"" };
         assert_eq!(bad_msg.emit(&mut Writer::new(&mut out)), Err(WireError::BadValue));
-        let bad_frag = Frame::Fragment {
-            kind: ChannelKind::Unreliable,
-            channel: 0,
-            id: 1,
-            total_len: 1,
-            offset: 1,
-            data: b"x",
-        };
+        let bad_frag =
+            Frame::Fragment { kind: ChannelKind::Unreliable, channel: 0, id: 1, total_len: 1, offset: 1, data: b"x" };
         assert_eq!(bad_frag.emit(&mut Writer::new(&mut out)), Err(WireError::BadValue));
         assert_eq!(Frame::Padding { len: 0 }.emit(&mut Writer::new(&mut out)), Err(WireError::BadValue));
     }

@@ -443,6 +443,7 @@ mod tests {
         };
         let dg = build(&h, 0xEE).expect("fits");
         assert!(is_hello2(&dg));
+        assert_eq!(hello2_message_data(&dg).map(<[u8]>::len), Ok(HELLO2_DATA_LEN));
         assert_eq!(&dg[..4], b"FSOS");
         assert_eq!(u16::from_be_bytes([dg[13], dg[14]]), 1176, "MPGS/1 length field");
         assert_eq!(&dg[120..123], &[0, 3, 2]);
@@ -485,7 +486,7 @@ mod tests {
 
     #[test]
     fn replies_layout() {
-        let r = HelloRetry { version: 2, client_random: [3; 16], cookie: [4; 21] };
+        let r = HelloRetry { version: crate::mpgs2::VERSION, client_random: [3; 16], cookie: [4; 21] };
         let mut out = [0u8; 64];
         assert_eq!(r.emit(&mut out), Ok(39));
         assert_eq!(out[0], 0xC0);

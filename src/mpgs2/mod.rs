@@ -30,19 +30,19 @@
 #![cfg_attr(not(test), allow(dead_code))]
 
 pub mod buf;
-// pub mod cc;
+pub mod cc;
 pub mod cookie;
 pub mod frame;
 pub mod hello;
 pub mod keys;
-// pub mod pacer;
-pub mod protect;
+pub mod pacer;
 pub mod packet;
-// pub mod ranges;
-// pub mod recovery;
+pub mod protect;
+pub mod ranges;
+pub mod recovery;
 pub mod replay;
 pub mod reset;
-// pub mod rtt;
+pub mod rtt;
 pub mod tlv;
 pub mod varint;
 
@@ -140,7 +140,7 @@ pub(crate) mod test_util {
 
     /// Decodes lower-case or upper-case hex; panics on bad input (tests only).
     pub fn hex(s: &str) -> Vec<u8> {
-        assert!(s.len() % 2 == 0, "odd hex length");
+        assert!(s.len().is_multiple_of(2), "odd hex length");
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit")).collect()
     }
 

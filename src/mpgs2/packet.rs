@@ -56,14 +56,8 @@ pub struct ShortHeader {
 
 impl ShortHeader {
     /// Length of this header on the wire.
-    pub fn len(&self) -> usize {
+    pub fn encoded_len(&self) -> usize {
         1 + if self.dcid.is_some() { CID_LEN } else { 0 } + usize::from(self.pn_len)
-    }
-
-    /// Whether the header is empty: never (it is at least 2 bytes); here
-    /// for API symmetry with [`Self::len`].
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Parses the header of a short packet whose receiver uses connection
@@ -97,7 +91,7 @@ impl ShortHeader {
         if !(1..=4).contains(&self.pn_len) || u64::from(self.truncated_pn) >= 1u64 << (8 * self.pn_len) {
             return Err(WireError::BadValue);
         }
-        let n = self.len();
+        let n = self.encoded_len();
         let dst = out.get_mut(..n).ok_or(WireError::Truncated)?;
         dst[0] = 0x80 | if self.key_phase { 0x20 } else { 0 } | (self.pn_len - 1);
         let mut at = 1;
@@ -192,6 +186,8 @@ mod tests {
         let h = ShortHeader { key_phase: true, dcid: Some([1, 2, 3, 4, 5, 6, 7, 8]), pn_len: 2, truncated_pn: 0x9b32 };
         let mut out = [0u8; 64];
         assert_eq!(h.emit(&mut out), Ok(11));
+        assert_eq!(h.encoded_len(), 11);
+        assert_eq!(ShortHeader::parse(&out[..MIN_SHORT_PACKET + 9], 8).map(|p| p.1), Ok(11), "smallest packet");
         assert_eq!(&out[..11], &[0xA1, 1, 2, 3, 4, 5, 6, 7, 8, 0x9b, 0x32]);
         assert_eq!(ShortHeader::parse(&out[..11 + 17], 8), Ok((h, 11)));
         assert_eq!(ShortHeader::parse(&out[..11 + 16], 8), Err(WireError::Truncated), "no ciphertext byte");

@@ -336,9 +336,11 @@ mod tests {
     fn round_trip_replay_and_tamper() {
         let (mut c, mut s) = pair();
         let now = Instant::from_millis(1);
+        assert_eq!((c.next_pn(), c.packets_under_send_key()), (0, 0));
         let p0 = seal(&mut c, None, &[0x01]);
         assert_eq!(p0.len(), 1 + 8 + 4 + 1 + 16, "4 PN bytes before the first ack");
         let p1 = seal(&mut c, Some(0), &[0x01, 0, 0]);
+        assert_eq!((c.next_pn(), c.packets_under_send_key()), (2, 2));
         assert_eq!(p1.len(), 1 + 8 + 1 + 3 + 16, "1 PN byte once PN 0 is acked");
 
         // Tampering with any byte fails, and does not touch the window.
@@ -430,7 +432,7 @@ mod tests {
             s.open(now, PTO, &mut p).expect("current key");
         }
         assert!(!c.may_update_send_key(now, acked, PTO), "3 × PTO not passed");
-        now = now + PTO * 3;
+        now += PTO * 3;
         assert!(c.may_update_send_key(now, acked, PTO));
         // After 3 × PTO the previous key is gone; a gen-0 straggler is dropped.
         assert_eq!(s.timeout(), Some(Instant::from_millis(10) + PTO * 3));

@@ -342,7 +342,9 @@ impl<'a> HelloTlvs<'a> {
             let v = t.value;
             match t.ty {
                 T_PROTOCOL_ID => protocol_id = Some(u64::from_be_bytes(v.try_into().map_err(|_| WireError::BadValue)?)),
-                T_CLIENT_RANDOM => client_random = Some(<[u8; RANDOM_LEN]>::try_from(v).map_err(|_| WireError::BadValue)?),
+                T_CLIENT_RANDOM => {
+                    client_random = Some(<[u8; RANDOM_LEN]>::try_from(v).map_err(|_| WireError::BadValue)?)
+                }
                 T_VERSIONS if (1..=MAX_VERSIONS).contains(&v.len()) => versions = Some(v),
                 T_SUITES if (1..=MAX_SUITES).contains(&v.len()) => suites = Some(v),
                 T_RECV_CID => {
@@ -628,6 +630,11 @@ pub(crate) mod tests {
         assert_eq!(p.params.idle_timeout_ms(), 5_000);
         assert_eq!(p.params.max_udp_payload(), 1472);
         assert_eq!(p.params.conn_recv_window(), 4 << 20);
+        assert_eq!(p.params.max_ack_delay_ms(), 10);
+        assert_eq!(p.params.max_message_size(), 1 << 20);
+        assert_eq!(p.params.recv_window(), 1 << 20);
+        assert_eq!(p.params.max_unrel_fragments(), 16);
+        assert_eq!(TransportParams::DEFAULTS.encoded_len(), 41);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::Side;
 use super::buf::Writer;
 use super::cookie::CookieKeys;
-use super::hello::{Hello2, HELLO2_LEN, SERVER_HELLO_LEN, ServerHello, emit_hello2, hello2_message_data};
+use super::hello::{HELLO2_LEN, Hello2, SERVER_HELLO_LEN, ServerHello, emit_hello2, hello2_message_data};
 use super::keys::{
     self, Ephemeral, PacketKey, Schedule, Suite, next_secret, root_fingerprint, sign_transcript, signature_input,
     transcript_hash, verify_transcript,
@@ -209,8 +209,12 @@ fn sealed_short_packet() {
     let sp = &v["short_packet"];
     let pn = sp["pn"].as_u64().expect("pn");
     let n = pn_encode_len(pn, sp["largest_acked"].as_u64()).expect("encodable");
-    let header =
-        ShortHeader { key_phase: false, dcid: Some(arr(&v["inputs"]["server_cid"])), pn_len: n, truncated_pn: pn_truncate(pn, n) };
+    let header = ShortHeader {
+        key_phase: false,
+        dcid: Some(arr(&v["inputs"]["server_cid"])),
+        pn_len: n,
+        truncated_pn: pn_truncate(pn, n),
+    };
     let mut buf = [0u8; 128];
     let hl = header.emit(&mut buf).expect("room");
     assert_eq!(to_hex(&buf[..hl]), sp["header"]);
