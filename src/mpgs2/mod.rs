@@ -40,6 +40,7 @@ pub mod packet;
 pub mod protect;
 pub mod ranges;
 pub mod recovery;
+pub mod recv;
 pub mod replay;
 pub mod reset;
 pub mod rtt;
