@@ -44,6 +44,7 @@ pub mod recv;
 pub mod replay;
 pub mod reset;
 pub mod rtt;
+pub mod send;
 pub mod tlv;
 pub mod varint;
 
