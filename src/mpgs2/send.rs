@@ -361,7 +361,6 @@ mod tests {
         assert_eq!(d1[..], (0..42u8).collect::<Vec<_>>()[..]);
         let (c2, _) = s.next_chunk(t, 1000).expect("chunk");
         assert_eq!((c2.offset, c2.len), (42, 58));
-        let c2 = c2;
         let (c3, _) = s.next_chunk(t, 1000).expect("chunk");
         assert_eq!((c3.id, c3.len, c3.is_whole()), (b, 4, true));
         assert!(s.next_chunk(t, 1000).is_none(), "everything in flight");
