@@ -8,6 +8,7 @@
 
 use core::fmt;
 
+#[cfg(not(feature = "_fuzzing"))]
 use aes_gcm::aead::AeadInOut;
 #[cfg(not(feature = "_fuzzing"))]
 use aes_gcm::aead::consts::U12;
