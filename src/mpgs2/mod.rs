@@ -33,6 +33,7 @@ pub mod buf;
 pub mod cc;
 pub mod cookie;
 pub mod frame;
+pub mod handshake;
 pub mod hello;
 pub mod keys;
 pub mod pacer;
