@@ -16,19 +16,25 @@
 //!   truncation and recovery (§3.1, §3.2).
 //! * [`frame`]: every frame type of §3.4.
 //! * [`keys`]: transcript hash, signature input, key schedule with
-//!   per-direction [`keys::KeyPair`]s, key update, exporter, and the one
-//!   owner of short-packet sealing and opening (§2.6, §2.7, §3.3, §6.3).
+//!   per-direction [`keys::KeyPair`]s, key update, exporter, and the
+//!   AES-GCM key of one direction and generation (§2.6, §2.7, §3.3, §6.3).
 //! * [`cookie`], [`reset`], [`replay`]: the stateless cookie (§2.4), the
 //!   stateless reset token (§6.4), and the replay window (§3.2).
-//! * [`ranges`], [`rtt`], [`recovery`], [`cc`], [`pacer`]: acks, RTT,
-//!   loss detection and PTO (§4.1, RFC 9002), and NewReno congestion control
-//!   with pacing (§5).
+//! * [`ranges`], [`ack`], [`rtt`], [`recovery`], [`cc`], [`pacer`]: ack
+//!   ranges and timing, RTT, loss detection and PTO (§4.1, RFC 9002), and
+//!   NewReno congestion control with pacing (§5).
+//! * [`send`], [`recv`]: the channel machinery of §4.3–§4.5 (reliable send
+//!   by byte offset with retransmission by frame, unreliable fragment
+//!   groups, reassembly, id and flow windows).
+//! * [`protect`], [`handshake`]: the owner of short-packet sealing and
+//!   opening, and the handshake as pure functions over bytes.
 
 // The endpoint routes nothing to MPGS/2 yet: it is wired in once the
 // protocol seam of issue 11 (src/session.rs, src/version.rs) has landed. Until
 // then the modules are exercised by their unit tests only.
 #![cfg_attr(not(test), allow(dead_code))]
 
+pub mod ack;
 pub mod buf;
 pub mod cc;
 pub mod cookie;

@@ -330,6 +330,101 @@ impl ReliableSend {
     }
 }
 
+/// An unreliable message ready to leave: one MESSAGE, or a fragment group
+/// that leaves whole in one assembly pass (§4.4, §4.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreliableOut {
+    /// The receipt id the application got.
+    pub receipt: u64,
+    /// The wire id of a fragment group (`None`: one MESSAGE frame).
+    pub fragment_id: Option<u16>,
+    /// The message.
+    pub data: Vec<u8>,
+    /// Data bytes per fragment but the last (`fragment_payload`).
+    pub fragment_payload: usize,
+}
+
+impl UnreliableOut {
+    /// The `(offset, len)` of each fragment, one per datagram.
+    pub fn fragments(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let fp = self.fragment_payload.max(1);
+        let n = if self.fragment_id.is_some() { self.data.len().div_ceil(fp) } else { 1 };
+        (0..n).map(move |i| {
+            let off = i * fp;
+            (off, (self.data.len() - off).min(fp))
+        })
+    }
+}
+
+/// The sender of an unreliable channel (kind 0): sent once, TTL (default
+/// 100 ms), a per-channel u16 counter for fragmented messages (§4.3).
+#[derive(Debug)]
+pub struct UnreliableSend {
+    queue: VecDeque<(UnreliableOut, Instant)>,
+    next_fragment_id: u16,
+    ttl: crate::Duration,
+}
+
+impl UnreliableSend {
+    /// A sender whose messages expire after `ttl`.
+    pub fn new(ttl: crate::Duration) -> UnreliableSend {
+        UnreliableSend { queue: VecDeque::new(), next_fragment_id: 0, ttl }
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Queues a message for the current `plpmtu`; `Err(max)` when it is
+    /// larger than `max_unrel_fragments × fragment_payload` (the channel's
+    /// policy then promotes or refuses it, §4.5). Nothing is queued on `Err`.
+    pub fn push(
+        &mut self,
+        now: Instant,
+        receipt: u64,
+        data: Vec<u8>,
+        plpmtu: usize,
+        max_unrel_fragments: u8,
+    ) -> Result<(), usize> {
+        let n = unreliable_fragments(data.len(), plpmtu, max_unrel_fragments)?;
+        let fragment_id = if n > 1 || data.len() > max_unfragmented(plpmtu) {
+            let id = self.next_fragment_id;
+            self.next_fragment_id = id.wrapping_add(1);
+            Some(id)
+        } else {
+            None
+        };
+        let out = UnreliableOut { receipt, fragment_id, data, fragment_payload: fragment_payload(plpmtu) };
+        self.queue.push_back((out, now + self.ttl));
+        Ok(())
+    }
+
+    /// The next message to send, after reporting expired ones through
+    /// `expired` (each once, by receipt id).
+    pub fn pop(&mut self, now: Instant, expired: &mut impl FnMut(u64)) -> Option<UnreliableOut> {
+        while let Some((m, deadline)) = self.queue.pop_front() {
+            if now >= deadline {
+                expired(m.receipt);
+                continue;
+            }
+            return Some(m);
+        }
+        None
+    }
+
+    /// The size of the next message's first datagram payload, so assembly
+    /// can check the budget covers it (§4.4), or `None`.
+    pub fn peek_len(&self) -> Option<usize> {
+        self.queue.front().map(|(m, _)| m.fragments().next().map_or(0, |(_, l)| l))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +504,31 @@ mod tests {
         let (c, _) = o.next_chunk(later, 100).expect("resent");
         o.on_acked(c, &mut |r| receipts.push(r));
         assert_eq!(receipts.last(), Some(&Receipt::Delivered(e)));
+    }
+
+    #[test]
+    fn unreliable_groups_and_ttl() {
+        let mut u = UnreliableSend::new(crate::Duration::from_millis(100));
+        let t = Instant::ZERO;
+        u.push(t, 1, alloc::vec![1; 100], 1200, 16).expect("fits");
+        u.push(t, 2, alloc::vec![2; 3000], 1200, 16).expect("fits");
+        assert_eq!(u.push(t, 3, alloc::vec![3; 18_513], 1200, 16), Err(18_512));
+        assert_eq!(u.len(), 2, "nothing queued on Err");
+        assert_eq!(u.peek_len(), Some(100));
+        let mut expired = Vec::new();
+        let a = u.pop(t, &mut |r| expired.push(r)).expect("one");
+        assert_eq!((a.fragment_id, a.fragments().collect::<Vec<_>>()), (None, alloc::vec![(0, 100)]));
+        let b = u.pop(t, &mut |r| expired.push(r)).expect("two");
+        assert_eq!(b.fragment_id, Some(0));
+        assert_eq!(b.fragments().collect::<Vec<_>>(), [(0, 1157), (1157, 1157), (2314, 686)]);
+        u.push(t, 4, alloc::vec![4; 10], 1200, 16).expect("fits");
+        u.push(t, 5, alloc::vec![5; 1500], 1200, 16).expect("fits");
+        assert!(u.pop(t + crate::Duration::from_millis(100), &mut |r| expired.push(r)).is_none());
+        assert_eq!(expired, [4, 5]);
+        assert!(u.is_empty());
+        // The fragment counter moved on even though 5 expired.
+        u.push(t, 6, alloc::vec![6; 1500], 1200, 16).expect("fits");
+        assert_eq!(u.pop(t, &mut |_| {}).map(|m| m.fragment_id), Some(Some(2)));
     }
 
     quickcheck! {
