@@ -28,6 +28,8 @@
 //!   groups, reassembly, id and flow windows).
 //! * [`protect`], [`handshake`]: the owner of short-packet sealing and
 //!   opening, and the handshake as pure functions over bytes.
+//! * [`conn`]: a connection after the handshake, as a `handle_*`/`poll_*`
+//!   state machine over all of the above, tested two-sided in memory.
 
 // The endpoint routes nothing to MPGS/2 yet: it is wired in once the
 // protocol seam of issue 11 (src/session.rs, src/version.rs) has landed. Until
@@ -37,6 +39,7 @@
 pub mod ack;
 pub mod buf;
 pub mod cc;
+pub mod conn;
 pub mod cookie;
 pub mod frame;
 pub mod handshake;

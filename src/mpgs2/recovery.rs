@@ -190,6 +190,12 @@ impl<C: Controller> Recovery<C> {
         self.sent.len()
     }
 
+    /// The oldest packet number still recorded (the next PN when none is):
+    /// frame records of older packets can go.
+    pub fn oldest_recorded(&self) -> u64 {
+        if self.sent.is_empty() { self.next_pn } else { self.first_pn }
+    }
+
     /// Whether one more packet may be recorded (the memory cap).
     pub fn has_room(&self) -> bool {
         self.sent.len() < self.cap

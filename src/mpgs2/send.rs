@@ -418,6 +418,11 @@ impl UnreliableSend {
         None
     }
 
+    /// Whether the next message is a fragment group.
+    pub fn peek_is_group(&self) -> bool {
+        self.queue.front().is_some_and(|(m, _)| m.fragment_id.is_some())
+    }
+
     /// The size of the next message's first datagram payload, so assembly
     /// can check the budget covers it (§4.4), or `None`.
     pub fn peek_len(&self) -> Option<usize> {
