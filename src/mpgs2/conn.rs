@@ -602,6 +602,9 @@ impl Connection {
             return None;
         }
         let buf = buf.get_mut(..self.plpmtu)?;
+        if !self.rec.can_record() {
+            return None; // the record is full even for control packets: wait for acks
+        }
         let largest_acked = self.rec.largest_acked();
         let begun = match self.prot.begin(largest_acked, buf) {
             Ok(b) => b,

@@ -196,9 +196,15 @@ impl<C: Controller> Recovery<C> {
         if self.sent.is_empty() { self.next_pn } else { self.first_pn }
     }
 
-    /// Whether one more packet may be recorded (the memory cap).
+    /// Whether one more packet with data may be recorded (the memory cap).
     pub fn has_room(&self) -> bool {
         self.sent.len() < self.cap
+    }
+
+    /// Whether any packet may be recorded: acks, probes and CLOSE may use a
+    /// quarter more than the cap, so a full record never silences them.
+    pub fn can_record(&self) -> bool {
+        self.sent.len() < self.cap + self.cap / 4 + 1
     }
 
     /// What the window allows to send now: `cwnd − bytes_in_flight`.
@@ -212,10 +218,10 @@ impl<C: Controller> Recovery<C> {
     }
 
     /// Records packet `pn`, which must be the next PN (PNs are consecutive)
-    /// and must fit ([`has_room`](Self::has_room)); returns `false` and
+    /// and must fit ([`can_record`](Self::can_record)); returns `false` and
     /// records nothing otherwise.
     pub fn on_sent(&mut self, pn: u64, packet: SentPacket) -> bool {
-        if pn != self.next_pn || !self.has_room() {
+        if pn != self.next_pn || !self.can_record() {
             return false;
         }
         if self.sent.is_empty() {
@@ -602,9 +608,13 @@ mod tests {
             assert!(r.on_sent(pn, pkt(ms(0))));
         }
         assert!(!r.has_room());
-        assert!(!r.on_sent(4, pkt(ms(0))), "the cap holds");
+        assert!(r.can_record(), "control packets may use a quarter more");
+        let ack_only = SentPacket { ack_eliciting: false, in_flight: false, ..pkt(ms(0)) };
+        assert!(r.on_sent(4, ack_only) && r.on_sent(5, ack_only), "4 + 4/4 + 1 records at most");
+        assert!(!r.can_record());
+        assert!(!r.on_sent(6, pkt(ms(0))), "the hard cap holds");
         assert!(!r.on_sent(7, pkt(ms(0))));
-        let bytes = ack_bytes(&[4], 0);
+        let bytes = ack_bytes(&[6], 0);
         let Ok(Frame::Ack(a)) = Frame::parse(&mut Reader::new(&bytes)) else { panic!("parses") };
         assert_eq!(r.on_ack(ms(1), &a, false, &mut |_| {}), Err(AckOfUnsentPacket));
         // Ack-only packets are not in flight and arm no PTO.
