@@ -1071,6 +1071,51 @@ mod tests {
         assert!(r.end < Instant::from_millis(1_500), "took {}", r.end);
     }
 
+    quickcheck::quickcheck! {
+        /// A hostile peer with valid keys: arbitrary payloads and arbitrary
+        /// well-formed frames, sealed and fed in; unsealed junk too. Nothing
+        /// panics, and the connection either stays open or closes once.
+        fn hostile_peer_never_panics(
+            payloads: Vec<Vec<u8>>,
+            frames_in: Vec<crate::mpgs2::frame::tests::OwnedFrame>,
+            junk: Vec<Vec<u8>>
+        ) -> bool {
+            let (mut c, mut s) = pair(21);
+            let mut now = Instant::from_millis(1);
+            let mut buf = [0u8; 1500];
+            let mut closes = 0;
+            let mut feed = |s: &mut Connection, d: &mut [u8], now: Instant, closes: &mut u32| {
+                s.handle_datagram(now, d);
+                while s.poll_transmit(now, &mut buf).is_some() {}
+                while let Some(e) = s.poll_event() {
+                    if matches!(e, ConnEvent::Closed(_)) {
+                        *closes += 1;
+                    }
+                }
+                s.handle_timeout(now);
+            };
+            for p in payloads.iter().filter(|p| !p.is_empty() && p.len() < 1100) {
+                let mut d = raw(&mut c, now, p);
+                feed(&mut s, &mut d, now, &mut closes);
+                now += Duration::from_millis(3);
+            }
+            for f in &frames_in {
+                let f = f.borrow();
+                if f.encoded_len() > 1100 {
+                    continue;
+                }
+                let mut d = raw(&mut c, now, &frames(&[f]));
+                feed(&mut s, &mut d, now, &mut closes);
+                now += Duration::from_millis(3);
+            }
+            for j in &junk {
+                let mut d = j.clone();
+                feed(&mut s, &mut d, now, &mut closes);
+            }
+            closes <= 1
+        }
+    }
+
     #[test]
     fn deterministic() {
         let msgs = messages(40, 6);
