@@ -118,6 +118,7 @@ mod error;
 mod event;
 mod handler;
 mod memory;
+mod mpgs2;
 pub mod rng;
 mod sending;
 pub mod seq;

@@ -1,0 +1,1277 @@
+//! An MPGS/2 connection after the handshake (MPGS2.md §3–§6.4, stage 1), as
+//! a sans-IO state machine over the pure pieces of this module: packet
+//! protection, acks, recovery with NewReno and pacing, and the channels of
+//! the three `Delivery` modes (0 unreliable, 1 reliable-unordered with a
+//! 1 s TTL, 2 reliable-ordered). It receives every frame type of §3.4 and
+//! MESSAGE/FRAGMENT of every kind on any channel.
+//!
+//! `handle_*` in, `poll_*` out: feed [`Connection::handle_datagram`] and
+//! [`Connection::handle_timeout`]; drain [`Connection::poll_transmit`] until
+//! `None`, then [`Connection::poll_event`]; wait until
+//! [`Connection::poll_timeout`]. An early or spurious `handle_timeout` does
+//! nothing.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+
+use super::ack::AckState;
+use super::buf::{Reader, Writer};
+use super::cc::{Controller, NewReno};
+use super::frame::{ChannelKind, Frame, Frames, MAX_CHANNELS};
+use super::handshake::Established;
+use super::pacer::Pacer;
+use super::protect::{OpenError, Protection};
+use super::recovery::{MAX_INFLIGHT_PACKETS, Outcome, Recovery, SentPacket, TimerAction};
+use super::recv::{ConnWindow, Incoming, Piece, ReliableRecv, UNREL_REASSEMBLY_BYTES, UnreliableRecv};
+use super::reset::{TOKEN_LEN, is_reset};
+use super::send::{Chunk, ReliableSend, UnreliableOut, UnreliableSend};
+use super::{CID_LEN, MIN_UDP_PAYLOAD, Side};
+use crate::{Duration, Instant};
+
+/// Type, channel and the longest length varint of an unreliable MESSAGE
+/// frame (§4.5 counts 6 with an id; kind 0 has none).
+const MESSAGE_FRAME_MAX_OVERHEAD: usize = 6;
+/// Channel of `Delivery::Unreliable`.
+pub const CH_UNRELIABLE: u8 = 0;
+/// Channel of `Delivery::BestEffort`.
+pub const CH_BEST_EFFORT: u8 = 1;
+/// Channel of `Delivery::Reliable`.
+pub const CH_RELIABLE: u8 = 2;
+/// Keep-alive PING after this long without an ack-eliciting send (§4.1).
+pub const KEEP_ALIVE: Duration = Duration::from_millis(250);
+/// TTL of the BestEffort channel (§4.3).
+pub const BEST_EFFORT_TTL: Duration = Duration::from_secs(1);
+/// TTL of unreliable messages (§4.3).
+pub const UNRELIABLE_TTL: Duration = Duration::from_millis(100);
+
+/// CLOSE codes (§6.4).
+pub mod close_code {
+    /// Normal close.
+    pub const NORMAL: u16 = 0;
+    /// A frame broke §3.4.
+    pub const PROTOCOL_VIOLATION: u16 = 2;
+    /// A window of §4.3 was exceeded.
+    pub const FLOW_VIOLATION: u16 = 3;
+}
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// We closed with this code.
+    Local(u16),
+    /// The peer sent CLOSE with this code.
+    Peer(u16),
+    /// Nothing arrived for the idle timeout.
+    IdleTimeout,
+    /// A stateless reset matched the peer's token (§6.4).
+    StatelessReset,
+}
+
+/// What a connection reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// A message arrived on `channel`.
+    Message {
+        /// The channel.
+        channel: u8,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Every byte of message `receipt` was acknowledged.
+    Delivered(u64),
+    /// Message `receipt` will not be delivered.
+    Lost(u64),
+    /// The connection ended (exactly once).
+    Closed(CloseReason),
+}
+
+/// Which message a receipt names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Msg {
+    Reliable { channel: u8, id: u64 },
+}
+
+/// What one packet carried, for retransmission by frame (§4.2).
+#[derive(Clone, Copy, Debug)]
+enum Rec {
+    Reliable { channel: u8, chunk: Chunk },
+    Unreliable { receipt: u64 },
+    Ack { largest: u64 },
+    ResetToken,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Sending CLOSE; ends at the instant.
+    Closing(Instant),
+    /// Received CLOSE; silent until the instant.
+    Draining(Instant),
+    Closed,
+}
+
+/// Local parameters of a connection.
+#[derive(Clone, Debug)]
+pub struct ConnConfig {
+    /// Our max_ack_delay.
+    pub max_ack_delay: Duration,
+    /// Largest message we accept.
+    pub max_message_size: u64,
+    /// Our per-channel receive window.
+    pub recv_window: u64,
+    /// Our connection-wide receive window.
+    pub conn_recv_window: u64,
+    /// Our idle timeout in ms (0: none from our side; the smaller wins, §2.3).
+    pub idle_timeout_ms: u32,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            max_ack_delay: Duration::from_millis(10),
+            max_message_size: 1 << 20,
+            recv_window: 1 << 20,
+            conn_recv_window: 4 << 20,
+            idle_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// One MPGS/2 connection.
+pub struct Connection {
+    side: Side,
+    state: State,
+    prot: Protection,
+    rec: Recovery<NewReno>,
+    pacer: Pacer,
+    pacer_wait: Option<Instant>,
+    acks: AckState,
+    plpmtu: usize,
+    max_unrel_fragments: u8,
+    idle_timeout: Option<Duration>,
+    last_recv: Instant,
+    last_eliciting_sent: Instant,
+    unrel_tx: UnreliableSend,
+    /// The fragment group being sent, and its next fragment.
+    group: Option<(UnreliableOut, usize)>,
+    reliable_tx: [ReliableSend; 2],
+    unrel_rx: UnreliableRecv,
+    reliable_rx: BTreeMap<u8, ReliableRecv>,
+    rx_kinds: [Option<ChannelKind>; MAX_CHANNELS as usize],
+    conn_window: ConnWindow,
+    config: ConnConfig,
+    records: VecDeque<(u64, Rec)>,
+    /// Unreliable receipts: packets outstanding, and whether one was lost.
+    unrel_pending: BTreeMap<u64, (u32, bool)>,
+    receipts: BTreeMap<Msg, u64>,
+    next_receipt: u64,
+    probes: u8,
+    path_responses: heapless::Vec<[u8; 8], 4>,
+    close_code: u16,
+    /// CLOSE repeats left (§6.4: 3).
+    close_repeats: u8,
+    reset_token: Option<[u8; TOKEN_LEN]>,
+    /// Server: the token to send in RESET_TOKEN until a packet with it is
+    /// acked, and whether such a packet is in flight (resent on loss, §3.4).
+    reset_token_out: Option<[u8; TOKEN_LEN]>,
+    reset_token_in_flight: bool,
+    events: VecDeque<ConnEvent>,
+    rr: usize,
+}
+
+impl core::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Connection").field("side", &self.side).field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A connection from a finished handshake, at `now`.
+    pub fn new(side: Side, est: Established, config: ConnConfig, now: Instant) -> Connection {
+        let peer = est.peer_params;
+        let (peer_cid, local_cid_len) = match side {
+            Side::Client => (Some(est.server_cid), if est.client_cid.is_some() { CID_LEN } else { 0 }),
+            Side::Server => (est.client_cid, CID_LEN),
+        };
+        let local = super::tlv::TransportParams { idle_timeout_ms: Some(config.idle_timeout_ms), ..Default::default() };
+        let idle_ms = super::tlv::TransportParams::negotiated_idle_timeout_ms(&local, &peer);
+        let peer_mad = Duration::from_millis(u64::from(peer.max_ack_delay_ms()));
+        let plpmtu = MIN_UDP_PAYLOAD;
+        Connection {
+            side,
+            state: State::Open,
+            prot: Protection::new(est.schedule.into_protection(), peer_cid, local_cid_len),
+            rec: Recovery::new(NewReno::new(plpmtu as u64), peer_mad, MAX_INFLIGHT_PACKETS),
+            pacer: Pacer::new(NewReno::initial_window(plpmtu as u64)),
+            pacer_wait: None,
+            acks: AckState::new(config.max_ack_delay),
+            plpmtu,
+            max_unrel_fragments: peer.max_unrel_fragments(),
+            idle_timeout: idle_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+            last_recv: now,
+            last_eliciting_sent: now,
+            unrel_tx: UnreliableSend::new(UNRELIABLE_TTL),
+            group: None,
+            reliable_tx: [
+                ReliableSend::new(ChannelKind::ReliableUnordered, u64::from(peer.recv_window()), Some(BEST_EFFORT_TTL)),
+                ReliableSend::new(ChannelKind::ReliableOrdered, u64::from(peer.recv_window()), None),
+            ],
+            unrel_rx: UnreliableRecv::new(config.max_message_size, UNREL_REASSEMBLY_BYTES),
+            reliable_rx: BTreeMap::new(),
+            rx_kinds: [None; MAX_CHANNELS as usize],
+            conn_window: ConnWindow::new(config.conn_recv_window),
+            config,
+            records: VecDeque::new(),
+            unrel_pending: BTreeMap::new(),
+            receipts: BTreeMap::new(),
+            next_receipt: 0,
+            probes: 0,
+            path_responses: heapless::Vec::new(),
+            close_code: 0,
+            close_repeats: 3,
+            reset_token: None,
+            reset_token_out: None,
+            reset_token_in_flight: false,
+            events: VecDeque::new(),
+            rr: 0,
+        }
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The stateless reset token the server sent (client side), to check
+    /// datagrams that fail to open (§6.4).
+    pub fn set_reset_token(&mut self, token: [u8; TOKEN_LEN]) {
+        self.reset_token = Some(token);
+    }
+
+    /// Server: sends RESET_TOKEN with `token` in the next packets until one
+    /// of them is acknowledged (§6.4).
+    pub fn send_reset_token(&mut self, token: [u8; TOKEN_LEN]) {
+        if self.side == Side::Server {
+            self.reset_token_out = Some(token);
+        }
+    }
+
+    /// Queues a message on one of the three `Delivery` channels; returns its
+    /// receipt id. An unreliable message too large for unreliable fragments
+    /// is promoted to the BestEffort channel (§4.5).
+    pub fn send(&mut self, now: Instant, channel: u8, data: Vec<u8>) -> Option<u64> {
+        if self.state != State::Open || data.len() as u64 > self.config.max_message_size {
+            return None;
+        }
+        let receipt = self.next_receipt;
+        self.next_receipt += 1;
+        let oversize = super::send::unreliable_fragments(data.len(), self.plpmtu, self.max_unrel_fragments).is_err();
+        let msg = match channel {
+            CH_UNRELIABLE if !oversize => {
+                // Checked above: it fits unreliable fragments.
+                let _ = self.unrel_tx.push(now, receipt, data, self.plpmtu, self.max_unrel_fragments);
+                return Some(receipt);
+            }
+            // Oversize unreliable messages are promoted to BestEffort (§4.5).
+            CH_UNRELIABLE | CH_BEST_EFFORT => {
+                Msg::Reliable { channel: CH_BEST_EFFORT, id: self.reliable_tx[0].push(now, data) }
+            }
+            CH_RELIABLE => Msg::Reliable { channel, id: self.reliable_tx[1].push(now, data) },
+            _ => return None,
+        };
+        self.receipts.insert(msg, receipt);
+        Some(receipt)
+    }
+
+    /// Starts closing with `code` (§6.4): CLOSE goes out, then the connection
+    /// ends after 3 × PTO.
+    pub fn close(&mut self, now: Instant, code: u16) {
+        if self.state != State::Open {
+            return;
+        }
+        self.close_code = code;
+        self.state = State::Closing(now + self.rec.pto() * 3);
+        self.probes = 1;
+        self.finish_messages();
+        self.events.push_back(ConnEvent::Closed(CloseReason::Local(code)));
+    }
+
+    fn finish_messages(&mut self) {
+        for (i, ch) in [CH_BEST_EFFORT, CH_RELIABLE].into_iter().enumerate() {
+            let mut ids = Vec::new();
+            self.reliable_tx[i].close(&mut |r| ids.push(r));
+            for r in ids {
+                let id = match r {
+                    super::send::Receipt::Delivered(i)
+                    | super::send::Receipt::Expired(i)
+                    | super::send::Receipt::ConnectionClosed(i) => i,
+                };
+                if let Some(rc) = self.receipts.remove(&Msg::Reliable { channel: ch, id }) {
+                    self.events.push_back(ConnEvent::Lost(rc));
+                }
+            }
+        }
+        for (receipt, _) in core::mem::take(&mut self.unrel_pending) {
+            self.events.push_back(ConnEvent::Lost(receipt));
+        }
+        while let Some(m) = self.unrel_tx.pop(Instant::ZERO, &mut |_| {}) {
+            self.events.push_back(ConnEvent::Lost(m.receipt));
+        }
+        if let Some((g, _)) = self.group.take() {
+            self.events.push_back(ConnEvent::Lost(g.receipt));
+        }
+    }
+
+    fn fail(&mut self, now: Instant, code: u16) {
+        self.close(now, code);
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<ConnEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) has work next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => return None,
+            State::Closing(t) | State::Draining(t) => return Some(t),
+            State::Open => {}
+        }
+        let mut t = [
+            self.rec.timeout(),
+            self.acks.deadline(),
+            self.idle_timeout.map(|d| self.last_recv + d),
+            Some(self.last_eliciting_sent + KEEP_ALIVE),
+            self.prot.timeout(),
+            self.unrel_rx.timeout(Duration::from_micros(self.rec.rtt().srtt())),
+            self.pacer_wait,
+        ];
+        t.sort();
+        t.into_iter().flatten().next()
+    }
+
+    /// Runs timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Closed => return,
+            State::Closing(t) | State::Draining(t) => {
+                if now >= t {
+                    self.state = State::Closed;
+                }
+                return;
+            }
+            State::Open => {}
+        }
+        if self.idle_timeout.is_some_and(|d| now >= self.last_recv + d) {
+            self.state = State::Closed;
+            self.finish_messages();
+            self.events.push_back(ConnEvent::Closed(CloseReason::IdleTimeout));
+            return;
+        }
+        let mut outcomes = Vec::new();
+        if let TimerAction::Probe(n) = self.rec.on_timeout(now, &mut |o| outcomes.push(o)) {
+            self.probes = n;
+        }
+        self.apply(outcomes);
+        self.prot.handle_timeout(now);
+        self.unrel_rx.handle_timeout(now, Duration::from_micros(self.rec.rtt().srtt()));
+        if self.pacer_wait.is_some_and(|t| now >= t) {
+            self.pacer_wait = None;
+        }
+        let mut expired = Vec::new();
+        self.reliable_tx[0].expire(now, &mut |r| expired.push(r));
+        for r in expired {
+            if let super::send::Receipt::Expired(id) = r
+                && let Some(rc) = self.receipts.remove(&Msg::Reliable { channel: CH_BEST_EFFORT, id })
+            {
+                self.events.push_back(ConnEvent::Lost(rc));
+            }
+        }
+    }
+
+    fn apply(&mut self, outcomes: Vec<Outcome>) {
+        for o in outcomes {
+            let (pn, acked) = match o {
+                Outcome::Acked { pn, .. } => (pn, true),
+                Outcome::Lost { pn, .. } => (pn, false),
+            };
+            let start = self.records.partition_point(|(p, _)| *p < pn);
+            let recs: Vec<Rec> =
+                self.records.iter().skip(start).take_while(|(p, _)| *p == pn).map(|(_, r)| *r).collect();
+            for r in recs {
+                self.on_record(r, acked);
+            }
+        }
+        let oldest = self.rec.oldest_recorded();
+        while self.records.front().is_some_and(|(p, _)| *p < oldest) {
+            self.records.pop_front();
+        }
+    }
+
+    fn on_record(&mut self, r: Rec, acked: bool) {
+        match r {
+            Rec::Reliable { channel, chunk } => {
+                let i = usize::from(channel == CH_RELIABLE);
+                if acked {
+                    let mut done = Vec::new();
+                    self.reliable_tx[i].on_acked(chunk, &mut |x| done.push(x));
+                    for x in done {
+                        if let super::send::Receipt::Delivered(id) = x
+                            && let Some(rc) = self.receipts.remove(&Msg::Reliable { channel, id })
+                        {
+                            self.events.push_back(ConnEvent::Delivered(rc));
+                        }
+                    }
+                } else {
+                    self.reliable_tx[i].on_lost(chunk);
+                }
+            }
+            Rec::Unreliable { receipt } => {
+                if let Some((left, lost)) = self.unrel_pending.get_mut(&receipt) {
+                    *left -= 1;
+                    *lost |= !acked;
+                    if *left == 0 {
+                        let lost = *lost;
+                        self.unrel_pending.remove(&receipt);
+                        self.events.push_back(if lost {
+                            ConnEvent::Lost(receipt)
+                        } else {
+                            ConnEvent::Delivered(receipt)
+                        });
+                    }
+                }
+            }
+            Rec::Ack { largest } => {
+                if acked {
+                    self.acks.on_ack_acked(largest);
+                }
+            }
+            Rec::ResetToken => {
+                if acked {
+                    self.reset_token_out = None;
+                }
+                self.reset_token_in_flight = false;
+            }
+        }
+    }
+
+    /// Takes one datagram addressed to this connection (decrypted in place).
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &mut [u8]) {
+        if matches!(self.state, State::Closed | State::Draining(_)) {
+            return;
+        }
+        let pto = self.rec.pto();
+        let opened = match self.prot.open(now, pto, datagram) {
+            Ok(o) => o,
+            Err(OpenError::Malformed(_) | OpenError::AuthFailed) => {
+                if self.reset_token.is_some_and(|t| is_reset(datagram, &t)) {
+                    self.state = State::Closed;
+                    self.finish_messages();
+                    self.events.push_back(ConnEvent::Closed(CloseReason::StatelessReset));
+                }
+                return;
+            }
+            Err(_) => return,
+        };
+        self.last_recv = now;
+        if let State::Closing(_) = self.state {
+            // Answer with CLOSE again (§6.4), at most 3 times.
+            if self.close_repeats > 0 && self.probes == 0 {
+                self.close_repeats -= 1;
+                self.probes = 1;
+            }
+            return;
+        }
+        let payload = &datagram[opened.payload];
+        let mut eliciting = false;
+        for f in Frames::new(payload) {
+            match f {
+                Ok(f) => eliciting |= f.is_ack_eliciting(),
+                Err(_) => return self.fail(now, close_code::PROTOCOL_VIOLATION),
+            }
+        }
+        self.acks.on_packet(now, opened.pn, eliciting);
+        let peer = self.side.peer();
+        let mut deliveries: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut r = Reader::new(payload);
+        while !r.is_empty() {
+            // Validated in the pass above.
+            let Ok(f) = Frame::parse(&mut r) else { return };
+            if !f.allowed_from(peer) {
+                return self.fail(now, close_code::PROTOCOL_VIOLATION);
+            }
+            let res = match f {
+                Frame::Ack(a) => {
+                    let mut outcomes = Vec::new();
+                    let app_limited = self.nothing_to_send();
+                    if self.rec.on_ack(now, &a, app_limited, &mut |o| outcomes.push(o)).is_err() {
+                        return self.fail(now, close_code::PROTOCOL_VIOLATION);
+                    }
+                    self.apply(outcomes);
+                    Ok(())
+                }
+                Frame::Close { code, .. } => {
+                    self.state = State::Draining(now + pto * 3);
+                    self.finish_messages();
+                    self.events.push_back(ConnEvent::Closed(CloseReason::Peer(code)));
+                    return;
+                }
+                Frame::PathChallenge(d) => {
+                    let _ = self.path_responses.push(d);
+                    Ok(())
+                }
+                Frame::ResetToken(t) => {
+                    self.reset_token = Some(t);
+                    Ok(())
+                }
+                Frame::Message { kind, channel, id, data } => self.receive(
+                    now,
+                    kind,
+                    channel,
+                    id,
+                    Piece { id: id.unwrap_or(0), total_len: data.len() as u64, offset: 0, data },
+                    true,
+                    &mut deliveries,
+                ),
+                Frame::Fragment { kind, channel, id, total_len, offset, data } => self.receive(
+                    now,
+                    kind,
+                    channel,
+                    Some(id),
+                    Piece { id, total_len, offset, data },
+                    false,
+                    &mut deliveries,
+                ),
+                _ => Ok(()),
+            };
+            if let Err(code) = res {
+                return self.fail(now, code);
+            }
+        }
+        for (channel, data) in deliveries {
+            self.events.push_back(ConnEvent::Message { channel, data });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn receive(
+        &mut self,
+        now: Instant,
+        kind: ChannelKind,
+        channel: u8,
+        id: Option<u16>,
+        p: Piece<'_>,
+        whole: bool,
+        out: &mut Vec<(u8, Vec<u8>)>,
+    ) -> Result<(), u16> {
+        // The first frame on a channel fixes its kind (per direction, §3.4).
+        match self.rx_kinds[usize::from(channel)] {
+            Some(k) if k != kind => return Err(close_code::PROTOCOL_VIOLATION),
+            Some(_) => {}
+            None => self.rx_kinds[usize::from(channel)] = Some(kind),
+        }
+        let mut deliver = |m: Incoming<'_>| out.push((channel, m.bytes().to_vec()));
+        let err = |e: super::recv::RecvError| match e {
+            super::recv::RecvError::ProtocolViolation => close_code::PROTOCOL_VIOLATION,
+            super::recv::RecvError::FlowViolation => close_code::FLOW_VIOLATION,
+        };
+        if kind.is_reliable() {
+            let (mms, win) = (self.config.max_message_size, self.config.recv_window);
+            let rx = self.reliable_rx.entry(channel).or_insert_with(|| ReliableRecv::new(kind, mms, win));
+            rx.on_piece(now, p, &mut self.conn_window, &mut deliver).map_err(err)
+        } else if whole {
+            self.unrel_rx.on_message(channel, kind, id, p.data, &mut deliver);
+            Ok(())
+        } else {
+            self.unrel_rx
+                .on_fragment(now, channel, kind, p.id, p.total_len, p.offset, p.data, &mut deliver)
+                .map_err(err)
+        }
+    }
+
+    fn nothing_to_send(&self) -> bool {
+        self.unrel_tx.is_empty() && self.group.is_none() && self.reliable_tx.iter().all(ReliableSend::is_empty)
+    }
+
+    /// Writes the next datagram into `buf` (at least 1200 bytes) and returns
+    /// its length, or `None` when nothing is due now.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let closing = matches!(self.state, State::Closing(_));
+        if !closing && self.state != State::Open {
+            return None;
+        }
+        let buf = buf.get_mut(..self.plpmtu)?;
+        if !self.rec.can_record() {
+            return None; // the record is full even for control packets: wait for acks
+        }
+        let largest_acked = self.rec.largest_acked();
+        let begun = match self.prot.begin(largest_acked, buf) {
+            Ok(b) => b,
+            Err(super::protect::SealError::KeyExhausted | super::protect::SealError::PacketNumbersExhausted) => {
+                // Stage 1 does not initiate key updates: the connection ends (§8).
+                if self.state == State::Open {
+                    self.finish_messages();
+                    self.events.push_back(ConnEvent::Closed(CloseReason::Local(close_code::NORMAL)));
+                }
+                self.state = State::Closed;
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let (hl, room) = (begun.header_len, begun.max_payload);
+        let pn = begun.pn;
+        let mut recs: heapless::Vec<Rec, 64> = heapless::Vec::new();
+        let mut eliciting = false;
+        let written = {
+            let (_, rest) = buf.split_at_mut(hl);
+            let mut w = Writer::new(&mut rest[..room]);
+            if closing {
+                if self.probes == 0 {
+                    return None;
+                }
+                self.probes -= 1;
+                Frame::Close { code: self.close_code, reason: b"" }.emit(&mut w).ok()?;
+            } else {
+                let ack_due = self.acks.is_due(now);
+                let probe = self.probes > 0;
+                let keep_alive = now >= self.last_eliciting_sent + KEEP_ALIVE;
+                let budget_ok = self.rec.budget() >= self.plpmtu as u64 && self.rec.has_room();
+                let has_data = !self.nothing_to_send();
+                let pace_ok = |s: &mut Self| {
+                    let wnd = s.rec.controller().window();
+                    match s.pacer.send_time(now, s.plpmtu as u64, wnd, s.rec.rtt().srtt()) {
+                        None => true,
+                        Some(t) => {
+                            s.pacer_wait = Some(t);
+                            false
+                        }
+                    }
+                };
+                let in_group = self.group.is_some();
+                let send_data = has_data && (in_group || probe || (budget_ok && pace_ok(self)));
+                let token = self.reset_token_out.filter(|_| !self.reset_token_in_flight);
+                if !(ack_due || probe || keep_alive || send_data || token.is_some() || !self.path_responses.is_empty())
+                {
+                    return None;
+                }
+                // A fragment of a group fills a datagram on its own, so it goes
+                // first; then a due ACK, control frames and other data; an ACK
+                // not yet due rides along if it still fits.
+                let mut filled = false;
+                if send_data && in_group {
+                    eliciting |= self.fill(now, &mut w, &mut recs);
+                    filled = true;
+                }
+                let mut ack_written = false;
+                if ack_due && let Ok(largest) = self.acks.write(now, &mut w) {
+                    let _ = recs.push(Rec::Ack { largest });
+                    ack_written = true;
+                }
+                if let Some(t) = token
+                    && Frame::ResetToken(t).emit(&mut w).is_ok()
+                {
+                    eliciting = true;
+                    self.reset_token_in_flight = true;
+                    let _ = recs.push(Rec::ResetToken);
+                }
+                while let Some(d) = self.path_responses.last().copied() {
+                    if Frame::PathResponse(d).emit(&mut w).is_err() {
+                        break; // next packet
+                    }
+                    self.path_responses.pop();
+                    eliciting = true;
+                }
+                if send_data && !filled {
+                    eliciting |= self.fill(now, &mut w, &mut recs);
+                }
+                if (probe || keep_alive) && !eliciting && Frame::Ping.emit(&mut w).is_ok() {
+                    eliciting = true;
+                }
+                // Only on a packet that goes anyway: writing an ACK clears the
+                // ack timer, so a packet carrying nothing else must not exist.
+                if !ack_written
+                    && eliciting
+                    && !self.acks.ranges().is_empty()
+                    && let Ok(largest) = self.acks.write(now, &mut w)
+                {
+                    let _ = recs.push(Rec::Ack { largest });
+                }
+                if probe {
+                    self.probes -= 1;
+                }
+            }
+            w.len()
+        };
+        if written == 0 {
+            return None;
+        }
+        let len = self.prot.finish(begun, buf, written).ok()?;
+        let meta = pn;
+        for r in recs {
+            self.records.push_back((pn, r));
+        }
+        let packet = SentPacket {
+            time: now,
+            size: len as u32,
+            ack_eliciting: eliciting,
+            in_flight: eliciting,
+            pmtu_probe: false,
+            meta,
+        };
+        self.rec.on_sent(pn, packet);
+        if eliciting {
+            self.last_eliciting_sent = now;
+        }
+        Some(len)
+    }
+
+    /// Fills data frames; returns whether any was written.
+    fn fill(&mut self, now: Instant, w: &mut Writer<'_>, recs: &mut heapless::Vec<Rec, 64>) -> bool {
+        // An unreliable fragment group sends one fragment per datagram.
+        if let Some((g, next)) = self.group.take() {
+            let frags: Vec<(usize, usize)> = g.fragments().collect();
+            let (off, len) = frags[next];
+            let f = Frame::Fragment {
+                kind: ChannelKind::Unreliable,
+                channel: CH_UNRELIABLE,
+                id: g.fragment_id.unwrap_or(0),
+                total_len: g.data.len() as u64,
+                offset: off as u64,
+                data: &g.data[off..off + len],
+            };
+            if f.emit(w).is_err() {
+                // Cannot happen with the fragment first in the packet; if it
+                // did, the whole group is lost, reported once.
+                if self.unrel_pending.remove(&g.receipt).is_some() {
+                    self.events.push_back(ConnEvent::Lost(g.receipt));
+                }
+                return false;
+            }
+            let _ = recs.push(Rec::Unreliable { receipt: g.receipt });
+            if next + 1 < frags.len() {
+                self.group = Some((g, next + 1));
+            }
+            return true;
+        }
+        let mut any = false;
+        // Round robin over the three channels, starting one further each packet.
+        self.rr = (self.rr + 1) % 3;
+        for k in 0..3 {
+            let ch = ((self.rr + k) % 3) as u8;
+            loop {
+                if recs.is_full() || w.remaining() < 8 {
+                    return any;
+                }
+                let wrote = match ch {
+                    CH_UNRELIABLE => self.fill_unreliable(now, w, recs),
+                    _ => self.fill_reliable(now, ch, w, recs),
+                };
+                if !wrote {
+                    break;
+                }
+                any = true;
+            }
+        }
+        any
+    }
+
+    fn fill_unreliable(&mut self, now: Instant, w: &mut Writer<'_>, recs: &mut heapless::Vec<Rec, 64>) -> bool {
+        // A whole message that does not fit this packet waits for the next one
+        // (an empty packet always holds max_unfragmented).
+        if self.unrel_tx.peek_len().is_some_and(|l| l + MESSAGE_FRAME_MAX_OVERHEAD > w.remaining())
+            && !self.unrel_tx.peek_is_group()
+        {
+            return false;
+        }
+        let mut expired = Vec::new();
+        let next = self.unrel_tx.pop(now, &mut |r| expired.push(r));
+        for r in expired {
+            self.events.push_back(ConnEvent::Lost(r));
+        }
+        let Some(m) = next else { return false };
+        if m.fragment_id.is_some() {
+            let n = m.fragments().count() as u32;
+            self.unrel_pending.insert(m.receipt, (n, false));
+            self.group = Some((m, 0));
+            return false; // starts with the next datagram
+        }
+        let f = Frame::Message { kind: ChannelKind::Unreliable, channel: CH_UNRELIABLE, id: None, data: &m.data };
+        if f.emit(w).is_err() {
+            // Checked by peek_len above; reported rather than dropped silently.
+            self.events.push_back(ConnEvent::Lost(m.receipt));
+            return false;
+        }
+        self.unrel_pending.insert(m.receipt, (1, false));
+        let _ = recs.push(Rec::Unreliable { receipt: m.receipt });
+        true
+    }
+
+    fn fill_reliable(&mut self, now: Instant, ch: u8, w: &mut Writer<'_>, recs: &mut heapless::Vec<Rec, 64>) -> bool {
+        let i = usize::from(ch == CH_RELIABLE);
+        let kind = if i == 1 { ChannelKind::ReliableOrdered } else { ChannelKind::ReliableUnordered };
+        let Some((chunk, data)) = self.reliable_tx[i].next_chunk(now, w.remaining()) else { return false };
+        let f = if chunk.is_whole() {
+            Frame::Message { kind, channel: ch, id: Some(chunk.id as u16), data }
+        } else {
+            Frame::Fragment {
+                kind,
+                channel: ch,
+                id: chunk.id as u16,
+                total_len: chunk.total_len,
+                offset: chunk.offset,
+                data,
+            }
+        };
+        if f.emit(w).is_err() {
+            self.reliable_tx[i].on_lost(chunk);
+            return false;
+        }
+        let _ = recs.push(Rec::Reliable { channel: ch, chunk });
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mpgs2::cookie::CookieKeys;
+    use crate::mpgs2::handshake::{ClientHandshake, ClientOffer, ServerAnswer, ServerPolicy, server_answer};
+    use crate::mpgs2::tlv::TransportParams;
+    use crate::{Rng, Seed, ServerKey};
+    use alloc::vec;
+
+    fn pair(seed: u64) -> (Connection, Connection) {
+        let mut rng = Rng::new(Seed::from_u64(seed));
+        let root = ServerKey::generate(&mut rng);
+        let cookies = CookieKeys::new(Instant::ZERO, &mut rng);
+        let offer = ClientOffer {
+            protocol_id: 1,
+            versions: &[2],
+            suites: &[1],
+            recv_cid: None,
+            params: TransportParams::default(),
+        };
+        let client = ClientHandshake::new(&offer, &mut rng).expect("fits");
+        let policy = ServerPolicy {
+            protocol_id: 1,
+            versions: &[2],
+            suites: &[1],
+            params: TransportParams::DEFAULTS,
+            require_cookie: false,
+        };
+        let from = "192.0.2.1:9".parse().expect("address");
+        let Ok(ServerAnswer::Accept { server_hello, established, .. }) =
+            server_answer(Instant::ZERO, &policy, &root, &cookies, from, client.hello(), [7; 8], &mut rng)
+        else {
+            panic!("accept")
+        };
+        let c_est = client.on_server_hello(&server_hello, &[root.public_key()]).expect("verifies");
+        let c = Connection::new(Side::Client, c_est, ConnConfig::default(), Instant::ZERO);
+        let s = Connection::new(Side::Server, established, ConnConfig::default(), Instant::ZERO);
+        (c, s)
+    }
+
+    /// A two-sided in-memory run: `loss_permille` of datagrams dropped by a
+    /// seeded coin, 20 ms one-way delay. Returns what each side received and
+    /// the receipts of each side, plus a digest of every datagram.
+    struct Run {
+        got: [Vec<(u8, Vec<u8>)>; 2],
+        delivered: [Vec<u64>; 2],
+        lost: [Vec<u64>; 2],
+        closed: [Vec<CloseReason>; 2],
+        digest: u64,
+        end: Instant,
+        client_token: Option<[u8; TOKEN_LEN]>,
+        server_token_pending: bool,
+    }
+
+    /// Network impairments, in permille and ms.
+    #[derive(Clone, Copy)]
+    struct Net {
+        loss: u32,
+        dup: u32,
+        corrupt: u32,
+        jitter_ms: u32,
+    }
+
+    fn run(seed: u64, loss_permille: u32, msgs: &[(u8, Vec<u8>)], until: Duration) -> Run {
+        run_net(seed, Net { loss: loss_permille, dup: 0, corrupt: 0, jitter_ms: 0 }, msgs, until)
+    }
+
+    fn run_net(seed: u64, net: Net, msgs: &[(u8, Vec<u8>)], until: Duration) -> Run {
+        let (c, s) = pair(seed);
+        let mut conns = [c, s];
+        let mut rng = Rng::new(Seed::from_u64(seed ^ 0xABCD));
+        // (arrival, sequence) → (receiver, bytes): reordering by jitter, ties by sequence.
+        let mut wire: BTreeMap<(Instant, u64), (usize, Vec<u8>)> = BTreeMap::new();
+        let mut seq = 0u64;
+        let mut out = Run {
+            got: [vec![], vec![]],
+            delivered: [vec![], vec![]],
+            lost: [vec![], vec![]],
+            closed: [vec![], vec![]],
+            digest: 0,
+            end: Instant::ZERO,
+            client_token: None,
+            server_token_pending: true,
+        };
+        let mut now = Instant::ZERO;
+        conns[1].send_reset_token([0x77; TOKEN_LEN]);
+        for (ch, m) in msgs {
+            conns[0].send(now, *ch, m.clone()).expect("queued");
+            conns[1].send(now, *ch, m.clone()).expect("queued");
+        }
+        let delay = Duration::from_millis(20);
+        let mut buf = [0u8; 1500];
+        for _ in 0..200_000 {
+            for (i, c) in conns.iter_mut().enumerate() {
+                while let Some(n) = c.poll_transmit(now, &mut buf) {
+                    for b in &buf[..n] {
+                        out.digest = out.digest.wrapping_mul(0x100000001b3) ^ u64::from(*b);
+                    }
+                    if rng.u32() % 1000 < net.loss {
+                        continue;
+                    }
+                    let copies = if rng.u32() % 1000 < net.dup { 2 } else { 1 };
+                    for _ in 0..copies {
+                        let mut d = buf[..n].to_vec();
+                        if rng.u32() % 1000 < net.corrupt {
+                            let at = rng.u32() as usize % n;
+                            d[at] ^= 1 << (rng.u32() % 8);
+                        }
+                        let jitter = Duration::from_millis(u64::from(rng.u32() % (net.jitter_ms + 1)));
+                        wire.insert((now + delay + jitter, seq), (1 - i, d));
+                        seq += 1;
+                    }
+                }
+                while let Some(e) = c.poll_event() {
+                    match e {
+                        ConnEvent::Message { channel, data } => out.got[i].push((channel, data)),
+                        ConnEvent::Delivered(r) => out.delivered[i].push(r),
+                        ConnEvent::Lost(r) => out.lost[i].push(r),
+                        ConnEvent::Closed(r) => out.closed[i].push(r),
+                    }
+                }
+            }
+            let next_wire = wire.keys().next().map(|k| k.0);
+            let next_timer = conns.iter().filter_map(Connection::poll_timeout).min();
+            let Some(next) = [next_wire, next_timer].into_iter().flatten().min() else { break };
+            if next > Instant::ZERO + until {
+                break;
+            }
+            now = now.max(next);
+            while wire.keys().next().is_some_and(|k| k.0 <= now) {
+                let Some((_, (to, mut d))) = wire.pop_first() else { break };
+                conns[to].handle_datagram(now, &mut d);
+            }
+            for c in conns.iter_mut() {
+                c.handle_timeout(now);
+            }
+            let reliable = msgs.iter().filter(|m| m.0 == CH_RELIABLE).count();
+            let all_done = (0..2).all(|i| out.delivered[i].len() + out.lost[i].len() == msgs.len())
+                && (0..2).all(|i| out.got[i].iter().filter(|m| m.0 == CH_RELIABLE).count() == reliable);
+            if all_done && wire.is_empty() {
+                break;
+            }
+        }
+        out.end = now;
+        out.client_token = conns[0].reset_token;
+        out.server_token_pending = conns[1].reset_token_out.is_some();
+        out
+    }
+
+    fn messages(n: usize, seed: u64) -> Vec<(u8, Vec<u8>)> {
+        let mut rng = Rng::new(Seed::from_u64(seed));
+        (0..n)
+            .map(|i| {
+                let len = (rng.u32() % 4000) as usize;
+                let ch = [CH_RELIABLE, CH_BEST_EFFORT, CH_RELIABLE, CH_UNRELIABLE][i % 4];
+                (ch, (0..len).map(|k| (i + k) as u8).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reliable_exactly_once_in_order_under_loss() {
+        let msgs = messages(120, 5);
+        for (seed, loss) in [(1u64, 0u32), (2, 100), (3, 300)] {
+            let r = run(seed, loss, &msgs, Duration::from_secs(120));
+            assert!(r.end < Instant::from_secs(60), "seed {seed} loss {loss}: finished in {}", r.end);
+            for side in 0..2 {
+                let reliable: Vec<&Vec<u8>> = msgs.iter().filter(|m| m.0 == CH_RELIABLE).map(|m| &m.1).collect();
+                let got: Vec<&Vec<u8>> = r.got[side].iter().filter(|m| m.0 == CH_RELIABLE).map(|m| &m.1).collect();
+                assert_eq!(got, reliable, "seed {seed} loss {loss}: Reliable in send order, exactly once");
+                // Every message got exactly one receipt.
+                let mut all: Vec<u64> = r.delivered[side].iter().chain(&r.lost[side]).copied().collect();
+                all.sort_unstable();
+                assert_eq!(
+                    all,
+                    (0..msgs.len() as u64).collect::<Vec<_>>(),
+                    "seed {seed} loss {loss}: one receipt each"
+                );
+                // Reliable messages are all Delivered.
+                let rel_receipts: Vec<u64> =
+                    msgs.iter().enumerate().filter(|(_, m)| m.0 == CH_RELIABLE).map(|(i, _)| i as u64).collect();
+                assert!(rel_receipts.iter().all(|r_| r.delivered[side].contains(r_)), "seed {seed} loss {loss}");
+                assert!(r.closed[side].is_empty());
+            }
+            for side in 0..2 {
+                let peer = 1 - side;
+                // Delivered ⇒ received (ground truth), on every channel.
+                for &d in &r.delivered[side] {
+                    let m = &msgs[d as usize];
+                    assert!(r.got[peer].iter().any(|g| g == m), "seed {seed}: receipt {d} Delivered but not received");
+                }
+                // Unreliable and BestEffort: a duplicate-free subset.
+                let mut seen = alloc::collections::BTreeSet::new();
+                for g in &r.got[peer] {
+                    assert!(msgs.contains(g), "only sent messages arrive");
+                    assert!(seen.insert(g.clone()) || g.1.is_empty(), "seed {seed}: duplicate {:?}", g.0);
+                }
+            }
+        }
+    }
+
+    /// Many seeds with 0–50 % loss, duplication, reordering and corruption:
+    /// Reliable messages arrive exactly once and in send order, every message
+    /// gets exactly one receipt, Delivered implies received.
+    #[test]
+    fn seeds_sweep_under_impairments() {
+        for seed in 0..40u64 {
+            let net = Net { loss: (seed as u32 * 13) % 500, dup: 50, corrupt: 20, jitter_ms: (seed as u32 % 4) * 10 };
+            let msgs = messages(24, 100 + seed);
+            let r = run_net(seed, net, &msgs, Duration::from_secs(300));
+            let reliable: Vec<&Vec<u8>> = msgs.iter().filter(|m| m.0 == CH_RELIABLE).map(|m| &m.1).collect();
+            for side in 0..2 {
+                let got: Vec<&Vec<u8>> = r.got[side].iter().filter(|m| m.0 == CH_RELIABLE).map(|m| &m.1).collect();
+                assert_eq!(got, reliable, "seed {seed}: Reliable exactly once, in order");
+                let mut all: Vec<u64> = r.delivered[side].iter().chain(&r.lost[side]).copied().collect();
+                all.sort_unstable();
+                assert_eq!(all, (0..msgs.len() as u64).collect::<Vec<_>>(), "seed {seed}: one receipt each");
+                for &d in &r.delivered[side] {
+                    assert!(r.got[1 - side].contains(&msgs[d as usize]), "seed {seed}: Delivered ⇒ received");
+                }
+                assert!(r.closed[side].is_empty(), "seed {seed}: {:?}", r.closed[side]);
+            }
+            assert_eq!(r.client_token, Some([0x77; TOKEN_LEN]), "seed {seed}: RESET_TOKEN arrived");
+            assert!(!r.server_token_pending, "seed {seed}: and was acknowledged");
+        }
+    }
+
+    /// 1 MiB on the Reliable channel over a clean 40 ms RTT path: slow start
+    /// and pacing finish it in a handful of round trips, not seconds.
+    #[test]
+    fn one_mebibyte_reliable_is_fast_on_a_clean_path() {
+        let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let r = run(15, 0, &[(CH_RELIABLE, big.clone())], Duration::from_secs(30));
+        assert_eq!(r.got[1].len(), 1);
+        assert!(r.got[1][0].1 == big);
+        assert_eq!(r.delivered[0], [0]);
+        assert!(r.end < Instant::from_millis(1_500), "took {}", r.end);
+    }
+
+    quickcheck::quickcheck! {
+        /// A hostile peer with valid keys: arbitrary payloads and arbitrary
+        /// well-formed frames, sealed and fed in; unsealed junk too. Nothing
+        /// panics, and the connection either stays open or closes once.
+        fn hostile_peer_never_panics(
+            payloads: Vec<Vec<u8>>,
+            frames_in: Vec<crate::mpgs2::frame::tests::OwnedFrame>,
+            junk: Vec<Vec<u8>>
+        ) -> bool {
+            let (mut c, mut s) = pair(21);
+            let mut now = Instant::from_millis(1);
+            let mut buf = [0u8; 1500];
+            let mut closes = 0;
+            let mut feed = |s: &mut Connection, d: &mut [u8], now: Instant, closes: &mut u32| {
+                s.handle_datagram(now, d);
+                while s.poll_transmit(now, &mut buf).is_some() {}
+                while let Some(e) = s.poll_event() {
+                    if matches!(e, ConnEvent::Closed(_)) {
+                        *closes += 1;
+                    }
+                }
+                s.handle_timeout(now);
+            };
+            for p in payloads.iter().filter(|p| !p.is_empty() && p.len() < 1100) {
+                let mut d = raw(&mut c, now, p);
+                feed(&mut s, &mut d, now, &mut closes);
+                now += Duration::from_millis(3);
+            }
+            for f in &frames_in {
+                let f = f.borrow();
+                if f.encoded_len() > 1100 {
+                    continue;
+                }
+                let mut d = raw(&mut c, now, &frames(&[f]));
+                feed(&mut s, &mut d, now, &mut closes);
+                now += Duration::from_millis(3);
+            }
+            for j in &junk {
+                let mut d = j.clone();
+                feed(&mut s, &mut d, now, &mut closes);
+            }
+            closes <= 1
+        }
+    }
+
+    #[test]
+    fn deterministic() {
+        let msgs = messages(40, 6);
+        let a = run(9, 200, &msgs, Duration::from_secs(60));
+        let b = run(9, 200, &msgs, Duration::from_secs(60));
+        assert_eq!(a.digest, b.digest);
+        assert_eq!(a.end, b.end);
+    }
+
+    #[test]
+    fn close_and_idle() {
+        let (mut c, mut s) = pair(3);
+        let mut buf = [0u8; 1500];
+        let now = Instant::from_millis(5);
+        c.close(now, close_code::NORMAL);
+        assert_eq!(c.poll_event(), Some(ConnEvent::Closed(CloseReason::Local(0))));
+        let n = c.poll_transmit(now, &mut buf).expect("CLOSE");
+        s.handle_datagram(now, &mut buf[..n]);
+        assert_eq!(s.poll_event(), Some(ConnEvent::Closed(CloseReason::Peer(0))));
+        assert!(s.poll_transmit(now, &mut buf).is_none(), "draining sends nothing");
+        let t = s.poll_timeout().expect("drain end");
+        s.handle_timeout(t);
+        assert!(s.is_closed());
+        // Idle: nothing received for 5 s.
+        let (mut c, _) = pair(4);
+        let mut t = Instant::ZERO;
+        while !c.is_closed() {
+            while c.poll_transmit(t, &mut buf).is_some() {}
+            t = c.poll_timeout().expect("timer");
+            c.handle_timeout(t);
+        }
+        assert_eq!(t, Instant::from_secs(5));
+        let ev: Vec<_> = core::iter::from_fn(|| c.poll_event()).collect();
+        assert_eq!(ev, [ConnEvent::Closed(CloseReason::IdleTimeout)]);
+    }
+
+    /// Seals `payload` as the next packet of `c` (a scripted peer of a later
+    /// stage), keeping its recovery in step.
+    fn raw(c: &mut Connection, now: Instant, payload: &[u8]) -> Vec<u8> {
+        let mut buf = [0u8; 1500];
+        let b = c.prot.begin(c.rec.largest_acked(), &mut buf[..1200]).expect("room");
+        buf[b.header_len..b.header_len + payload.len()].copy_from_slice(payload);
+        let n = c.prot.finish(b, &mut buf, payload.len()).expect("sealed");
+        let p =
+            SentPacket { time: now, size: n as u32, ack_eliciting: true, in_flight: true, pmtu_probe: false, meta: 0 };
+        assert!(c.rec.on_sent(b.pn, p));
+        buf[..n].to_vec()
+    }
+
+    fn frames(fs: &[Frame<'_>]) -> Vec<u8> {
+        let mut out = vec![0u8; 1200];
+        let mut w = Writer::new(&mut out);
+        for f in fs {
+            f.emit(&mut w).expect("fits");
+        }
+        let n = w.len();
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn later_stage_peer_is_served_without_a_close() {
+        let (mut c, mut s) = pair(11);
+        let now = Instant::from_millis(1);
+        let payload = frames(&[
+            Frame::KeyUpdate,
+            Frame::Auth([1; 16]),
+            Frame::PathChallenge([9; 8]),
+            Frame::Message { kind: ChannelKind::UnreliableSequenced, channel: 5, id: Some(3), data: b"seq" },
+            Frame::Fragment { kind: ChannelKind::Unreliable, channel: 9, id: 1, total_len: 4, offset: 2, data: b"cd" },
+            Frame::Fragment { kind: ChannelKind::Unreliable, channel: 9, id: 1, total_len: 4, offset: 0, data: b"ab" },
+            Frame::Message { kind: ChannelKind::ReliableUnordered, channel: 40, id: Some(0), data: b"ru" },
+            Frame::Ping,
+            Frame::Padding { len: 10 },
+        ]);
+        let mut d = raw(&mut c, now, &payload);
+        s.handle_datagram(now, &mut d);
+        let ev: Vec<_> = core::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(
+            ev,
+            [
+                ConnEvent::Message { channel: 5, data: b"seq".to_vec() },
+                ConnEvent::Message { channel: 9, data: b"abcd".to_vec() },
+                ConnEvent::Message { channel: 40, data: b"ru".to_vec() },
+            ]
+        );
+        // The answer carries PATH_RESPONSE with the same bytes (and an ACK).
+        let mut buf = [0u8; 1500];
+        let n = s.poll_transmit(now, &mut buf).expect("response");
+        let o = c.prot.open(now, Duration::from_millis(100), &mut buf[..n]).expect("opens");
+        let got: Vec<_> = Frames::new(&buf[o.payload]).collect::<Result<_, _>>().expect("valid");
+        assert!(got.contains(&Frame::PathResponse([9; 8])));
+        assert!(got.iter().any(|f| matches!(f, Frame::Ack(_))));
+        // A later sequenced id on channel 5 is delivered, an older one is not.
+        let mut d = raw(
+            &mut c,
+            now,
+            &frames(&[Frame::Message {
+                kind: ChannelKind::UnreliableSequenced,
+                channel: 5,
+                id: Some(2),
+                data: b"old",
+            }]),
+        );
+        s.handle_datagram(now, &mut d);
+        assert!(s.poll_event().is_none());
+        // A frame of another kind on channel 5: PROTOCOL_VIOLATION.
+        let mut d = raw(
+            &mut c,
+            now,
+            &frames(&[Frame::Message { kind: ChannelKind::ReliableOrdered, channel: 5, id: Some(0), data: b"x" }]),
+        );
+        s.handle_datagram(now, &mut d);
+        assert_eq!(s.poll_event(), Some(ConnEvent::Closed(CloseReason::Local(close_code::PROTOCOL_VIOLATION))));
+        let n = s.poll_transmit(now, &mut buf).expect("CLOSE");
+        c.handle_datagram(now, &mut buf[..n]);
+        assert_eq!(c.poll_event(), Some(ConnEvent::Closed(CloseReason::Peer(close_code::PROTOCOL_VIOLATION))));
+        // RESET_TOKEN from a client is a frame in the wrong direction.
+        let (mut c, mut s) = pair(12);
+        let mut d = raw(&mut c, now, &frames(&[Frame::ResetToken([0; 16])]));
+        s.handle_datagram(now, &mut d);
+        assert_eq!(s.poll_event(), Some(ConnEvent::Closed(CloseReason::Local(close_code::PROTOCOL_VIOLATION))));
+    }
+
+    #[test]
+    fn oversize_unreliable_is_promoted_to_best_effort() {
+        let big: Vec<u8> = (0..30_000).map(|i| i as u8).collect();
+        let r = run(13, 0, &[(CH_UNRELIABLE, big.clone())], Duration::from_secs(10));
+        assert_eq!(r.got[1], [(CH_BEST_EFFORT, big.clone())]);
+        assert_eq!(r.delivered[0], [0]);
+        // 18,512 bytes still go as 16 unreliable fragments on channel 0.
+        let edge: Vec<u8> = (0..18_512).map(|i| (i * 3) as u8).collect();
+        let r = run(14, 0, &[(CH_UNRELIABLE, edge.clone())], Duration::from_secs(10));
+        assert_eq!(r.got[1], [(CH_UNRELIABLE, edge)]);
+        assert_eq!(r.delivered[0], [0]);
+    }
+
+    #[test]
+    fn stateless_reset_closes_once() {
+        let (mut c, _) = pair(5);
+        let token = [0x5A; TOKEN_LEN];
+        c.send(Instant::ZERO, CH_RELIABLE, b"pending".to_vec()).expect("queued");
+        c.set_reset_token(token);
+        let mut rng = Rng::new(Seed::from_u64(1));
+        let mut reset = [0u8; 64];
+        let n = crate::mpgs2::reset::emit_reset(40, &token, &mut rng, &mut reset).expect("answers");
+        // A datagram that fails to open but does not end in the token: ignored.
+        let mut junk = reset;
+        junk[n - 1] ^= 1;
+        c.handle_datagram(Instant::ZERO, &mut junk[..n]);
+        assert!(c.poll_event().is_none());
+        c.handle_datagram(Instant::ZERO, &mut reset[..n]);
+        let ev: Vec<_> = core::iter::from_fn(|| c.poll_event()).collect();
+        assert_eq!(ev, [ConnEvent::Lost(0), ConnEvent::Closed(CloseReason::StatelessReset)]);
+        assert!(c.is_closed());
+        c.handle_datagram(Instant::ZERO, &mut reset[..n]);
+        assert!(c.poll_event().is_none(), "exactly once");
+    }
+}

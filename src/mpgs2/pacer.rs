@@ -1,0 +1,92 @@
+//! The pacer (MPGS2.md §5, RFC 9002 §7.7): releases the congestion window at
+//! `5/4 · cwnd / srtt` with bursts of at most the initial window, in integer
+//! bytes and µs. Control frames, PTO probes and one fragment group bypass it
+//! (§4.4); the caller decides which packets ask.
+
+use crate::{Duration, Instant};
+
+/// Tokens are kept in thousandths of a byte, so the integer refill loses
+/// no measurable rate between frequent calls.
+const SCALE: u128 = 1000;
+
+/// A token bucket refilled at `5/4 · cwnd / srtt`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pacer {
+    /// Thousandths of a byte.
+    tokens: u128,
+    capacity: u64,
+    last: Option<Instant>,
+}
+
+impl Pacer {
+    /// A full bucket of `burst` bytes (the initial window).
+    pub fn new(burst: u64) -> Pacer {
+        Pacer { tokens: u128::from(burst) * SCALE, capacity: burst, last: None }
+    }
+
+    /// Whole bytes that may leave now.
+    pub fn tokens(&self) -> u64 {
+        // tokens ≤ capacity · SCALE, so the quotient fits a u64.
+        (self.tokens / SCALE) as u64
+    }
+
+    /// Changes the burst size (after a PMTU change).
+    pub fn set_burst(&mut self, burst: u64) {
+        self.capacity = burst;
+        self.tokens = self.tokens.min(u128::from(burst) * SCALE);
+    }
+
+    fn refill(&mut self, now: Instant, window: u64, srtt_micros: u64) {
+        if let Some(last) = self.last {
+            let elapsed = u128::from(now.saturating_duration_since(last).as_micros() as u64);
+            // 5/4 · window bytes per srtt.
+            let add = elapsed * u128::from(window) * 5 * SCALE / (4 * u128::from(srtt_micros.max(1)));
+            self.tokens = (self.tokens + add).min(u128::from(self.capacity) * SCALE);
+        }
+        self.last = Some(now);
+    }
+
+    /// When a packet of `bytes` may leave: `None` for now (and the tokens
+    /// are taken), or the instant at which enough tokens will have come.
+    pub fn send_time(&mut self, now: Instant, bytes: u64, window: u64, srtt_micros: u64) -> Option<Instant> {
+        self.refill(now, window, srtt_micros);
+        let need = u128::from(bytes.min(self.capacity)) * SCALE;
+        if self.tokens >= need {
+            self.tokens -= need;
+            return None;
+        }
+        let missing = need - self.tokens;
+        let rate_num = u128::from(window.max(1)) * 5 * SCALE;
+        let den = 4 * u128::from(srtt_micros.max(1));
+        // Ceiling, so the tokens are there by then.
+        let wait = (missing * den).div_ceil(rate_num);
+        Some(now + Duration::from_micros(u64::try_from(wait).unwrap_or(u64::MAX)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_then_paces() {
+        let mut p = Pacer::new(12_000);
+        let t0 = Instant::from_millis(100);
+        let (cwnd, srtt) = (12_000u64, 100_000u64);
+        // The initial burst: ten 1200-byte packets at once.
+        for _ in 0..10 {
+            assert_eq!(p.send_time(t0, 1200, cwnd, srtt), None);
+        }
+        // Then one packet per 1200 / (5/4 · 12000 / 100 ms) = 8 ms.
+        let next = p.send_time(t0, 1200, cwnd, srtt).expect("must wait");
+        assert_eq!(next, t0 + Duration::from_millis(8));
+        assert_eq!(p.send_time(next - Duration::from_micros(1), 1200, cwnd, srtt), Some(next));
+        assert_eq!(p.send_time(next, 1200, cwnd, srtt), None);
+        // Never more than the burst after a long idle.
+        let later = next + Duration::from_secs(10);
+        p.send_time(later, 0, cwnd, srtt);
+        assert_eq!(p.tokens(), 12_000);
+        p.set_burst(6_000);
+        assert_eq!(p.tokens(), 6_000);
+    }
+}

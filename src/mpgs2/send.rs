@@ -1,0 +1,590 @@
+//! The send side of the reliable channel kinds (MPGS2.md §4.2–§4.5), as a
+//! pure structure: message ids, cutting into MESSAGE/FRAGMENT frames by byte
+//! offset, retransmission by frame (a lost frame's bytes return to the head
+//! of the channel and are re-cut for the current size), the id windows, the
+//! peer's per-channel `recv_window`, TTL expiry, and exactly one
+//! [`Receipt`] per message.
+//!
+//! The connection records which frames each packet carried and calls
+//! [`ReliableSend::on_acked`] / [`ReliableSend::on_lost`] with them when
+//! recovery reports the packet's outcome.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use super::frame::ChannelKind;
+use super::recv::{ID_WINDOW, UNORDERED_AHEAD};
+use super::varint;
+use crate::Instant;
+
+/// Guaranteed single-frame message size on any path: 1200 − 29 − 6 (§4.5).
+pub const GUARANTEED_UNFRAGMENTED: usize = 1165;
+/// Worst-case short-packet overhead: flags, 8-byte id, 4-byte PN, tag (§4.5).
+pub const MAX_PACKET_OVERHEAD: usize = 29;
+/// MESSAGE overhead with a 2-byte length (§4.5).
+pub const MESSAGE_OVERHEAD: usize = 6;
+/// FRAGMENT overhead with the longest varints an unreliable message needs (§4.5).
+pub const FRAGMENT_OVERHEAD: usize = 14;
+
+/// `max_unfragmented = PLPMTU − 35` (§4.5).
+pub const fn max_unfragmented(plpmtu: usize) -> usize {
+    plpmtu - MAX_PACKET_OVERHEAD - MESSAGE_OVERHEAD
+}
+
+/// `fragment_payload = PLPMTU − 43` (§4.5).
+pub const fn fragment_payload(plpmtu: usize) -> usize {
+    plpmtu - MAX_PACKET_OVERHEAD - FRAGMENT_OVERHEAD
+}
+
+/// How an unreliable message of `len` bytes leaves (§4.5): `Ok(1)` as one
+/// MESSAGE, `Ok(n)` as n fragments of `fragment_payload` bytes (the last
+/// shorter), `Err(max)` when it is above `max_unrel_fragments ×
+/// fragment_payload` (then promoted or refused by the channel's policy).
+pub fn unreliable_fragments(len: usize, plpmtu: usize, max_unrel_fragments: u8) -> Result<usize, usize> {
+    if len <= max_unfragmented(plpmtu) {
+        return Ok(1);
+    }
+    let fp = fragment_payload(plpmtu);
+    let max = usize::from(max_unrel_fragments) * fp;
+    if len > max { Err(max) } else { Ok(len.div_ceil(fp)) }
+}
+
+/// The outcome of a message, reported exactly once (§4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receipt {
+    /// Every byte was acknowledged.
+    Delivered(u64),
+    /// Its TTL passed before any byte was sent.
+    Expired(u64),
+    /// The connection closed first.
+    ConnectionClosed(u64),
+}
+
+/// One frame to put in a packet: a MESSAGE when `offset == 0 && len ==
+/// total_len`, else a FRAGMENT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// The message id (full; its low 16 bits go on the wire).
+    pub id: u64,
+    /// The message length.
+    pub total_len: u64,
+    /// First byte of the chunk.
+    pub offset: u64,
+    /// Bytes in the chunk.
+    pub len: u64,
+}
+
+impl Chunk {
+    /// Whether it goes out as a MESSAGE frame.
+    pub fn is_whole(&self) -> bool {
+        self.offset == 0 && self.len == self.total_len
+    }
+
+    /// Frame bytes for a chunk of `len` data bytes of a `total` message at
+    /// `offset` (reliable kinds: type, channel, u16 id, varints).
+    pub fn frame_len(total: u64, offset: u64, len: u64) -> usize {
+        let v = |x: u64| varint::len(x).unwrap_or(8);
+        if offset == 0 && len == total {
+            4 + v(len) + len as usize
+        } else {
+            4 + v(total) + v(offset) + v(len) + len as usize
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Out {
+    id: u64,
+    data: Vec<u8>,
+    /// Byte ranges `[s, e)` still to send, ascending (lost ones come back).
+    unsent: Vec<(u64, u64)>,
+    acked: u64,
+    /// Acked ranges, ascending and merged.
+    acked_ranges: Vec<(u64, u64)>,
+    expires: Option<Instant>,
+    transmitted: bool,
+    done: bool,
+}
+
+fn add_range(v: &mut Vec<(u64, u64)>, mut s: u64, mut e: u64) -> u64 {
+    // Returns the number of bytes newly covered.
+    let mut new = e - s;
+    let i = v.partition_point(|&(_, re)| re < s);
+    while i < v.len() && v[i].0 <= e {
+        let (rs, re) = v.remove(i);
+        new -= re.min(e).saturating_sub(rs.max(s));
+        s = s.min(rs);
+        e = e.max(re);
+    }
+    v.insert(i, (s, e));
+    new
+}
+
+/// The sender of one reliable channel.
+#[derive(Debug)]
+pub struct ReliableSend {
+    kind: ChannelKind,
+    /// Messages from U onward, in id order.
+    queue: VecDeque<Out>,
+    next_id: u64,
+    /// Highest id of which a frame was acked (A of §4.3).
+    highest_acked: Option<u64>,
+    /// Bytes of messages from U onward (what the peer's window counts).
+    window_used: u64,
+    peer_window: u64,
+    ttl: Option<crate::Duration>,
+}
+
+impl ReliableSend {
+    /// A sender of `kind` (2 or 3); `ttl` for BestEffort (kind 2 only).
+    pub fn new(kind: ChannelKind, peer_recv_window: u64, ttl: Option<crate::Duration>) -> ReliableSend {
+        ReliableSend {
+            kind,
+            queue: VecDeque::new(),
+            next_id: 0,
+            highest_acked: None,
+            window_used: 0,
+            peer_window: peer_recv_window,
+            ttl: if kind == ChannelKind::ReliableOrdered { None } else { ttl },
+        }
+    }
+
+    /// Messages queued or in flight.
+    pub fn len(&self) -> usize {
+        self.queue.iter().filter(|m| !m.done).count()
+    }
+
+    /// Whether nothing is queued or in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues a message; returns its id.
+    pub fn push(&mut self, now: Instant, data: Vec<u8>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let len = data.len() as u64;
+        self.queue.push_back(Out {
+            id,
+            data,
+            // An empty message is one empty MESSAGE frame.
+            unsent: alloc::vec![(0, len)],
+            acked: 0,
+            acked_ranges: Vec::new(),
+            expires: self.ttl.map(|t| now + t),
+            transmitted: false,
+            done: false,
+        });
+        id
+    }
+
+    fn oldest_unacked(&self) -> Option<u64> {
+        self.queue.iter().find(|m| !m.done).map(|m| m.id)
+    }
+
+    /// Expires messages whose TTL passed before any byte left (§4.3): each
+    /// gets `Expired` once and is never sent.
+    pub fn expire(&mut self, now: Instant, out: &mut impl FnMut(Receipt)) {
+        for m in self.queue.iter_mut() {
+            if !m.done && !m.transmitted && m.expires.is_some_and(|t| now >= t) {
+                m.done = true;
+                out(Receipt::Expired(m.id));
+            }
+        }
+        self.pop_done();
+    }
+
+    fn pop_done(&mut self) {
+        while self.queue.front().is_some_and(|m| m.done) {
+            if let Some(m) = self.queue.pop_front()
+                && m.transmitted
+            {
+                self.window_used -= m.data.len() as u64;
+            }
+        }
+    }
+
+    /// The next chunk to send in at most `room` frame bytes, honouring the
+    /// id windows and the peer's window; `None` when nothing may go. The
+    /// chunk's bytes are then considered in flight.
+    pub fn next_chunk(&mut self, now: Instant, room: usize) -> Option<(Chunk, &[u8])> {
+        let u = self.oldest_unacked()?;
+        let window = self.window_used;
+        let mut pick = None;
+        for (i, m) in self.queue.iter().enumerate() {
+            if m.done || m.unsent.is_empty() {
+                continue;
+            }
+            if m.expires.is_some_and(|t| now >= t) && !m.transmitted {
+                continue; // expire() reports it
+            }
+            if m.id - u >= ID_WINDOW {
+                break;
+            }
+            if self.kind == ChannelKind::ReliableUnordered
+                && m.id.saturating_sub(self.highest_acked.map_or(0, |a| a + 1)) >= UNORDERED_AHEAD
+            {
+                break;
+            }
+            if !m.transmitted {
+                // The message enters the window at its first byte sent.
+                if window + m.data.len() as u64 > self.peer_window {
+                    break;
+                }
+            }
+            pick = Some(i);
+            break;
+        }
+        let i = pick?;
+        let m = &mut self.queue[i];
+        let total = m.data.len() as u64;
+        let (s, e) = m.unsent[0];
+        // Largest len that fits `room`.
+        let mut len = e - s;
+        while len > 0 && Chunk::frame_len(total, s, len) > room {
+            let over = Chunk::frame_len(total, s, len) - room;
+            len = len.saturating_sub(over as u64).min(len - 1);
+        }
+        if Chunk::frame_len(total, s, len) > room || (len == 0 && total > 0) {
+            return None;
+        }
+        if !m.transmitted {
+            self.window_used += total;
+            m.transmitted = true;
+        }
+        let m = &mut self.queue[i];
+        if s + len == e {
+            m.unsent.remove(0);
+        } else {
+            m.unsent[0].0 = s + len;
+        }
+        let chunk = Chunk { id: m.id, total_len: total, offset: s, len };
+        Some((chunk, &m.data[s as usize..(s + len) as usize]))
+    }
+
+    fn find(&mut self, id: u64) -> Option<&mut Out> {
+        let front = self.queue.front()?.id;
+        let i = usize::try_from(id.checked_sub(front)?).ok()?;
+        self.queue.get_mut(i)
+    }
+
+    /// A packet carrying `chunk` was acknowledged.
+    pub fn on_acked(&mut self, chunk: Chunk, out: &mut impl FnMut(Receipt)) {
+        self.highest_acked = Some(self.highest_acked.map_or(chunk.id, |a| a.max(chunk.id)));
+        let Some(m) = self.find(chunk.id) else { return };
+        if m.done {
+            return;
+        }
+        let total = m.data.len() as u64;
+        m.acked += add_range(&mut m.acked_ranges, chunk.offset, chunk.offset + chunk.len);
+        if m.acked == total {
+            m.done = true;
+            m.unsent.clear();
+            out(Receipt::Delivered(m.id));
+        }
+        self.pop_done();
+    }
+
+    /// A packet carrying `chunk` was declared lost: its bytes that are not
+    /// acked go back to the head of the message's unsent ranges.
+    pub fn on_lost(&mut self, chunk: Chunk) {
+        let Some(m) = self.find(chunk.id) else { return };
+        if m.done {
+            return;
+        }
+        let (s, e) = (chunk.offset, chunk.offset + chunk.len);
+        // Subtract the acked ranges, then add what is left to unsent.
+        let mut pieces: Vec<(u64, u64)> = alloc::vec![(s, e)];
+        for &(as_, ae) in &m.acked_ranges {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|(ps, pe)| {
+                    let left = (ps, pe.min(as_));
+                    let right = (ps.max(ae), pe);
+                    [left, right].into_iter().filter(|(a, b)| a < b)
+                })
+                .collect();
+        }
+        if s == e && m.data.is_empty() {
+            pieces.push((0, 0));
+        }
+        for (ps, pe) in pieces {
+            if ps == pe {
+                if !m.unsent.contains(&(0, 0)) {
+                    m.unsent.insert(0, (0, 0));
+                }
+            } else {
+                add_range(&mut m.unsent, ps, pe);
+            }
+        }
+    }
+
+    /// The connection closed: every outstanding message gets
+    /// `ConnectionClosed` once.
+    pub fn close(&mut self, out: &mut impl FnMut(Receipt)) {
+        for m in self.queue.iter_mut().filter(|m| !m.done) {
+            m.done = true;
+            out(Receipt::ConnectionClosed(m.id));
+        }
+        self.pop_done();
+    }
+}
+
+/// An unreliable message ready to leave: one MESSAGE, or a fragment group
+/// that leaves whole in one assembly pass (§4.4, §4.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreliableOut {
+    /// The receipt id the application got.
+    pub receipt: u64,
+    /// The wire id of a fragment group (`None`: one MESSAGE frame).
+    pub fragment_id: Option<u16>,
+    /// The message.
+    pub data: Vec<u8>,
+    /// Data bytes per fragment but the last (`fragment_payload`).
+    pub fragment_payload: usize,
+}
+
+impl UnreliableOut {
+    /// The `(offset, len)` of each fragment, one per datagram.
+    pub fn fragments(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let fp = self.fragment_payload.max(1);
+        let n = if self.fragment_id.is_some() { self.data.len().div_ceil(fp) } else { 1 };
+        (0..n).map(move |i| {
+            let off = i * fp;
+            (off, (self.data.len() - off).min(fp))
+        })
+    }
+}
+
+/// The sender of an unreliable channel (kind 0): sent once, TTL (default
+/// 100 ms), a per-channel u16 counter for fragmented messages (§4.3).
+#[derive(Debug)]
+pub struct UnreliableSend {
+    queue: VecDeque<(UnreliableOut, Instant)>,
+    next_fragment_id: u16,
+    ttl: crate::Duration,
+}
+
+impl UnreliableSend {
+    /// A sender whose messages expire after `ttl`.
+    pub fn new(ttl: crate::Duration) -> UnreliableSend {
+        UnreliableSend { queue: VecDeque::new(), next_fragment_id: 0, ttl }
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Queues a message for the current `plpmtu`; `Err(max)` when it is
+    /// larger than `max_unrel_fragments × fragment_payload` (the channel's
+    /// policy then promotes or refuses it, §4.5). Nothing is queued on `Err`.
+    pub fn push(
+        &mut self,
+        now: Instant,
+        receipt: u64,
+        data: Vec<u8>,
+        plpmtu: usize,
+        max_unrel_fragments: u8,
+    ) -> Result<(), usize> {
+        let n = unreliable_fragments(data.len(), plpmtu, max_unrel_fragments)?;
+        let fragment_id = if n > 1 || data.len() > max_unfragmented(plpmtu) {
+            let id = self.next_fragment_id;
+            self.next_fragment_id = id.wrapping_add(1);
+            Some(id)
+        } else {
+            None
+        };
+        let out = UnreliableOut { receipt, fragment_id, data, fragment_payload: fragment_payload(plpmtu) };
+        self.queue.push_back((out, now + self.ttl));
+        Ok(())
+    }
+
+    /// The next message to send, after reporting expired ones through
+    /// `expired` (each once, by receipt id).
+    pub fn pop(&mut self, now: Instant, expired: &mut impl FnMut(u64)) -> Option<UnreliableOut> {
+        while let Some((m, deadline)) = self.queue.pop_front() {
+            if now >= deadline {
+                expired(m.receipt);
+                continue;
+            }
+            return Some(m);
+        }
+        None
+    }
+
+    /// Whether the next message is a fragment group.
+    pub fn peek_is_group(&self) -> bool {
+        self.queue.front().is_some_and(|(m, _)| m.fragment_id.is_some())
+    }
+
+    /// The size of the next message's first datagram payload, so assembly
+    /// can check the budget covers it (§4.4), or `None`.
+    pub fn peek_len(&self) -> Option<usize> {
+        self.queue.front().map(|(m, _)| m.fragments().next().map_or(0, |(_, l)| l))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Duration;
+    use crate::mpgs2::recv::{ConnWindow, Incoming, Piece, ReliableRecv};
+    use alloc::vec::Vec;
+    use quickcheck::quickcheck;
+
+    #[test]
+    fn size_constants() {
+        assert_eq!(max_unfragmented(1200), GUARANTEED_UNFRAGMENTED);
+        assert_eq!(fragment_payload(1200), 1157);
+        assert_eq!(unreliable_fragments(1165, 1200, 16), Ok(1));
+        assert_eq!(unreliable_fragments(1166, 1200, 16), Ok(2));
+        assert_eq!(unreliable_fragments(18_512, 1200, 16), Ok(16), "§4.5: 18,512 B at 1200");
+        assert_eq!(unreliable_fragments(18_513, 1200, 16), Err(18_512));
+        assert_eq!(Chunk::frame_len(5, 0, 5), 10);
+        assert_eq!(Chunk::frame_len(300, 100, 5), 4 + 2 + 2 + 1 + 5);
+    }
+
+    #[test]
+    fn cut_ack_lose_resend() {
+        let mut s = ReliableSend::new(ChannelKind::ReliableOrdered, 1 << 20, None);
+        let t = Instant::ZERO;
+        let a = s.push(t, (0..100u8).collect());
+        let b = s.push(t, b"tiny".to_vec());
+        let (c1, d1) = s.next_chunk(t, 50).map(|(c, d)| (c, d.to_vec())).expect("chunk");
+        assert_eq!((c1.id, c1.offset, c1.len), (a, 0, 42), "4 + 2 + 1 + 1 + 42 = 50 bytes");
+        assert_eq!(d1[..], (0..42u8).collect::<Vec<_>>()[..]);
+        let (c2, _) = s.next_chunk(t, 1000).expect("chunk");
+        assert_eq!((c2.offset, c2.len), (42, 58));
+        let (c3, _) = s.next_chunk(t, 1000).expect("chunk");
+        assert_eq!((c3.id, c3.len, c3.is_whole()), (b, 4, true));
+        assert!(s.next_chunk(t, 1000).is_none(), "everything in flight");
+        let mut receipts = Vec::new();
+        s.on_acked(c3, &mut |r| receipts.push(r));
+        assert_eq!(receipts, [Receipt::Delivered(b)]);
+        // c1 lost: its bytes come back and are re-cut for the room given now.
+        s.on_lost(c1);
+        let (r1, _) = s.next_chunk(t, 30).expect("resend");
+        assert_eq!((r1.id, r1.offset), (a, 0));
+        let (r2, _) = s.next_chunk(t, 1000).expect("resend rest");
+        assert_eq!(r2.offset + r2.len, 42);
+        s.on_acked(c2, &mut |r| receipts.push(r));
+        s.on_acked(r2, &mut |r| receipts.push(r));
+        s.on_acked(r1, &mut |r| receipts.push(r));
+        // A late ack of the "lost" original changes nothing.
+        s.on_acked(c1, &mut |r| receipts.push(r));
+        assert_eq!(receipts, [Receipt::Delivered(b), Receipt::Delivered(a)]);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn ttl_windows_and_close() {
+        let mut s = ReliableSend::new(ChannelKind::ReliableUnordered, 10, Some(Duration::from_millis(100)));
+        let t = Instant::ZERO;
+        let a = s.push(t, alloc::vec![1; 8]);
+        let b = s.push(t, alloc::vec![2; 8]);
+        let (c, _) = s.next_chunk(t, 100).expect("a");
+        assert_eq!(c.id, a);
+        assert!(s.next_chunk(t, 100).is_none(), "b would exceed the peer's 10-byte window");
+        let later = t + Duration::from_millis(100);
+        let mut receipts = Vec::new();
+        s.expire(later, &mut |r| receipts.push(r));
+        assert_eq!(receipts, [Receipt::Expired(b)], "a was transmitted: it cannot expire");
+        s.close(&mut |r| receipts.push(r));
+        assert_eq!(receipts, [Receipt::Expired(b), Receipt::ConnectionClosed(a)]);
+        s.close(&mut |r| receipts.push(r));
+        assert_eq!(receipts.len(), 2, "exactly once");
+        // Ordered channels ignore a TTL; empty messages go as one empty frame.
+        let mut o = ReliableSend::new(ChannelKind::ReliableOrdered, 1 << 20, Some(Duration::from_millis(1)));
+        let e = o.push(t, Vec::new());
+        o.expire(later, &mut |r| receipts.push(r));
+        let (c, d) = o.next_chunk(later, 100).expect("empty message");
+        assert_eq!((c.id, c.len, d.len(), c.is_whole()), (e, 0, 0, true));
+        o.on_lost(c);
+        let (c, _) = o.next_chunk(later, 100).expect("resent");
+        o.on_acked(c, &mut |r| receipts.push(r));
+        assert_eq!(receipts.last(), Some(&Receipt::Delivered(e)));
+    }
+
+    #[test]
+    fn unreliable_groups_and_ttl() {
+        let mut u = UnreliableSend::new(crate::Duration::from_millis(100));
+        let t = Instant::ZERO;
+        u.push(t, 1, alloc::vec![1; 100], 1200, 16).expect("fits");
+        u.push(t, 2, alloc::vec![2; 3000], 1200, 16).expect("fits");
+        assert_eq!(u.push(t, 3, alloc::vec![3; 18_513], 1200, 16), Err(18_512));
+        assert_eq!(u.len(), 2, "nothing queued on Err");
+        assert_eq!(u.peek_len(), Some(100));
+        let mut expired = Vec::new();
+        let a = u.pop(t, &mut |r| expired.push(r)).expect("one");
+        assert_eq!((a.fragment_id, a.fragments().collect::<Vec<_>>()), (None, alloc::vec![(0, 100)]));
+        let b = u.pop(t, &mut |r| expired.push(r)).expect("two");
+        assert_eq!(b.fragment_id, Some(0));
+        assert_eq!(b.fragments().collect::<Vec<_>>(), [(0, 1157), (1157, 1157), (2314, 686)]);
+        u.push(t, 4, alloc::vec![4; 10], 1200, 16).expect("fits");
+        u.push(t, 5, alloc::vec![5; 1500], 1200, 16).expect("fits");
+        assert!(u.pop(t + crate::Duration::from_millis(100), &mut |r| expired.push(r)).is_none());
+        assert_eq!(expired, [4, 5]);
+        assert!(u.is_empty());
+        // The fragment counter moved on even though 5 expired.
+        u.push(t, 6, alloc::vec![6; 1500], 1200, 16).expect("fits");
+        assert_eq!(u.pop(t, &mut |_| {}).map(|m| m.fragment_id), Some(Some(2)));
+    }
+
+    quickcheck! {
+        /// Sender and receiver over a lossy, duplicating, reordering "network"
+        /// of frames: every message is delivered exactly once and in order,
+        /// and every sender receipt is Delivered exactly once.
+        fn exactly_once_in_order(sizes: Vec<u16>, fate: Vec<u8>, room: u16) -> bool {
+            let t = Instant::ZERO;
+            let room = 20 + usize::from(room % 1200);
+            let mut s = ReliableSend::new(ChannelKind::ReliableOrdered, 1 << 20, None);
+            let msgs: Vec<Vec<u8>> = sizes.iter().take(30).enumerate()
+                .map(|(i, n)| (0..usize::from(*n % 3000)).map(|k| (i * 31 + k) as u8).collect()).collect();
+            for m in &msgs {
+                s.push(t, m.clone());
+            }
+            let mut r = ReliableRecv::new(ChannelKind::ReliableOrdered, 1 << 20, 1 << 20);
+            let mut conn = ConnWindow::new(1 << 22);
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let mut receipts = Vec::new();
+            let mut in_flight: Vec<(Chunk, Vec<u8>)> = Vec::new();
+            let mut f = fate.iter().cycle();
+            for round in 0..10_000usize {
+                while let Some((c, d)) = s.next_chunk(t, room) {
+                    in_flight.push((c, d.to_vec()));
+                }
+                if in_flight.is_empty() {
+                    break;
+                }
+                // Deliver in a scrambled order; each frame is lost, duplicated or delivered.
+                let n = in_flight.len();
+                let k = (usize::from(*f.next().unwrap_or(&0)) + round) % n;
+                in_flight.rotate_left(k);
+                for (c, d) in core::mem::take(&mut in_flight) {
+                    let roll = (usize::from(f.next().copied().unwrap_or(0)) + round + c.offset as usize) % 10;
+                    if roll < 3 {
+                        s.on_lost(c);
+                        continue;
+                    }
+                    let copies = if roll == 9 { 2 } else { 1 };
+                    for _ in 0..copies {
+                        let p = Piece { id: c.id as u16, total_len: c.total_len, offset: c.offset, data: &d };
+                        if r.on_piece(t, p, &mut conn, &mut |m: Incoming<'_>| got.push(m.bytes().to_vec())).is_err() {
+                            return false;
+                        }
+                    }
+                    s.on_acked(c, &mut |x| receipts.push(x));
+                }
+            }
+            let expected: Vec<Receipt> = (0..msgs.len() as u64).map(Receipt::Delivered).collect();
+            receipts.sort_by_key(|r| match r { Receipt::Delivered(i) | Receipt::Expired(i) | Receipt::ConnectionClosed(i) => *i });
+            got == msgs && receipts == expected && s.is_empty() && conn.used() == 0
+        }
+    }
+}
