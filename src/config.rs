@@ -255,8 +255,8 @@ impl EndpointConfig {
             return Err(ConfigError::MaxMessageSize(self.max_message_size));
         }
         let sizes = self.sizes();
-        let chunk = crate::wire::fragment::frag_chunk(sizes.max_payload);
-        let frags = crate::wire::fragment::fragment_count(self.max_message_size, sizes.max_payload);
+        let chunk = crate::mpgs1::wire::fragment::frag_chunk(sizes.max_payload);
+        let frags = crate::mpgs1::wire::fragment::fragment_count(self.max_message_size, sizes.max_payload);
         if self.max_message_size > sizes.max_single && frags > usize::from(self.max_fragments) {
             return Err(ConfigError::TooManyFragments {
                 max_message_size: self.max_message_size,

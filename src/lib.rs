@@ -109,18 +109,20 @@ extern crate std;
 
 mod admission;
 mod blocklist;
+mod budget;
 mod config;
-mod connection;
-pub mod crypto;
 mod endpoint;
 mod error;
 mod event;
+mod keys;
 mod memory;
-pub mod rng;
-pub mod seq;
+mod mpgs1;
+mod rng;
+mod session;
 mod stats;
 mod time;
-pub mod wire;
+mod timer;
+mod version;
 
 #[cfg(test)]
 mod tests;
@@ -129,12 +131,22 @@ pub use blocklist::{BlockList, IpNet, IpNetParseError};
 pub use config::{
     ConfigError, EndpointConfig, MAX_DATAGRAM, MAX_MESSAGE_SIZE_LIMIT, MAX_MTU, MIN_MTU, RateLimit, Sizes,
 };
-pub use connection::{Connection, ConnectionState, Role};
-pub use crypto::{KeyError, PublicKey, ServerKey};
 pub use endpoint::{Endpoint, Transmit};
 pub use error::{ConnectError, SendError, UnknownConnection};
 pub use event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId, ParseDeliveryError};
+pub use keys::{KeyError, PublicKey, ServerKey, Zeroizing};
 pub use memory::MemoryBounds;
 pub use rng::{Rng, Seed};
+pub use session::{Connection, ConnectionState, Role};
 pub use stats::{ConnectionMetrics, DropReason, EndpointStats, RATE_HISTORY_SECS, Rates};
 pub use time::{Duration, Instant};
+
+/// **Not public API**: MPGS/1 internals for this repository's own tests,
+/// fuzz targets, simulator and load generator, which forge and inspect
+/// datagrams. Anything here may change in any release.
+#[doc(hidden)]
+pub mod _internal {
+    pub use crate::keys::{EphemeralKey, SPKI_LEN, SPKI_P256_PREFIX};
+    pub use crate::mpgs1::protect::{self, PacketKey, crc32, derive_packet_key};
+    pub use crate::mpgs1::{seq, wire};
+}

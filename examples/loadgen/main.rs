@@ -58,7 +58,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use clap::Parser;
-use mpgameserver::crypto::PacketKey;
+use mpgameserver::_internal::PacketKey;
 use mpgameserver::{ConnectionId, Delivery, Duration, Endpoint, Event, Instant, MAX_DATAGRAM, PublicKey};
 use mpgameserver_drivers::udp::RecvBatch;
 use mpgameserver_drivers::{Clock, endpoint_config, os_seed};

@@ -13,9 +13,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 
-use mpgameserver::crypto::{EphemeralKey, FUZZING_TAG, crc32};
-use mpgameserver::wire::handshake::{self, CLIENT_HELLO_FIXED_LEN};
-use mpgameserver::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType, PayloadWriter};
+use mpgameserver::_internal::{EphemeralKey, FUZZING_TAG, crc32};
+use mpgameserver::_internal::wire::handshake::{self, CLIENT_HELLO_FIXED_LEN};
+use mpgameserver::_internal::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType, PayloadWriter};
 use mpgameserver::{
     ConnectionId, Delivery, Duration, Endpoint, EndpointConfig, Event, Instant, IpNet, MAX_DATAGRAM, RateLimit, Rng,
     Role, Seed, ServerKey,

@@ -50,7 +50,7 @@ pub struct Datagram {
 
 impl Datagram {
     /// The header's packet type, if the bytes look like an MPGS/1 datagram.
-    pub fn msg_type(&self) -> Option<mpgameserver::wire::MsgType> {
+    pub fn msg_type(&self) -> Option<mpgameserver::_internal::wire::MsgType> {
         msg_type_of(&self.bytes)
     }
 }

@@ -6,9 +6,9 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use super::harness::*;
-use crate::crypto::{PacketKey, crc32};
-use crate::seq;
-use crate::wire::{CRC_LEN, Direction, HEADER_LEN, Header, MsgType};
+use crate::mpgs1::protect::{PacketKey, crc32};
+use crate::mpgs1::seq;
+use crate::mpgs1::wire::{CRC_LEN, Direction, HEADER_LEN, Header, MsgType};
 use crate::{DropReason, Duration, Endpoint};
 
 /// Every drop counter of `ep`, in `DropReason::ALL` order.
@@ -34,7 +34,7 @@ pub(super) fn crc_message(d: &Datagram) -> (Header, u16, MsgType, Vec<u8>) {
     assert_eq!(d.bytes.len(), end + CRC_LEN, "exactly header, payload, CRC");
     let crc = u32::from_be_bytes(d.bytes[end..end + CRC_LEN].try_into().unwrap());
     assert_eq!(crc32(&d.bytes[..end]), crc, "CRC trailer");
-    let msgs: Vec<_> = crate::wire::frame::parse_payload(hdr.ty, hdr.count, &d.bytes[HEADER_LEN..end])
+    let msgs: Vec<_> = crate::mpgs1::wire::frame::parse_payload(hdr.ty, hdr.count, &d.bytes[HEADER_LEN..end])
         .expect("valid framing")
         .collect();
     assert_eq!(msgs.len(), 1, "a hello is alone in its datagram");

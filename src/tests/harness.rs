@@ -8,8 +8,8 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 use std::string::String;
 
-use crate::crypto::PacketKey;
-use crate::wire::{Direction, HEADER_LEN, Header, MsgType, TAG_LEN};
+use crate::mpgs1::protect::PacketKey;
+use crate::mpgs1::wire::{Direction, HEADER_LEN, Header, MsgType, TAG_LEN};
 use crate::{
     ConnectionId, Duration, Endpoint, EndpointConfig, Event, Instant, MAX_DATAGRAM, PublicKey, Rng, Seed, ServerKey,
 };
@@ -252,7 +252,7 @@ pub(crate) fn decode(key: &PacketKey, d: &Datagram) -> (Header, Vec<(u16, MsgTyp
     let (payload, tag) = rest.split_at_mut(len);
     let tag: [u8; TAG_LEN] = tag[..TAG_LEN].try_into().unwrap();
     key.open(&head, payload, &tag).expect("decodes under the session key");
-    let msgs = crate::wire::frame::parse_payload(hdr.ty, hdr.count, payload)
+    let msgs = crate::mpgs1::wire::frame::parse_payload(hdr.ty, hdr.count, payload)
         .unwrap()
         .map(|m| (m.msgseq, m.ty, m.data.to_vec()))
         .collect();
@@ -301,7 +301,7 @@ pub(crate) fn craft(
 ) -> Vec<u8> {
     let mut buf = [0u8; MAX_DATAGRAM];
     let (head, rest) = buf.split_at_mut(HEADER_LEN);
-    let mut w = crate::wire::PayloadWriter::new(&mut rest[..1434], 1434);
+    let mut w = crate::mpgs1::wire::PayloadWriter::new(&mut rest[..1434], 1434);
     for &(msgseq, ty, data) in msgs {
         w.push(msgseq, ty, data).expect("crafted messages fit");
     }
@@ -316,7 +316,7 @@ pub(crate) fn craft(
             out.extend_from_slice(&tag);
         }
         None => {
-            let crc = crate::crypto::crc32(&out);
+            let crc = crate::mpgs1::protect::crc32(&out);
             out.extend_from_slice(&crc.to_be_bytes());
         }
     }
