@@ -77,7 +77,7 @@ impl Peer {
         let mut buf = [0u8; MAX_DATAGRAM];
         let t = server.poll_transmit(now, &mut buf).expect("a SERVER_HELLO");
         let hdr = Header::parse(&buf[..t.len], Direction::ToClient).unwrap();
-        let end = HEADER_LEN + usize::from(hdr.length);
+        let end = mpgameserver::_internal::protect::open_crc(&hdr, &buf[..t.len]).expect("CRC trailer");
         let msg = mpgameserver::_internal::wire::frame::parse_payload(hdr.ty, hdr.count, &buf[HEADER_LEN..end])
             .unwrap()
             .next()

@@ -189,14 +189,7 @@ fn full_pending_table_evicts_oldest_so_new_clients_get_in() {
     // A flood fills the table and keeps every entry alive by repeating its
     // hello (repeats cost the server no key exchange), while new ones keep
     // coming: 8 per 100 ms.
-    let repeat = |h: &[u8], seq: u16| {
-        let mut r = h.to_vec();
-        r[8..10].copy_from_slice(&seq.to_be_bytes());
-        let end = r.len() - 4;
-        let crc = crate::mpgs1::protect::crc32(&r[..end]);
-        r[end..].copy_from_slice(&crc.to_be_bytes());
-        r
-    };
+    let repeat = |h: &[u8], seq: u16| super::forge::reseal_crc(h, seq);
     let mut flood: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     let mut next = 0u32;
     let mut fresh = |n: u32, flood: &mut Vec<(SocketAddr, Vec<u8>)>, net: &mut Net| {
@@ -236,11 +229,7 @@ fn repeated_hellos_do_not_move_a_handshake_back_in_the_eviction_order() {
         to_server(&mut net, spoofed(i as u32), h);
     }
     // The oldest repeats its hello (a new packet seq, same key).
-    let mut again = hellos[0].clone();
-    again[8..10].copy_from_slice(&2u16.to_be_bytes());
-    let end = again.len() - 4;
-    let crc = crate::mpgs1::protect::crc32(&again[..end]);
-    again[end..].copy_from_slice(&crc.to_be_bytes());
+    let again = super::forge::reseal_crc(&hellos[0], 2);
     let answered = sent_to(&net, spoofed(0)).0;
     to_server(&mut net, spoofed(0), &again);
     assert_eq!(sent_to(&net, spoofed(0)).0, answered + 1, "the repeat was answered");

@@ -54,7 +54,7 @@ impl Hostile {
         sim.run_for(Duration::from_millis(20));
         let sh = sim.take_captured().into_iter().next().expect("a SERVER_HELLO");
         let hdr = Header::parse(&sh.bytes, Direction::ToClient).unwrap();
-        let end = HEADER_LEN + usize::from(hdr.length);
+        let end = mpgameserver::_internal::protect::open_crc(&hdr, &sh.bytes).expect("CRC trailer");
         let msg = mpgameserver::_internal::wire::frame::parse_payload(hdr.ty, hdr.count, &sh.bytes[HEADER_LEN..end])
             .unwrap()
             .next()
