@@ -43,6 +43,7 @@ pub struct MessageId(pub u64);
 /// Every message sent with any mode gets exactly one `Delivered` or `Lost`
 /// event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Delivery {
     /// Sent once. `Delivered` if the datagram carrying it is acknowledged,
     /// `Lost` if not within the ack timeout. (The reference's `NONE`.)
