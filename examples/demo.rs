@@ -112,8 +112,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
             continue;
         };
         let t = &r.traffic;
-        let modes: Vec<String> =
-            (0..3).map(|m| format!("{} {}/{}", MODES[m].name(), t.echoed[m], t.sent[m])).collect();
+        let modes: Vec<String> = (0..3).map(|m| format!("{} {}/{}", MODES[m].name(), t.echoed[m], t.sent[m])).collect();
         println!(
             "client {}: echoes {}, {} bad; echo rtt p50 {} p99 {}; disconnect {:?}",
             r.n,
