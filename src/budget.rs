@@ -1,7 +1,7 @@
 //! The reassembly budget: bytes every connection of an endpoint together,
 //! and the connections from one address together, may hold for
 //! reassembling fragmented messages. The endpoint owns the totals (the
-//! per-address share lives in [`Admission`](crate::admission::Admission));
+//! per-address share lives in the admission state);
 //! a connection gets a [`Room`] by value with each input and the endpoint
 //! books the change in its bytes afterwards.
 

@@ -119,6 +119,7 @@ mod memory;
 mod mpgs1;
 mod rng;
 mod session;
+mod state;
 mod stats;
 mod time;
 mod timer;
@@ -137,7 +138,8 @@ pub use event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event,
 pub use keys::{KeyError, PublicKey, ServerKey, Zeroizing};
 pub use memory::MemoryBounds;
 pub use rng::{Rng, Seed};
-pub use session::{Connection, ConnectionState, Role};
+pub use session::Connection;
+pub use state::{ConnectionState, Role};
 pub use stats::{ConnectionMetrics, DropReason, EndpointStats, RATE_HISTORY_SECS, Rates};
 pub use time::{Duration, Instant};
 

@@ -31,7 +31,7 @@ const QUEUE_SLACK: usize = 4 * 16 + 2 * 8;
 /// outcomes) keep between inputs: they shrink back to `QUEUE_KEEP` entries
 /// once drained.
 const OUTPUT_QUEUES: usize =
-    QUEUE_KEEP * (size_of::<Event>() + size_of::<crate::session::EndpointEvent>() + crate::mpgs1::OUTCOME_SIZE);
+    QUEUE_KEEP * (size_of::<Event>() + size_of::<crate::stats::EndpointEvent>() + crate::mpgs1::OUTCOME_SIZE);
 /// One admission source (a `BTreeMap` entry keyed by address or prefix).
 const SOURCE_ENTRY_SIZE: usize = 64;
 /// One entry of a `BTreeMap` keyed by address, with its node overhead.

@@ -17,58 +17,9 @@ use crate::error::SendError;
 use crate::event::{Delivery, Event, MessageId};
 use crate::keys::PublicKey;
 use crate::mpgs1;
-use crate::stats::{ConnectionMetrics, DropReason};
+pub use crate::state::{ConnectionState, Role};
+use crate::stats::{ConnectionMetrics, DropReason, EndpointEvent};
 use crate::time::Instant;
-
-/// Which side of the handshake a connection is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// This endpoint connected to a server.
-    Client,
-    /// This endpoint accepted a client.
-    Server,
-}
-
-/// The public state of a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConnectionState {
-    /// Handshake in progress.
-    Connecting,
-    /// Messages flow.
-    Connected,
-    /// `disconnect` was called; waiting for the peer's acknowledgement.
-    Closing,
-    /// Over; the handle is about to be released.
-    Closed,
-}
-
-/// How a client authenticates the server's handshake (PROTOCOL.md §15 rule 12).
-#[derive(Clone, Debug)]
-pub(crate) enum ServerAuth {
-    Pinned(PublicKey),
-    /// Trust whatever root key the server presents. Authenticates nothing;
-    /// only through `connect_trust_on_first_use`.
-    TrustOnFirstUse,
-}
-
-/// What a connection tells its endpoint besides application events: the
-/// endpoint-wide counters it moves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum EndpointEvent {
-    /// A handshake completed.
-    HandshakeCompleted,
-    /// A repeated hello was not answered: the reply would exceed the bytes
-    /// received from the unverified address.
-    AmplificationLimited,
-    /// A datagram's fragments were refused because the endpoint-wide or the
-    /// address's reassembly budget was short.
-    ReassemblyBudgetRefused,
-    /// Reassembly dropped a fragment.
-    FragmentDropped,
-    /// This many reassemblies expired.
-    ReassembliesExpired(u64),
-}
 
 /// A datagram's header, decoded by the endpoint's route for its version.
 #[derive(Clone, Copy, Debug)]

@@ -10,7 +10,8 @@ use crate::keys::{SPKI_LEN, peer_key};
 use crate::mpgs1::hello_key::HelloKey;
 use crate::mpgs1::wire::Header;
 use crate::mpgs1::{self, parse_client_hello};
-use crate::session::{Connection, ConnectionState, Proto, Role, Session};
+use crate::session::{Connection, Proto, Session};
+use crate::state::{ConnectionState, Role};
 use crate::stats::DropReason;
 use crate::time::Instant;
 

@@ -26,7 +26,8 @@ use crate::keys::{PublicKey, ServerKey};
 use crate::mpgs1;
 use crate::mpgs1::hello_key::HelloKey;
 use crate::rng::{Rng, Seed};
-use crate::session::{Connection, ConnectionState, Decoded, EndpointEvent, Proto, Role, ServerAuth, Session};
+use crate::session::{Connection, Decoded, Proto, Session};
+use crate::state::{ConnectionState, Role, ServerAuth};
 use crate::stats::{DropReason, EndpointStats};
 use crate::time::Instant;
 use crate::version::{self, Version};
@@ -437,7 +438,7 @@ impl Endpoint {
             self.events.push_back(event);
         }
         while let Some(event) = conn.poll_endpoint_event() {
-            count(&mut self.stats, event);
+            self.stats.count(event);
         }
         let bytes_after = conn.reassembly_bytes();
         if bytes_after != bytes_before {
@@ -509,17 +510,6 @@ impl Endpoint {
             self.budget.changed(bytes, 0);
             self.admission.reassembly_changed(self.now, conn.remote().ip(), bytes, 0, &self.cfg);
         }
-    }
-}
-
-/// Books what a connection reported in the endpoint's counters.
-fn count(stats: &mut EndpointStats, event: EndpointEvent) {
-    match event {
-        EndpointEvent::HandshakeCompleted => stats.handshakes_completed += 1,
-        EndpointEvent::AmplificationLimited => stats.amplification_limited += 1,
-        EndpointEvent::ReassemblyBudgetRefused => stats.reassembly_budget_refusals += 1,
-        EndpointEvent::FragmentDropped => stats.fragments_dropped += 1,
-        EndpointEvent::ReassembliesExpired(n) => stats.reassemblies_expired += n,
     }
 }
 

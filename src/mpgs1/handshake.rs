@@ -19,8 +19,9 @@ use crate::config::EndpointConfig;
 use crate::event::ConnectionId;
 use crate::keys::{EphemeralKey, MAX_SIGNATURE_LEN, PublicKey, SPKI_LEN};
 use crate::rng::Rng;
-use crate::session::{EndpointEvent, Role, ServerAuth};
+use crate::state::{Role, ServerAuth};
 use crate::stats::DropReason;
+use crate::stats::EndpointEvent;
 use crate::time::Instant;
 
 /// Largest SERVER_HELLO message data: 231 fixed bytes and a ≤ 72-byte signature.

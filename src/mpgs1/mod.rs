@@ -42,8 +42,9 @@ pub(crate) use send::{MAX_UNITS, MESSAGE_SIZE, OUTCOME_SIZE, SENT_PACKET_SIZE, U
 use crate::config::EndpointConfig;
 use crate::event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId};
 use crate::keys::PublicKey;
-use crate::session::{ConnectionState, EndpointEvent, Role};
+use crate::state::{ConnectionState, Role};
 use crate::stats::ConnectionMetrics;
+use crate::stats::EndpointEvent;
 use crate::time::{Duration, Instant};
 use crate::timer::TimerTable;
 use protect::PacketKey;
@@ -82,7 +83,7 @@ pub(crate) fn shrink_drained<T>(queue: &mut VecDeque<T>) {
 }
 
 /// One MPGS/1 peer's session. The endpoint drives it through
-/// [`crate::session::Session`].
+/// the `Session` interface of `session.rs`.
 #[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub(crate) struct Connection {
     id: ConnectionId,

@@ -12,8 +12,8 @@ use super::{ACK_EVERY, Connection};
 use crate::budget::Room;
 use crate::config::EndpointConfig;
 use crate::event::{DisconnectReason, Event};
-use crate::session::EndpointEvent;
 use crate::stats::DropReason;
+use crate::stats::EndpointEvent;
 use crate::time::Instant;
 
 impl Connection {

@@ -7,7 +7,7 @@ use super::Connection;
 use super::handshake::State;
 use crate::config::EndpointConfig;
 use crate::event::{ConnectFailure, DisconnectReason};
-use crate::session::EndpointEvent;
+use crate::stats::EndpointEvent;
 use crate::time::Instant;
 use crate::timer::TimerKind;
 

@@ -51,14 +51,8 @@ impl Connection {
         cfg: &EndpointConfig,
     ) -> Option<usize> {
         let len = match &mut self.state {
-            State::ClientHello(hello) => {
-                let (msgseq, body) = (hello.msgseq, core::mem::take(&mut hello.body));
-                let len = self.write_datagram(now, buf, cfg, false, |w, _| {
-                    let _ = w.push(msgseq, MsgType::ClientHello, &body);
-                });
-                if let State::ClientHello(hello) = &mut self.state {
-                    hello.body = body;
-                }
+            State::ClientHello(_) => {
+                let len = self.write_client_hello(now, buf, cfg);
                 self.handshake_resend_at = now + cfg.handshake_retransmit_interval;
                 len
             }
@@ -69,14 +63,7 @@ impl Connection {
                 if now >= acc.at + cfg.handshake_timeout {
                     // No confirmation for a whole handshake timeout: the
                     // server may have forgotten us. Repeat the hello.
-                    let (msgseq, body) = (hello.msgseq, core::mem::take(&mut hello.body));
-                    let len = self.write_datagram(now, buf, cfg, false, |w, _| {
-                        let _ = w.push(msgseq, MsgType::ClientHello, &body);
-                    });
-                    if let State::ClientChallenge(hello) = &mut self.state {
-                        hello.body = body;
-                    }
-                    len
+                    self.write_client_hello(now, buf, cfg)
                 } else {
                     let (body, msgseq) = (acc.challenge, hello.challenge_msgseq);
                     self.write_datagram(now, buf, cfg, true, |w, _| {
@@ -109,6 +96,21 @@ impl Connection {
             State::Closed => return None,
         };
         Some(len)
+    }
+
+    /// A client's CLIENT_HELLO, identical in every copy (rule 8).
+    fn write_client_hello(&mut self, now: Instant, buf: &mut [u8; MAX_DATAGRAM], cfg: &EndpointConfig) -> usize {
+        let (State::ClientHello(hello) | State::ClientChallenge(hello)) = &mut self.state else {
+            return 0; // only called in the client's hello states
+        };
+        let (msgseq, body) = (hello.msgseq, core::mem::take(&mut hello.body));
+        let len = self.write_datagram(now, buf, cfg, false, |w, _| {
+            let _ = w.push(msgseq, MsgType::ClientHello, &body);
+        });
+        if let State::ClientHello(hello) | State::ClientChallenge(hello) = &mut self.state {
+            hello.body = body;
+        }
+        len
     }
 
     /// The last datagram of a connection closed by the peer's DISCONNECT:
