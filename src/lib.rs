@@ -149,6 +149,8 @@ pub use time::{Duration, Instant};
 #[doc(hidden)]
 pub mod _internal {
     pub use crate::keys::{EphemeralKey, SPKI_LEN, SPKI_P256_PREFIX};
+    #[cfg(feature = "_fuzzing")]
+    pub use crate::mpgs1::protect::FUZZING_TAG;
     pub use crate::mpgs1::protect::{self, PacketKey, crc32, derive_packet_key};
     pub use crate::mpgs1::{seq, wire};
 }
