@@ -15,9 +15,6 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    /// No limit (for inputs that can only free bytes).
-    pub(crate) const UNLIMITED: Room = Room { total: usize::MAX, address: usize::MAX };
-
     /// The room beside what the other connections hold: `total` of the
     /// endpoint-wide budget, `address` of its address's.
     pub(crate) fn new(total: usize, address: usize) -> Room {
@@ -66,7 +63,6 @@ mod tests {
         assert_eq!(r.left(10), 40);
         assert_eq!(r.left(50), 0);
         assert_eq!(r.left(0), 50);
-        assert_eq!(Room::UNLIMITED.left(1 << 20), usize::MAX - (1 << 20));
         let mut b = Budget::default();
         b.changed(0, 30);
         b.changed(10, 0);

@@ -1,6 +1,7 @@
 //! What the endpoint tells the application: [`Event`]s and the handles they
 //! carry.
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -215,6 +216,19 @@ impl fmt::Debug for Event {
             Event::Lost { conn, id } => write!(f, "Lost({conn}, {})", id.0),
             Event::Disconnected { conn, reason } => write!(f, "Disconnected({conn}, {reason:?})"),
         }
+    }
+}
+
+/// Entries a connection's output queue keeps allocated once drained: a
+/// burst (a datagram of 255 messages, an ack deciding hundreds) must not pin
+/// its memory on every connection.
+pub(crate) const QUEUE_KEEP: usize = 64;
+
+/// Gives back what a drained queue grew beyond [`QUEUE_KEEP`].
+#[inline]
+pub(crate) fn shrink_drained<T>(queue: &mut VecDeque<T>) {
+    if queue.capacity() > QUEUE_KEEP {
+        queue.shrink_to(QUEUE_KEEP);
     }
 }
 

@@ -12,8 +12,8 @@ use core::net::SocketAddr;
 
 use crate::config::{EndpointConfig, RateLimit};
 use crate::endpoint::SLOT_SIZE;
+use crate::event::QUEUE_KEEP;
 use crate::event::{ConnectionId, Event};
-use crate::mpgs1::QUEUE_KEEP;
 use crate::mpgs1::{ENTRY_SIZE, MAX_UNITS, MESSAGE_SIZE, SENT_PACKET_SIZE, SERVER_PENDING_SIZE, UNIT_SIZE};
 use crate::stats::RATE_HISTORY_SECS;
 

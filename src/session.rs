@@ -6,9 +6,10 @@
 //! Connections answer the endpoint with values: `handle_datagram` returns
 //! why it dropped a datagram, the reassembly budget arrives as a [`Room`]
 //! by value, and events and counters wait in queues the endpoint drains
-//! after every call ([`Session::poll_event`],
+//! after every call ([`Session::events`],
 //! [`Session::poll_endpoint_event`]).
 
+use alloc::collections::VecDeque;
 use core::net::SocketAddr;
 
 use crate::budget::Room;
@@ -41,6 +42,8 @@ pub(crate) trait Session {
     fn state_key(&self) -> (u8, bool);
     /// Whether the handshake completed (so the application knows it).
     fn is_connected(&self) -> bool;
+    /// Whether it is over (the endpoint releases it).
+    fn is_closed(&self) -> bool;
     /// Bytes held for reassembly (the endpoint books them).
     fn reassembly_bytes(&self) -> usize;
 
@@ -67,8 +70,9 @@ pub(crate) trait Session {
     fn send(&mut self, data: &[u8], delivery: Delivery) -> Result<MessageId, SendError>;
     /// Starts a graceful close.
     fn disconnect(&mut self, now: Instant, cfg: &EndpointConfig);
-    /// The next application event.
-    fn poll_event(&mut self) -> Option<Event>;
+    /// The application events queued since the endpoint last took them
+    /// (the endpoint moves them all at once).
+    fn events(&mut self) -> &mut VecDeque<Event>;
     /// The next endpoint counter change.
     fn poll_endpoint_event(&mut self) -> Option<EndpointEvent>;
 }
@@ -167,6 +171,10 @@ impl Session for Connection {
         with_proto!(&self.proto, c => c.is_connected())
     }
     #[inline]
+    fn is_closed(&self) -> bool {
+        with_proto!(&self.proto, c => c.is_closed())
+    }
+    #[inline]
     fn reassembly_bytes(&self) -> usize {
         with_proto!(&self.proto, c => c.reassembly_bytes())
     }
@@ -212,8 +220,8 @@ impl Session for Connection {
         with_proto!(&mut self.proto, c => c.disconnect(now, cfg))
     }
     #[inline]
-    fn poll_event(&mut self) -> Option<Event> {
-        with_proto!(&mut self.proto, c => c.poll_event())
+    fn events(&mut self) -> &mut VecDeque<Event> {
+        with_proto!(&mut self.proto, c => c.events())
     }
     #[inline]
     fn poll_endpoint_event(&mut self) -> Option<EndpointEvent> {

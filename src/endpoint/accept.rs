@@ -93,7 +93,7 @@ impl Endpoint {
         let Some(id) = self.admission.oldest_pending(|id| is_pending(table.get(id))) else {
             return false;
         };
-        self.with_conn(id, |c, cfg| c.disconnect(now, cfg));
+        self.with_conn(id, |c, cfg, _| c.disconnect(now, cfg));
         self.touch(id, now);
         self.stats.handshakes_evicted += 1;
         true

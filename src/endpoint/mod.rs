@@ -281,7 +281,7 @@ impl Endpoint {
     /// time passes.
     pub fn disconnect(&mut self, now: Instant, conn: ConnectionId) -> Result<(), UnknownConnection> {
         let now = self.clamp(now);
-        self.with_conn(conn, |c, cfg| c.disconnect(now, cfg)).ok_or(UnknownConnection)?;
+        self.with_conn(conn, |c, cfg, _| c.disconnect(now, cfg)).ok_or(UnknownConnection)?;
         self.touch(conn, now);
         Ok(())
     }
@@ -315,10 +315,9 @@ impl Endpoint {
         };
         match self.table.by_addr(from) {
             Some(id) => {
-                let room = self.room(id);
                 let decoded = Decoded::V1(hdr);
                 if let Some(Err(reason)) =
-                    self.with_conn(id, |c, cfg| c.handle_datagram(now, &decoded, datagram, cfg, room))
+                    self.with_conn(id, |c, cfg, room| c.handle_datagram(now, &decoded, datagram, cfg, room))
                 {
                     self.stats.drop(reason);
                 }
@@ -344,7 +343,7 @@ impl Endpoint {
         self.schedule.settle_timers(&mut self.table, now, &self.cfg);
         let due = self.schedule.take_due(&mut self.table, now);
         for &id in &due {
-            self.with_conn(id, |c, _| c.handle_timeout(now));
+            self.with_conn(id, |c, _, _| c.handle_timeout(now));
             self.touch(id, now);
         }
         self.schedule.done(due);
@@ -362,10 +361,13 @@ impl Endpoint {
         }
         self.schedule.settle(&mut self.table, now, &self.cfg);
         while let Some((id, due)) = self.schedule.pop_ready(&mut self.table, now) {
-            let len = if due { self.with_conn(id, |c, cfg| c.poll_transmit(now, buf, cfg)).flatten() } else { None };
-            let destination = self.table.get(id).map(Session::remote);
+            let sent = if due {
+                self.with_conn(id, |c, cfg, _| Some((c.poll_transmit(now, buf, cfg)?, Session::remote(c)))).flatten()
+            } else {
+                None
+            };
             self.touch(id, now);
-            if let (Some(len), Some(destination)) = (len, destination) {
+            if let Some((len, destination)) = sent {
                 return Some(self.sent(destination, len));
             }
         }
@@ -405,37 +407,36 @@ impl Endpoint {
         self.now
     }
 
-    /// The reassembly room the budgets leave connection `id` beside every
-    /// other connection.
-    fn room(&self, id: ConnectionId) -> Room {
-        let Some(conn) = self.table.get(id) else {
-            return Room::UNLIMITED;
-        };
-        let own = conn.reassembly_bytes();
-        let total = self.budget.beside(self.cfg.max_reassembly_bytes_total, own);
-        // Nobody else holds reassembly bytes (the usual case): the address
-        // budget is whole, and no lookup is needed.
-        let address = if self.budget.held() == own {
-            self.cfg.max_reassembly_bytes_per_ip
-        } else {
-            self.admission.reassembly_room(conn.remote().ip(), own, &self.cfg)
-        };
-        Room::new(total, address)
-    }
-
     /// Runs `f` on a live connection, then takes what it reports: its
     /// events, its counters, its change in reassembly bytes, and its state
     /// change (the endpoint's connection counts and admission).
-    fn with_conn<R>(&mut self, id: ConnectionId, f: impl FnOnce(&mut Connection, &EndpointConfig) -> R) -> Option<R> {
+    fn with_conn<R>(
+        &mut self,
+        id: ConnectionId,
+        f: impl FnOnce(&mut Connection, &EndpointConfig, Room) -> R,
+    ) -> Option<R> {
         let conn = self.table.get_mut(id)?;
         // The public state is a function of this cheap key: an unchanged key
         // means no count to update.
         let key = conn.state_key();
         let before = (Session::state(conn), conn.is_connected());
         let bytes_before = conn.reassembly_bytes();
-        let r = f(conn, &self.cfg);
-        while let Some(event) = conn.poll_event() {
-            self.events.push_back(event);
+        // The reassembly room the budgets leave it beside every other
+        // connection. When nobody else holds reassembly bytes (the usual
+        // case) the address budget is whole, and no lookup is needed.
+        let address = if self.budget.held() == bytes_before {
+            self.cfg.max_reassembly_bytes_per_ip
+        } else {
+            self.admission.reassembly_room(conn.remote().ip(), bytes_before, &self.cfg)
+        };
+        let room = Room::new(self.budget.beside(self.cfg.max_reassembly_bytes_total, bytes_before), address);
+        let r = f(conn, &self.cfg, room);
+        let events = conn.events();
+        if !events.is_empty() {
+            while let Some(event) = events.pop_front() {
+                self.events.push_back(event);
+            }
+            crate::event::shrink_drained(events);
         }
         while let Some(event) = conn.poll_endpoint_event() {
             self.stats.count(event);
@@ -466,13 +467,13 @@ impl Endpoint {
     /// After any input to `id`: releases it at once if it closed (queuing
     /// its final datagram), otherwise marks it for settling.
     fn touch(&mut self, id: ConnectionId, now: Instant) {
-        let Some(conn) = self.table.get(id) else {
+        let Some(slot) = self.table.slot_mut(id) else {
             return;
         };
-        if Session::state(conn) == ConnectionState::Closed {
+        if slot.conn.as_ref().is_some_and(Session::is_closed) {
             self.release_closed(id, now);
         } else {
-            self.schedule.touch(&mut self.table, id);
+            self.schedule.touch(id, &mut slot.sched);
         }
     }
 
@@ -486,7 +487,7 @@ impl Endpoint {
             return;
         };
         let mut buf = [0u8; MAX_DATAGRAM];
-        if let Some(len) = self.with_conn(id, |c, cfg| c.poll_final(now, &mut buf, cfg)).flatten()
+        if let Some(len) = self.with_conn(id, |c, cfg, _| c.poll_final(now, &mut buf, cfg)).flatten()
             && let Ok(bytes) = heapless::Vec::from_slice(&buf[..len])
         {
             self.finals.push_back((remote, bytes));

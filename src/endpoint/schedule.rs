@@ -8,7 +8,7 @@ use alloc::collections::{BinaryHeap, VecDeque};
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
-use super::table::Table;
+use super::table::{Sched, Table};
 use crate::config::EndpointConfig;
 use crate::event::ConnectionId;
 use crate::session::Session;
@@ -32,17 +32,15 @@ pub(super) struct Scheduler {
 }
 
 impl Scheduler {
-    /// Marks `id` changed by an input.
-    pub(super) fn touch(&mut self, table: &mut Table, id: ConnectionId) {
-        let Some(slot) = table.slot_mut(id) else {
-            return;
-        };
-        if !slot.sched.dirty {
-            slot.sched.dirty = true;
+    /// Marks `id`, whose scheduling state is `sched`, changed by an input.
+    #[inline]
+    pub(super) fn touch(&mut self, id: ConnectionId, sched: &mut Sched) {
+        if !sched.dirty {
+            sched.dirty = true;
             self.dirty.push(id);
         }
-        if !slot.sched.timer_dirty {
-            slot.sched.timer_dirty = true;
+        if !sched.timer_dirty {
+            sched.timer_dirty = true;
             self.timer_dirty.push(id);
         }
     }

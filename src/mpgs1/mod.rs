@@ -40,7 +40,7 @@ pub(crate) use reassembly::ENTRY_SIZE;
 pub(crate) use send::{MAX_UNITS, MESSAGE_SIZE, OUTCOME_SIZE, SENT_PACKET_SIZE, UNIT_SIZE};
 
 use crate::config::EndpointConfig;
-use crate::event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId};
+use crate::event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId, shrink_drained};
 use crate::keys::PublicKey;
 use crate::state::{ConnectionState, Role};
 use crate::stats::ConnectionMetrics;
@@ -69,18 +69,6 @@ const ACK_EVERY: u32 = 4;
 /// the AEAD nonce `magic ‖ ctime ‖ seq ‖ ack` unique: far fewer than 65535
 /// datagrams per `ctime` second.
 const SEQ_BURST: u32 = 16_000;
-/// Entries an output queue keeps allocated once drained: a burst (a
-/// datagram of 255 messages, an ack deciding hundreds) must not pin its
-/// memory on every connection.
-pub(crate) const QUEUE_KEEP: usize = 64;
-
-/// Gives back what a drained queue grew beyond [`QUEUE_KEEP`].
-#[inline]
-pub(crate) fn shrink_drained<T>(queue: &mut VecDeque<T>) {
-    if queue.capacity() > QUEUE_KEEP {
-        queue.shrink_to(QUEUE_KEEP);
-    }
-}
 
 /// One MPGS/1 peer's session. The endpoint drives it through
 /// the `Session` interface of `session.rs`.
@@ -233,6 +221,11 @@ impl Connection {
         self.key.as_ref()
     }
 
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
     /// Whether the handshake has completed (so the application knows it).
     pub(crate) fn is_connected(&self) -> bool {
         self.connected
@@ -243,14 +236,10 @@ impl Connection {
         self.reassembly.buffered_bytes()
     }
 
-    /// The next application event, if any.
+    /// The application events queued since the endpoint last took them.
     #[inline]
-    pub(crate) fn poll_event(&mut self) -> Option<Event> {
-        let event = self.events.pop_front();
-        if event.is_none() {
-            shrink_drained(&mut self.events);
-        }
-        event
+    pub(crate) fn events(&mut self) -> &mut VecDeque<Event> {
+        &mut self.events
     }
 
     /// The next thing the endpoint must count, if any.
@@ -282,7 +271,12 @@ impl Connection {
 
     /// Turns the send state's message outcomes into events and counters;
     /// returns whether our DISCONNECT was acknowledged among them.
+    #[inline]
     fn report_outcomes(&mut self) -> bool {
+        if self.send.has_outcomes() { self.report_queued_outcomes() } else { false }
+    }
+
+    fn report_queued_outcomes(&mut self) -> bool {
         let mut disconnect_acked = false;
         while let Some(outcome) = self.send.poll_outcome() {
             match outcome {

@@ -187,6 +187,7 @@ pub enum OpenError {
 /// `key`, or appending the CRC without one. Returns the datagram's length.
 ///
 /// Panics if `buf` is shorter than header, payload and trailer.
+#[inline]
 pub fn seal(buf: &mut [u8], mut hdr: Header, payload_len: usize, key: Option<&PacketKey>) -> usize {
     // Invariant: every MPGS/1 payload is below 1500 bytes.
     hdr.length = u16::try_from(payload_len).expect("a datagram payload fits the u16 length field");
@@ -212,6 +213,7 @@ pub fn seal(buf: &mut [u8], mut hdr: Header, payload_len: usize, key: Option<&Pa
 /// Checks the trailer of a datagram whose header `hdr` parsed: the CRC
 /// without a key, the AEAD tag under `key` (decrypting the payload in
 /// place). Returns the payload's end (the header ends at [`HEADER_LEN`]).
+#[inline]
 pub fn open(hdr: &Header, datagram: &mut [u8], key: Option<&PacketKey>) -> Result<usize, OpenError> {
     match key {
         None => open_crc(hdr, datagram),

@@ -219,12 +219,18 @@ impl SendState {
         }
     }
 
+    /// Whether an outcome waits.
+    #[inline]
+    pub(crate) fn has_outcomes(&self) -> bool {
+        !self.outcomes.is_empty()
+    }
+
     /// The next decided outcome, oldest first.
     #[inline]
     pub(crate) fn poll_outcome(&mut self) -> Option<Outcome> {
         let outcome = self.outcomes.pop_front();
         if outcome.is_none() {
-            super::shrink_drained(&mut self.outcomes);
+            crate::event::shrink_drained(&mut self.outcomes);
         }
         outcome
     }
