@@ -88,7 +88,7 @@ impl ServerKey {
     }
 
     /// ECDSA-SHA256 over `msg` (deterministic, RFC 6979), DER-encoded, at most
-    /// [`MAX_SIGNATURE_LEN`] bytes.
+    /// 72 bytes.
     pub fn sign(&self, msg: &[u8]) -> heapless::Vec<u8, MAX_SIGNATURE_LEN> {
         let signature: DerSignature = self
             .signing
