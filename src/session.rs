@@ -7,7 +7,7 @@
 //! why it dropped a datagram, the reassembly budget arrives as a [`Room`]
 //! by value, and events and counters wait in queues the endpoint drains
 //! after every call ([`Session::events`],
-//! [`Session::poll_endpoint_event`]).
+//! [`Session::endpoint_events`]).
 
 use alloc::collections::VecDeque;
 use core::net::SocketAddr;
@@ -73,8 +73,8 @@ pub(crate) trait Session {
     /// The application events queued since the endpoint last took them
     /// (the endpoint moves them all at once).
     fn events(&mut self) -> &mut VecDeque<Event>;
-    /// The next endpoint counter change.
-    fn poll_endpoint_event(&mut self) -> Option<EndpointEvent>;
+    /// The endpoint counter changes queued since the endpoint last took them.
+    fn endpoint_events(&mut self) -> &mut VecDeque<EndpointEvent>;
 }
 
 /// The protocol versions (one today).
@@ -224,8 +224,8 @@ impl Session for Connection {
         with_proto!(&mut self.proto, c => c.events())
     }
     #[inline]
-    fn poll_endpoint_event(&mut self) -> Option<EndpointEvent> {
-        with_proto!(&mut self.proto, c => c.poll_endpoint_event())
+    fn endpoint_events(&mut self) -> &mut VecDeque<EndpointEvent> {
+        with_proto!(&mut self.proto, c => c.endpoint_events())
     }
 }
 

@@ -438,8 +438,12 @@ impl Endpoint {
             }
             crate::event::shrink_drained(events);
         }
-        while let Some(event) = conn.poll_endpoint_event() {
-            self.stats.count(event);
+        let counted = conn.endpoint_events();
+        if !counted.is_empty() {
+            for event in counted.drain(..) {
+                self.stats.count(event);
+            }
+            crate::event::shrink_drained(counted);
         }
         let bytes_after = conn.reassembly_bytes();
         if bytes_after != bytes_before {

@@ -40,7 +40,7 @@ pub(crate) use reassembly::ENTRY_SIZE;
 pub(crate) use send::{MAX_UNITS, MESSAGE_SIZE, OUTCOME_SIZE, SENT_PACKET_SIZE, UNIT_SIZE};
 
 use crate::config::EndpointConfig;
-use crate::event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId, shrink_drained};
+use crate::event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId};
 use crate::keys::PublicKey;
 use crate::state::{ConnectionState, Role};
 use crate::stats::ConnectionMetrics;
@@ -242,14 +242,10 @@ impl Connection {
         &mut self.events
     }
 
-    /// The next thing the endpoint must count, if any.
+    /// What the endpoint must count, queued since it last took it.
     #[inline]
-    pub(crate) fn poll_endpoint_event(&mut self) -> Option<EndpointEvent> {
-        let event = self.endpoint_events.pop_front();
-        if event.is_none() {
-            shrink_drained(&mut self.endpoint_events);
-        }
-        event
+    pub(crate) fn endpoint_events(&mut self) -> &mut VecDeque<EndpointEvent> {
+        &mut self.endpoint_events
     }
 
     fn direction(&self) -> Direction {
@@ -291,6 +287,7 @@ impl Connection {
                 Outcome::DisconnectAcked => disconnect_acked = true,
             }
         }
+        self.send.shrink_outcomes();
         disconnect_acked
     }
 

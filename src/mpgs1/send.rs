@@ -228,11 +228,12 @@ impl SendState {
     /// The next decided outcome, oldest first.
     #[inline]
     pub(crate) fn poll_outcome(&mut self) -> Option<Outcome> {
-        let outcome = self.outcomes.pop_front();
-        if outcome.is_none() {
-            crate::event::shrink_drained(&mut self.outcomes);
-        }
-        outcome
+        self.outcomes.pop_front()
+    }
+
+    /// Gives back what the drained outcome queue grew beyond its keep.
+    pub(crate) fn shrink_outcomes(&mut self) {
+        crate::event::shrink_drained(&mut self.outcomes);
     }
 
     /// Takes the next message sequence number for a message sent outside
