@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mpgameserver::crypto::PacketKey;
+use mpgameserver::_internal::PacketKey;
 use mpgameserver::{
     ConnectionId, Delivery, Duration, Endpoint, EndpointConfig, Event, Instant, MAX_DATAGRAM, Rng, Seed, ServerKey,
 };

@@ -132,8 +132,7 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             continue;
         };
         let t = &r.traffic;
-        let modes: Vec<String> =
-            (0..3).map(|m| format!("{} {}/{}", mode_name(MODES[m]), t.echoed[m], t.sent[m])).collect();
+        let modes: Vec<String> = (0..3).map(|m| format!("{} {}/{}", MODES[m].name(), t.echoed[m], t.sent[m])).collect();
         println!(
             "client {}: echoes {}, {} bad; echo rtt p50 {} p99 {}; disconnect {:?}",
             r.n,
@@ -328,14 +327,6 @@ impl Traffic {
             0 => "-".into(),
             n => format!("{:.1} ms", rtts[((n - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3),
         }
-    }
-}
-
-fn mode_name(d: Delivery) -> &'static str {
-    match d {
-        Delivery::Unreliable => "unreliable",
-        Delivery::BestEffort => "best-effort",
-        Delivery::Reliable => "reliable",
     }
 }
 

@@ -1,8 +1,8 @@
 //! Admission of new clients at a server (PROTOCOL.md §16 bug 9): the hello
 //! rate limits (endpoint-wide, per source address, per source prefix), the
 //! per-address and per-prefix pending-handshake limits, the order in which
-//! pending handshakes are evicted, and the SERVER_HELLO key shared by the
-//! hellos of a short period.
+//! pending handshakes are evicted. Every protocol version admits its new
+//! connections through it.
 //!
 //! Everything here runs only for CLIENT_HELLOs from unknown addresses; the
 //! datagrams of established connections never reach it.
@@ -23,15 +23,9 @@ use alloc::collections::{BTreeMap, VecDeque};
 use core::net::IpAddr;
 
 use crate::config::{EndpointConfig, RateLimit};
-use crate::connection::SERVER_HELLO_MAX;
-use crate::crypto::{self, EphemeralKey, ServerKey};
 use crate::event::ConnectionId;
-use crate::rng::Rng;
 use crate::time::{Duration, Instant};
-use crate::wire::handshake::{self, SERVER_BLOB_LEN};
 
-/// Clients answered with one SERVER_HELLO key at most.
-pub(crate) const HELLO_KEY_MAX_USES: usize = 64;
 /// Sources are swept for idle entries at most this often.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -199,11 +193,12 @@ impl Admission {
         }
     }
 
-    /// Reassembly bytes the connections from `ip` may still take.
-    pub(crate) fn reassembly_room(&self, ip: IpAddr, cfg: &EndpointConfig) -> usize {
+    /// Reassembly bytes of the per-address budget of `ip` left beside its
+    /// other connections, for one that holds `own`.
+    pub(crate) fn reassembly_room(&self, ip: IpAddr, own: usize, cfg: &EndpointConfig) -> usize {
         let (host, _) = keys_of(ip, cfg);
         let held = self.sources.get(&host).map_or(0, |s| s.reassembly);
-        cfg.max_reassembly_bytes_per_ip.saturating_sub(held)
+        cfg.max_reassembly_bytes_per_ip.saturating_sub(held.saturating_sub(own))
     }
 
     /// A connection from `ip` went from holding `before` to `after`
@@ -263,82 +258,6 @@ impl Admission {
     pub(crate) fn host(&self, ip: IpAddr, cfg: &EndpointConfig) -> (u32, usize) {
         let (host, _) = keys_of(ip, cfg);
         self.sources.get(&host).map_or((0, 0), |s| (s.connections, s.reassembly))
-    }
-}
-
-/// The server ephemeral key shared by the hellos of one short period
-/// (`server_hello_reuse`), so a hello costs an ECDH and a signature instead
-/// of a key generation, an ECDH and a signature.
-///
-/// Only the key pair is shared. Every client gets its own random salt and
-/// token in its own signed SERVER_HELLO ([`HelloKey::answer`]): the token is
-/// what proves, at CHALLENGE_RESP, that the client receives datagrams at its
-/// address. Were it shared, an attacker could complete a handshake "from" a
-/// spoofed address with the token of its own hello and the server key it
-/// already knows, and so turn the server into a reflector.
-///
-/// Each session key is HKDF(ECDH(server ephemeral, client ephemeral), salt),
-/// distinct per client through both the client key and the salt. A hello
-/// whose key has the x-coordinate of one already answered with the current
-/// server key (the same key or its negation) is a replay: it is refused
-/// before any cryptography, which makes a captured hello replayed from many
-/// spoofed addresses nearly free to reject.
-#[cfg_attr(feature = "_fuzzing", derive(Clone))]
-pub(crate) struct HelloKey {
-    pub(crate) ephemeral: EphemeralKey,
-    pub(crate) expires: Instant,
-    /// x-coordinates of the client keys answered with it.
-    clients: heapless::Vec<[u8; 32], HELLO_KEY_MAX_USES>,
-}
-
-/// One client's SERVER_HELLO: its own salt and token, signed with the
-/// shared ephemeral key.
-pub(crate) struct HelloAnswer {
-    pub(crate) salt: [u8; crypto::SALT_LEN],
-    pub(crate) token: u32,
-    /// The SERVER_HELLO message data.
-    pub(crate) reply: heapless::Vec<u8, SERVER_HELLO_MAX>,
-}
-
-impl HelloKey {
-    /// A new ephemeral key pair, usable for `reuse` (one client if zero).
-    pub(crate) fn generate(now: Instant, rng: &mut Rng, reuse: Duration) -> HelloKey {
-        HelloKey { ephemeral: EphemeralKey::generate(rng), expires: now + reuse, clients: heapless::Vec::new() }
-    }
-
-    /// Whether it may answer one more client at `now`.
-    pub(crate) fn usable(&self, now: Instant) -> bool {
-        now < self.expires && !self.clients.is_full()
-    }
-
-    /// Whether the client key with x-coordinate `x` was already answered.
-    pub(crate) fn answered(&self, x: &[u8; 32]) -> bool {
-        self.clients.contains(x)
-    }
-
-    /// Records the client key with x-coordinate `x` and signs a SERVER_HELLO
-    /// for it with a fresh salt and token.
-    pub(crate) fn answer(&mut self, x: [u8; 32], rng: &mut Rng, root: &ServerKey) -> Option<HelloAnswer> {
-        // `usable` was checked, so there is room; a full list only means
-        // the next hello gets a fresh key.
-        let _ = self.clients.push(x);
-        let mut salt = [0u8; crypto::SALT_LEN];
-        rng.fill(&mut salt);
-        let token = (rng.u32() & 0x3FFF_FFFF) | 0x4000_0000;
-        let mut blob = [0u8; SERVER_BLOB_LEN];
-        handshake::emit_server_blob(&mut blob, &self.ephemeral.public_spki(), &salt, token);
-        let signature = root.sign(&blob);
-        let mut reply = heapless::Vec::<u8, SERVER_HELLO_MAX>::new();
-        reply.resize(SERVER_HELLO_MAX, 0).ok()?;
-        let n = handshake::emit_server_hello(&mut reply, &root.public_key().to_spki_der(), &blob, &signature).ok()?;
-        reply.truncate(n);
-        Some(HelloAnswer { salt, token, reply })
-    }
-}
-
-impl core::fmt::Debug for HelloKey {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("HelloKey").field("expires", &self.expires).field("clients", &self.clients.len()).finish()
     }
 }
 

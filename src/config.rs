@@ -84,6 +84,64 @@ impl Sizes {
     }
 }
 
+/// The MPGS/1 size arithmetic of fragmentation (PROTOCOL.md §8), beside
+/// [`Sizes::for_mtu`]: configuration checks need it, and the wire layer
+/// (`mpgs1::wire::fragment`) re-exports it.
+pub(crate) mod fragments {
+    /// Length of the fragment header at the start of APP_FRAGMENT data.
+    pub const FRAGMENT_HEADER_LEN: usize = 6;
+
+    /// Size of the full chunks of our split when the payload allows it
+    /// (`MAX_FRAGMENT_SIZE` of the reference).
+    pub(crate) const CHUNK_CAP: usize = 1024;
+
+    /// `MAX_SINGLE`: the largest message sent unfragmented, `max_payload − 2`
+    /// (1432 at MTU 1500).
+    #[inline]
+    pub const fn max_single(max_payload: usize) -> usize {
+        max_payload.saturating_sub(2)
+    }
+
+    /// `FRAG_TAIL_MAX`: the largest chunk that fits a payload with its 6-byte
+    /// fragment header and 2-byte msgseq, `max_payload − 8` (1426 at MTU 1500).
+    #[inline]
+    pub const fn frag_tail_max(max_payload: usize) -> usize {
+        max_payload.saturating_sub(FRAGMENT_HEADER_LEN + 2)
+    }
+
+    /// `FRAG_CHUNK`: the size of every chunk but the last,
+    /// `min(1024, FRAG_TAIL_MAX)` (1024 at MTU 1500).
+    #[inline]
+    pub const fn frag_chunk(max_payload: usize) -> usize {
+        let tail = frag_tail_max(max_payload);
+        if tail < CHUNK_CAP { tail } else { CHUNK_CAP }
+    }
+
+    /// Number of full-size chunks cut before the final one.
+    #[inline]
+    pub(crate) const fn full_chunks(len: usize, tail_max: usize, chunk: usize) -> usize {
+        if len <= tail_max { 0 } else { (len - tail_max).div_ceil(chunk) }
+    }
+
+    /// Number of fragments our split makes of a message of `len` bytes, in O(1).
+    ///
+    /// Only meaningful for `len > max_single(max_payload)`; a shorter message is
+    /// sent unfragmented, and for it this returns 1 (a single piece, which must
+    /// not be sent as a fragment: receivers require `count ≥ 2`). Returns 0 when
+    /// `max_payload < 9`, where no chunk fits.
+    #[inline]
+    pub const fn fragment_count(len: usize, max_payload: usize) -> usize {
+        let chunk = frag_chunk(max_payload);
+        if chunk == 0 {
+            return 0;
+        }
+        if len <= max_single(max_payload) {
+            return 1;
+        }
+        full_chunks(len, frag_tail_max(max_payload), chunk) + 1
+    }
+}
+
 /// Per-endpoint settings. Start from [`EndpointConfig::default`] and change
 /// fields; [`crate::Endpoint`] validates them at construction.
 ///
@@ -255,8 +313,8 @@ impl EndpointConfig {
             return Err(ConfigError::MaxMessageSize(self.max_message_size));
         }
         let sizes = self.sizes();
-        let chunk = crate::wire::fragment::frag_chunk(sizes.max_payload);
-        let frags = crate::wire::fragment::fragment_count(self.max_message_size, sizes.max_payload);
+        let chunk = fragments::frag_chunk(sizes.max_payload);
+        let frags = fragments::fragment_count(self.max_message_size, sizes.max_payload);
         if self.max_message_size > sizes.max_single && frags > usize::from(self.max_fragments) {
             return Err(ConfigError::TooManyFragments {
                 max_message_size: self.max_message_size,

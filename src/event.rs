@@ -1,6 +1,7 @@
 //! What the endpoint tells the application: [`Event`]s and the handles they
 //! carry.
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -62,6 +63,7 @@ pub struct MessageId(pub u64);
 /// | `BestEffort` | at most once; copies are repeated until one is acknowledged | no copy is acknowledged within the ack timeout |
 /// | `Reliable` | exactly once while the connection lives | the connection closes first |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Delivery {
     /// Sent once: delivered at most once, or never. `Delivered` if the
     /// datagram carrying it is acknowledged, `Lost` if not within the ack
@@ -243,6 +245,80 @@ impl fmt::Debug for Event {
             Event::Lost { conn, id } => write!(f, "Lost({conn}, {})", id.0),
             Event::Disconnected { conn, reason } => write!(f, "Disconnected({conn}, {reason:?})"),
         }
+    }
+}
+
+/// Entries a connection's output queue keeps allocated once drained: a
+/// burst (a datagram of 255 messages, an ack deciding hundreds) must not pin
+/// its memory on every connection.
+pub(crate) const QUEUE_KEEP: usize = 64;
+
+/// Gives back what a drained queue grew beyond [`QUEUE_KEEP`].
+#[inline]
+pub(crate) fn shrink_drained<T>(queue: &mut VecDeque<T>) {
+    if queue.capacity() > QUEUE_KEEP {
+        queue.shrink_to(QUEUE_KEEP);
+    }
+}
+
+/// How to send one message: its [`Delivery`] mode and whether its outcome
+/// becomes a `Delivered`/`Lost` event.
+///
+/// A `Delivery` converts into options that keep the connection's default
+/// (reported, unless [`Endpoint::set_outcome_reports`](crate::Endpoint::set_outcome_reports) turned it off), so
+/// every method taking `impl Into<SendOptions>` also takes a plain
+/// `Delivery`. [`Delivery::unreported`] opts one send out of its event: an
+/// input stream at 60 Hz does not cost 60 events a second.
+///
+/// ```
+/// use mpgameserver::{Delivery, SendOptions};
+///
+/// let quiet = Delivery::Unreliable.unreported();
+/// assert_eq!(quiet.delivery, Delivery::Unreliable);
+/// assert_eq!(quiet.report, Some(false));
+/// assert_eq!(SendOptions::from(Delivery::Reliable).report, None);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct SendOptions {
+    /// How hard to try.
+    pub delivery: Delivery,
+    /// `Some(true)`: a `Delivered` or `Lost` event follows; `Some(false)`:
+    /// none (the connection's metrics still count it); `None`: the
+    /// connection's default ([`Endpoint::set_outcome_reports`](crate::Endpoint::set_outcome_reports), on unless
+    /// turned off).
+    pub report: Option<bool>,
+}
+
+impl SendOptions {
+    /// `delivery`, with the connection's default for reports.
+    pub const fn new(delivery: Delivery) -> SendOptions {
+        SendOptions { delivery, report: None }
+    }
+
+    /// The same, without a `Delivered`/`Lost` event for the message.
+    pub const fn unreported(self) -> SendOptions {
+        SendOptions { report: Some(false), ..self }
+    }
+
+    /// The same, with a `Delivered`/`Lost` event for the message even on a
+    /// connection whose reports are off.
+    pub const fn reported(self) -> SendOptions {
+        SendOptions { report: Some(true), ..self }
+    }
+}
+
+impl From<Delivery> for SendOptions {
+    fn from(delivery: Delivery) -> SendOptions {
+        SendOptions::new(delivery)
+    }
+}
+
+impl Delivery {
+    /// This mode without a `Delivered`/`Lost` event (fire and forget):
+    /// `ep.send_with(conn, bytes, Delivery::Unreliable.unreported())`.
+    pub const fn unreported(self) -> SendOptions {
+        SendOptions::new(self).unreported()
     }
 }
 

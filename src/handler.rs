@@ -16,11 +16,12 @@
 use alloc::vec::Vec;
 
 use crate::blocklist::IpNet;
-use crate::connection::Connection;
 use crate::endpoint::Endpoint;
 use crate::error::{SendError, UnknownConnection};
+use crate::event::SendOptions;
 use crate::event::{ConnectFailure, ConnectionId, DisconnectReason, Event, MessageId};
-use crate::sending::{Broadcast, SendOptions};
+use crate::sending::Broadcast;
+use crate::session::Connection;
 use crate::stats::EndpointStats;
 use crate::time::{Duration, Instant};
 

@@ -110,24 +110,27 @@ extern crate std;
 
 mod admission;
 mod blocklist;
+mod budget;
 mod config;
-mod connection;
-pub mod crypto;
 mod endpoint;
 mod error;
 mod event;
 mod handler;
+mod keys;
 mod memory;
+mod mpgs1;
 mod mpgs2;
-pub mod rng;
+mod rng;
 mod sending;
-pub mod seq;
+mod session;
+mod state;
 mod stats;
 mod time;
+mod timer;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod typed;
-pub mod wire;
+mod version;
 
 #[cfg(test)]
 mod tests;
@@ -136,14 +139,28 @@ pub use blocklist::{BlockList, IpNet, IpNetParseError};
 pub use config::{
     ConfigError, EndpointConfig, MAX_DATAGRAM, MAX_MESSAGE_SIZE_LIMIT, MAX_MTU, MIN_MTU, RateLimit, Sizes,
 };
-pub use connection::{Connection, ConnectionState, Role};
-pub use crypto::{KeyError, PublicKey, ServerKey};
 pub use endpoint::{Endpoint, Transmit};
 pub use error::{ConnectError, SendError, UnknownConnection};
+pub use event::SendOptions;
 pub use event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId, ParseDeliveryError};
 pub use handler::{Context, EventHandler, ServerContext, dispatch};
+pub use keys::{KeyError, PublicKey, ServerKey, Zeroizing};
 pub use memory::MemoryBounds;
 pub use rng::{Rng, Seed};
-pub use sending::{Broadcast, SendOptions};
+pub use sending::Broadcast;
+pub use session::Connection;
+pub use state::{ConnectionState, Role};
 pub use stats::{ConnectionMetrics, DropReason, EndpointStats, RATE_HISTORY_SECS, Rates};
 pub use time::{Duration, Instant};
+
+/// **Not public API**: MPGS/1 internals for this repository's own tests,
+/// fuzz targets, simulator and load generator, which forge and inspect
+/// datagrams. Anything here may change in any release.
+#[doc(hidden)]
+pub mod _internal {
+    pub use crate::keys::{EphemeralKey, SPKI_LEN, SPKI_P256_PREFIX};
+    #[cfg(feature = "_fuzzing")]
+    pub use crate::mpgs1::protect::FUZZING_TAG;
+    pub use crate::mpgs1::protect::{self, PacketKey, crc32, derive_packet_key};
+    pub use crate::mpgs1::{seq, wire};
+}

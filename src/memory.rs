@@ -11,9 +11,10 @@ use core::mem::size_of;
 use core::net::SocketAddr;
 
 use crate::config::{EndpointConfig, RateLimit};
-use crate::connection::{ENTRY_SIZE, MAX_UNITS, MESSAGE_SIZE, SENT_PACKET_SIZE, SERVER_PENDING_SIZE, UNIT_SIZE};
 use crate::endpoint::SLOT_SIZE;
+use crate::event::QUEUE_KEEP;
 use crate::event::{ConnectionId, Event};
+use crate::mpgs1::{ENTRY_SIZE, MAX_UNITS, MESSAGE_SIZE, SENT_PACKET_SIZE, SERVER_PENDING_SIZE, UNIT_SIZE};
 use crate::stats::RATE_HISTORY_SECS;
 
 /// Bytes of one second of a connection's rate history.
@@ -26,6 +27,11 @@ const MAX_DATAGRAMS_PER_SECOND: usize = 65_000;
 /// Room for a connection's entries in the endpoint's other per-connection
 /// queues (timers and the like), with growth slack.
 const QUEUE_SLACK: usize = 4 * 16 + 2 * 8;
+/// What a connection's output queues (events, endpoint events, message
+/// outcomes) keep between inputs: they shrink back to `QUEUE_KEEP` entries
+/// once drained.
+const OUTPUT_QUEUES: usize =
+    QUEUE_KEEP * (size_of::<Event>() + size_of::<crate::stats::EndpointEvent>() + crate::mpgs1::OUTCOME_SIZE);
 /// One admission source (a `BTreeMap` entry keyed by address or prefix).
 const SOURCE_ENTRY_SIZE: usize = 64;
 /// One entry of a `BTreeMap` keyed by address, with its node overhead.
@@ -68,7 +74,8 @@ impl EndpointConfig {
             + MAP_ENTRY_SIZE
             + SOURCE_ENTRY_SIZE
             + 2 * 3 * size_of::<ConnectionId>()
-            + QUEUE_SLACK;
+            + QUEUE_SLACK
+            + OUTPUT_QUEUES;
         // Reassembly bookkeeping: entries and received-bitmaps.
         let bitmap = usize::from(self.max_fragments).div_ceil(64) * 8;
         let reassembly_books = sat(2 * self.max_reassemblies, ENTRY_SIZE + bitmap);

@@ -65,6 +65,24 @@ impl DropReason {
     }
 }
 
+/// What a connection tells its endpoint besides application events: the
+/// endpoint-wide counters it moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EndpointEvent {
+    /// A handshake completed.
+    HandshakeCompleted,
+    /// A repeated hello was not answered: the reply would exceed the bytes
+    /// received from the unverified address.
+    AmplificationLimited,
+    /// A datagram's fragments were refused because the endpoint-wide or the
+    /// address's reassembly budget was short.
+    ReassemblyBudgetRefused,
+    /// Reassembly dropped a fragment.
+    FragmentDropped,
+    /// This many reassemblies expired.
+    ReassembliesExpired(u64),
+}
+
 /// Endpoint-wide counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -126,6 +144,17 @@ impl EndpointStats {
 
     pub(crate) fn drop(&mut self, reason: DropReason) {
         self.dropped[reason as usize] += 1;
+    }
+
+    /// Books what a connection reported.
+    pub(crate) fn count(&mut self, event: EndpointEvent) {
+        match event {
+            EndpointEvent::HandshakeCompleted => self.handshakes_completed += 1,
+            EndpointEvent::AmplificationLimited => self.amplification_limited += 1,
+            EndpointEvent::ReassemblyBudgetRefused => self.reassembly_budget_refusals += 1,
+            EndpointEvent::FragmentDropped => self.fragments_dropped += 1,
+            EndpointEvent::ReassembliesExpired(n) => self.reassemblies_expired += n,
+        }
     }
 }
 

@@ -33,9 +33,10 @@ use serde::de::DeserializeOwned;
 
 use crate::endpoint::Endpoint;
 use crate::error::SendError;
+use crate::event::SendOptions;
 use crate::event::{ConnectionId, MessageId};
 use crate::handler::Context;
-use crate::sending::{Broadcast, SendOptions};
+use crate::sending::Broadcast;
 
 /// Why a payload did not decode into the requested type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

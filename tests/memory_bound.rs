@@ -16,9 +16,9 @@
 
 use std::net::SocketAddr;
 
-use mpgameserver::crypto::{self, EphemeralKey, PacketKey};
-use mpgameserver::wire::handshake::{self, CHALLENGE_RESP_LEN, CLIENT_HELLO_FIXED_LEN};
-use mpgameserver::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType};
+use mpgameserver::_internal::wire::handshake::{self, CHALLENGE_RESP_LEN, CLIENT_HELLO_FIXED_LEN};
+use mpgameserver::_internal::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType};
+use mpgameserver::_internal::{EphemeralKey, PacketKey, derive_packet_key};
 use mpgameserver::{
     Delivery, Duration, Endpoint, EndpointConfig, Event, Instant, MAX_DATAGRAM, RateLimit, Rng, Seed, SendError,
     ServerKey,
@@ -45,19 +45,18 @@ struct Peer {
     key: Option<PacketKey>,
     seq: u16,
     out: Vec<u8>,
-    payload: Vec<u8>,
 }
 
 impl Peer {
     fn new(addr: SocketAddr) -> Peer {
-        Peer { addr, key: None, seq: 0, out: Vec::with_capacity(MAX_DATAGRAM), payload: vec![0; MAX_DATAGRAM] }
+        Peer { addr, key: None, seq: 0, out: Vec::with_capacity(MAX_DATAGRAM) }
     }
 
     /// Builds a datagram of `msgs` (CRC mode without a key), acknowledging
     /// nothing (`ack = 0`).
     fn datagram(&mut self, now: Instant, msgs: &[(u16, MsgType, &[u8])]) -> &mut [u8] {
         self.seq = self.seq.wrapping_add(1).max(1);
-        write_datagram(&mut self.out, &mut self.payload, self.key.as_ref(), now, self.seq, msgs);
+        write_datagram(&mut self.out, self.key.as_ref(), now, self.seq, msgs);
         &mut self.out
     }
 
@@ -78,13 +77,15 @@ impl Peer {
         let mut buf = [0u8; MAX_DATAGRAM];
         let t = server.poll_transmit(now, &mut buf).expect("a SERVER_HELLO");
         let hdr = Header::parse(&buf[..t.len], Direction::ToClient).unwrap();
-        let end = HEADER_LEN + usize::from(hdr.length);
-        let msg =
-            mpgameserver::wire::frame::parse_payload(hdr.ty, hdr.count, &buf[HEADER_LEN..end]).unwrap().next().unwrap();
+        let end = mpgameserver::_internal::protect::open_crc(&hdr, &buf[..t.len]).expect("CRC trailer");
+        let msg = mpgameserver::_internal::wire::frame::parse_payload(hdr.ty, hdr.count, &buf[HEADER_LEN..end])
+            .unwrap()
+            .next()
+            .unwrap();
         let sh = handshake::parse_server_hello(msg.data).unwrap();
         let blob = handshake::parse_server_blob(sh.blob).unwrap();
         let shared = eph.agree(blob.ephemeral_spki).unwrap();
-        self.key = Some(PacketKey::new(&crypto::derive_packet_key(&shared, &blob.salt)));
+        self.key = Some(PacketKey::new(&derive_packet_key(&shared, &blob.salt)));
         let mut challenge = [0u8; CHALLENGE_RESP_LEN];
         handshake::emit_challenge_resp(&mut challenge, blob.token);
         self.send(server, now, &[(2, MsgType::ChallengeResp, &challenge)]);

@@ -11,7 +11,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration as StdDuration;
 
-use mpgameserver::crypto::PacketKey;
+use mpgameserver::_internal::PacketKey;
 use mpgameserver::{Duration, MAX_DATAGRAM};
 use mpgameserver_drivers::Clock;
 use mpgameserver_drivers::udp::{BATCH, RecvBatch, SendBatch};

@@ -13,9 +13,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 
-use mpgameserver::crypto::{EphemeralKey, FUZZING_TAG, crc32};
-use mpgameserver::wire::handshake::{self, CLIENT_HELLO_FIXED_LEN};
-use mpgameserver::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType, PayloadWriter};
+use mpgameserver::_internal::protect::{self, TAG_LEN};
+use mpgameserver::_internal::wire::handshake::{self, CLIENT_HELLO_FIXED_LEN};
+use mpgameserver::_internal::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType, PayloadWriter};
+use mpgameserver::_internal::{EphemeralKey, PacketKey};
 use mpgameserver::{
     ConnectionId, Delivery, Duration, Endpoint, EndpointConfig, Event, Instant, IpNet, MAX_DATAGRAM, RateLimit, Rng,
     Role, Seed, ServerKey,
@@ -185,9 +186,9 @@ impl Harness {
     /// A datagram with the header fields from the input and `msgs`, with a
     /// correct length, count, type and trailer (identity "AEAD" or CRC).
     fn sealed(&self, inp: &mut Input, msgs: &[(u16, MsgType, Vec<u8>)], crc: bool) -> Vec<u8> {
-        let mut payload = vec![0u8; self.cfg.sizes().max_payload];
-        let max = payload.len();
-        let mut w = PayloadWriter::new(&mut payload, max);
+        let max = self.cfg.sizes().max_payload;
+        let mut out = vec![0u8; HEADER_LEN + max + TAG_LEN];
+        let mut w = PayloadWriter::new(&mut out[HEADER_LEN..HEADER_LEN + max], max);
         for (msgseq, ty, data) in msgs {
             let _ = w.push(*msgseq, *ty, data);
         }
@@ -206,20 +207,15 @@ impl Harness {
             seq: inp.u16(),
             ack: inp.u16(),
             ty,
-            length: len as u16,
+            length: 0, // set by `seal`
             count,
             ack_bits: inp.u32(),
         };
-        let mut out = vec![0u8; HEADER_LEN];
-        let head: &mut [u8; HEADER_LEN] = (&mut out[..]).try_into().expect("20 bytes");
-        hdr.emit(head);
-        out.extend_from_slice(&payload[..len]);
-        if crc {
-            let c = crc32(&out);
-            out.extend_from_slice(&c.to_be_bytes());
-        } else {
-            out.extend_from_slice(&FUZZING_TAG);
-        }
+        // Any key: the `_fuzzing` build's identity "cipher" leaves the
+        // payload in clear and writes FUZZING_TAG.
+        let key = PacketKey::new(&[0; 16]);
+        let n = protect::seal(&mut out, hdr, len, (!crc).then_some(&key));
+        out.truncate(n);
         out
     }
 

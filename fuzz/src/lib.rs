@@ -9,11 +9,11 @@
 //!
 //! The crate is built with the core's private `_fuzzing` feature: packet
 //! protection is an identity "cipher" with a fixed tag (see
-//! `mpgameserver::crypto::PacketKey`), so the endpoint targets reach the
+//! `mpgameserver::_internal::PacketKey`), so the endpoint targets reach the
 //! message layer. **Never** enable that feature outside this crate.
 
-use mpgameserver::wire::handshake::{self, CHALLENGE_RESP_LEN, SERVER_BLOB_LEN};
-use mpgameserver::wire::{self, Direction, FragmentHeader, Header, MsgType, PayloadWriter, Reader};
+use mpgameserver::_internal::wire::handshake::{self, CHALLENGE_RESP_LEN, SERVER_BLOB_LEN};
+use mpgameserver::_internal::wire::{self, Direction, FragmentHeader, Header, MsgType, PayloadWriter, Reader};
 use mpgameserver::{IpNet, PublicKey, ServerKey};
 
 mod endpoint;

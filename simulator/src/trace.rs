@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 
+use mpgameserver::_internal::wire::MsgType;
 use mpgameserver::Instant;
-use mpgameserver::wire::MsgType;
 use sha2::{Digest, Sha256};
 
 /// Why the simulated network dropped a datagram.

@@ -10,9 +10,10 @@ use alloc::vec::Vec;
 
 use super::forge::*;
 use super::harness::*;
-use crate::crypto::{EphemeralKey, PacketKey};
-use crate::wire::fragment::{self, FragmentHeader};
-use crate::wire::{CRC_LEN, Direction, HEADER_LEN, Header, MsgType, TAG_LEN, handshake};
+use crate::keys::EphemeralKey;
+use crate::mpgs1::protect::PacketKey;
+use crate::mpgs1::wire::fragment::{self, FragmentHeader};
+use crate::mpgs1::wire::{CRC_LEN, Direction, HEADER_LEN, Header, MsgType, TAG_LEN, handshake};
 use crate::{ConnectionId, Delivery, DropReason, Duration, EndpointConfig, Event, Instant, MAX_DATAGRAM, Rng, Seed};
 
 /// Every message (msgseq, type, data) of the AEAD datagrams from `from` to
@@ -134,7 +135,7 @@ fn bug_03_headerless_fragment_retransmits_never_deliver_garbage() {
     let mut seq = silence_client(&mut net, 1);
     // Forges the next datagram from the (silenced) client; no message is a keep-alive.
     let mut forge = |net: &mut Net, msgs: &[(u16, MsgType, &[u8])]| {
-        seq = crate::seq::next(seq);
+        seq = crate::mpgs1::seq::next(seq);
         let d = forge_to_server(net, &key, 1, seq, msgs);
         net.deliver_now(&d);
     };
@@ -215,10 +216,10 @@ fn bug_04_bursts_of_copies_are_delivered_once_and_every_packet_acked() {
     let mut seq = last;
     let mut burst = Vec::new();
     for _ in 0..5 {
-        seq = crate::seq::next(seq);
+        seq = crate::mpgs1::seq::next(seq);
         burst.push(forge_to_server(&net, &key, 1, seq, &[(200, MsgType::App, b"dup")]));
     }
-    seq = crate::seq::next(seq);
+    seq = crate::mpgs1::seq::next(seq);
     burst.push(forge_to_server(&net, &key, 1, seq, &[(201, MsgType::App, b"other"), (200, MsgType::App, b"dup")]));
     let replayed = burst[2].clone();
     burst.push(replayed); // one packet twice
@@ -248,13 +249,13 @@ fn bug_04_bursts_of_copies_are_delivered_once_and_every_packet_acked() {
     assert!(!acks.is_empty());
     let acked = |x: u16| {
         acks.iter().any(|h| {
-            let d = crate::seq::diff(h.ack, x);
+            let d = crate::mpgs1::seq::diff(h.ack, x);
             d == 0 || ((1..=32).contains(&d) && h.ack_bits & (0x8000_0000 >> (d - 1)) != 0)
         })
     };
     let mut x = last;
     while x != seq {
-        x = crate::seq::next(x);
+        x = crate::mpgs1::seq::next(x);
         assert!(acked(x), "packet {x} not acked: {acks:?}");
     }
     let h = acks.last().unwrap();
@@ -456,7 +457,7 @@ fn bug_08_replayed_old_packets_and_messages_are_not_delivered_again() {
         .iter()
         .filter(|d| d.from == addr(1))
         .filter(aead)
-        .filter(|d| crate::seq::diff(d.header().seq, last) <= 0)
+        .filter(|d| crate::mpgs1::seq::diff(d.header().seq, last) <= 0)
         .cloned()
         .collect();
     let arrived = |d: &&Datagram| d.sent + net.latency <= net.now;

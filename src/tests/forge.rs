@@ -6,9 +6,9 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use super::harness::*;
-use crate::crypto::{PacketKey, crc32};
-use crate::seq;
-use crate::wire::{CRC_LEN, Direction, HEADER_LEN, Header, MsgType};
+use crate::mpgs1::protect::{self, PacketKey, TAG_LEN};
+use crate::mpgs1::seq;
+use crate::mpgs1::wire::{CRC_LEN, Direction, HEADER_LEN, Header, MsgType};
 use crate::{DropReason, Duration, Endpoint};
 
 /// Every drop counter of `ep`, in `DropReason::ALL` order.
@@ -30,11 +30,9 @@ pub(super) fn drop_delta(before: [u64; 8], after: [u64; 8]) -> Vec<(DropReason, 
 /// message `(msgseq, type, data)`.
 pub(super) fn crc_message(d: &Datagram) -> (Header, u16, MsgType, Vec<u8>) {
     let hdr = d.header();
-    let end = HEADER_LEN + usize::from(hdr.length);
+    let end = protect::open_crc(&hdr, &d.bytes).expect("CRC trailer");
     assert_eq!(d.bytes.len(), end + CRC_LEN, "exactly header, payload, CRC");
-    let crc = u32::from_be_bytes(d.bytes[end..end + CRC_LEN].try_into().unwrap());
-    assert_eq!(crc32(&d.bytes[..end]), crc, "CRC trailer");
-    let msgs: Vec<_> = crate::wire::frame::parse_payload(hdr.ty, hdr.count, &d.bytes[HEADER_LEN..end])
+    let msgs: Vec<_> = crate::mpgs1::wire::frame::parse_payload(hdr.ty, hdr.count, &d.bytes[HEADER_LEN..end])
         .expect("valid framing")
         .collect();
     assert_eq!(msgs.len(), 1, "a hello is alone in its datagram");
@@ -43,15 +41,20 @@ pub(super) fn crc_message(d: &Datagram) -> (Header, u16, MsgType, Vec<u8>) {
 
 /// Seals an arbitrary (possibly malformed) plaintext payload under `key`
 /// behind `hdr`, whose `length` is set to the payload length.
-pub(super) fn seal_raw(key: &PacketKey, mut hdr: Header, payload: &[u8]) -> Vec<u8> {
-    hdr.length = payload.len() as u16;
-    let mut head = [0u8; HEADER_LEN];
-    hdr.emit(&mut head);
-    let mut body = payload.to_vec();
-    let tag = key.seal(&head, &mut body);
-    let mut out = head.to_vec();
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&tag);
+pub(super) fn seal_raw(key: &PacketKey, hdr: Header, payload: &[u8]) -> Vec<u8> {
+    let mut out = alloc::vec![0u8; HEADER_LEN + payload.len() + TAG_LEN];
+    out[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+    let n = protect::seal(&mut out, hdr, payload.len(), Some(key));
+    out.truncate(n);
+    out
+}
+
+/// A client's CRC datagram `d` again under packet sequence number `seq`.
+pub(super) fn reseal_crc(d: &[u8], seq: u16) -> Vec<u8> {
+    let hdr = Header::parse(d, Direction::ToServer).expect("a valid header");
+    let mut out = d.to_vec();
+    let n = protect::seal(&mut out, Header { seq, ..hdr }, usize::from(hdr.length), None);
+    out.truncate(n);
     out
 }
 

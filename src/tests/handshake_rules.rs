@@ -6,7 +6,7 @@ use core::net::SocketAddr;
 
 use super::forge::*;
 use super::harness::*;
-use crate::wire::{Direction, Header, MsgType};
+use crate::mpgs1::wire::{Direction, Header, MsgType};
 use crate::{
     ConnectFailure, Delivery, DisconnectReason, DropReason, Duration, EndpointConfig, Event, Instant, Rng, Seed,
     ServerKey,
@@ -510,7 +510,7 @@ fn rule_11_malformed_datagrams_are_dropped_and_counted_by_reason() {
 }
 
 /// Offset of the first payload byte.
-const HEADER_PAYLOAD: usize = crate::wire::HEADER_LEN;
+const HEADER_PAYLOAD: usize = crate::mpgs1::wire::HEADER_LEN;
 
 #[test]
 fn rule_12_server_key_is_pinned_unless_trust_on_first_use_is_explicit() {
@@ -636,7 +636,7 @@ fn rule_19_crc_only_datagrams_never_touch_an_established_session() {
             (MsgType::ClientHello, &hello_body[..]),
             (MsgType::ServerHello, &sh_body[..]),
         ] {
-            next_seq = crate::seq::next(next_seq);
+            next_seq = crate::mpgs1::seq::next(next_seq);
             // Acks everything the server sent, and claims a new packet seq.
             let bytes = craft(
                 None,
@@ -647,7 +647,7 @@ fn rule_19_crc_only_datagrams_never_touch_an_established_session() {
                 u32::MAX,
                 &[(next_seq, ty, body)],
             );
-            assert_eq!(crate::wire::Header::parse(&bytes, Direction::ToServer).unwrap().ty, ty);
+            assert_eq!(crate::mpgs1::wire::Header::parse(&bytes, Direction::ToServer).unwrap().ty, ty);
             net.deliver_now(&dgram(&net, addr(1), addr(SERVER), bytes));
             forged += 1;
         }

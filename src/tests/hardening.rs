@@ -11,9 +11,10 @@ use core::net::{IpAddr, SocketAddr};
 use super::forge::*;
 use super::harness::*;
 use crate::config::RateLimit;
-use crate::crypto::{EphemeralKey, PacketKey};
-use crate::wire::handshake::{self, CLIENT_HELLO_FIXED_LEN};
-use crate::wire::{Direction, HEADER_LEN, MsgType};
+use crate::keys::EphemeralKey;
+use crate::mpgs1::protect::PacketKey;
+use crate::mpgs1::wire::handshake::{self, CLIENT_HELLO_FIXED_LEN};
+use crate::mpgs1::wire::{Direction, HEADER_LEN, MsgType};
 use crate::{ConnectionId, Delivery, DisconnectReason, DropReason, Duration, EndpointConfig, Event, IpNet, Rng, Seed};
 
 /// A valid CLIENT_HELLO datagram (seq 1, msgseq 1) with the ephemeral key
@@ -188,14 +189,7 @@ fn full_pending_table_evicts_oldest_so_new_clients_get_in() {
     // A flood fills the table and keeps every entry alive by repeating its
     // hello (repeats cost the server no key exchange), while new ones keep
     // coming: 8 per 100 ms.
-    let repeat = |h: &[u8], seq: u16| {
-        let mut r = h.to_vec();
-        r[8..10].copy_from_slice(&seq.to_be_bytes());
-        let end = r.len() - 4;
-        let crc = crate::crypto::crc32(&r[..end]);
-        r[end..].copy_from_slice(&crc.to_be_bytes());
-        r
-    };
+    let repeat = |h: &[u8], seq: u16| super::forge::reseal_crc(h, seq);
     let mut flood: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     let mut next = 0u32;
     let mut fresh = |n: u32, flood: &mut Vec<(SocketAddr, Vec<u8>)>, net: &mut Net| {
@@ -235,11 +229,7 @@ fn repeated_hellos_do_not_move_a_handshake_back_in_the_eviction_order() {
         to_server(&mut net, spoofed(i as u32), h);
     }
     // The oldest repeats its hello (a new packet seq, same key).
-    let mut again = hellos[0].clone();
-    again[8..10].copy_from_slice(&2u16.to_be_bytes());
-    let end = again.len() - 4;
-    let crc = crate::crypto::crc32(&again[..end]);
-    again[end..].copy_from_slice(&crc.to_be_bytes());
+    let again = super::forge::reseal_crc(&hellos[0], 2);
     let answered = sent_to(&net, spoofed(0)).0;
     to_server(&mut net, spoofed(0), &again);
     assert_eq!(sent_to(&net, spoofed(0)).0, answered + 1, "the repeat was answered");
@@ -326,7 +316,7 @@ fn server_hello_key_reuse_keeps_session_keys_distinct() {
         h.bytes[HEADER_LEN + 2 + 7..HEADER_LEN + 2 + 7 + 91].try_into().unwrap()
     };
     let neg = negate_y(&spki);
-    assert!(crate::crypto::peer_key(&neg).is_some(), "−P is a valid key");
+    assert!(crate::keys::peer_key(&neg).is_some(), "−P is a valid key");
     let before = net.eps[SERVER].stats().dropped(DropReason::Replay);
     // Client 1's key was answered 50 ms ago with the current server key.
     to_server(&mut net, spoofed(1), &hello_with_key(&neg, &cfg));
@@ -351,9 +341,10 @@ fn server_hello_key_reuse_keeps_session_keys_distinct() {
 /// The SERVER_HELLO the server sent to `to`, parsed: (ephemeral key, salt, token).
 fn server_hello_to(net: &Net, to: SocketAddr) -> ([u8; 91], [u8; 16], u32) {
     let d = net.wire_log.iter().find(|d| d.from == addr(SERVER) && d.to == to).expect("a SERVER_HELLO");
-    let hdr = crate::wire::Header::parse(&d.bytes, Direction::ToClient).unwrap();
+    let hdr = crate::mpgs1::wire::Header::parse(&d.bytes, Direction::ToClient).unwrap();
     let end = hdr.payload_end(d.bytes.len(), 4).unwrap();
-    let msg = crate::wire::frame::parse_payload(hdr.ty, hdr.count, &d.bytes[HEADER_LEN..end]).unwrap().next().unwrap();
+    let msg =
+        crate::mpgs1::wire::frame::parse_payload(hdr.ty, hdr.count, &d.bytes[HEADER_LEN..end]).unwrap().next().unwrap();
     let sh = handshake::parse_server_hello(msg.data).unwrap();
     let blob = handshake::parse_server_blob(sh.blob).unwrap();
     (blob.ephemeral_spki.try_into().unwrap(), blob.salt, blob.token)
@@ -387,7 +378,7 @@ fn shared_server_key_does_not_let_a_blind_attacker_complete_a_spoofed_handshake(
 
     // The attacker's best guess: the key and token it knows.
     let shared = mine.agree(&eph).unwrap();
-    let guess = PacketKey::new(&crate::crypto::derive_packet_key(&shared, &salt));
+    let guess = PacketKey::new(&crate::mpgs1::protect::derive_packet_key(&shared, &salt));
     assert!(!same_key(&guess, &net.key_of(SERVER, v)), "the victim's session key is not derivable");
     let mut body = [0u8; handshake::CHALLENGE_RESP_LEN];
     handshake::emit_challenge_resp(&mut body, token);
@@ -675,7 +666,7 @@ fn per_address_reassembly_budget_keeps_one_host_from_taking_the_endpoints() {
     assert_eq!(net.eps[SERVER].reassembly_bytes(), 89_000);
     // Another address would still have its whole budget.
     let other: IpAddr = "192.0.2.9".parse().unwrap();
-    assert_eq!(net.eps[SERVER].admission.reassembly_room(other, &cfg), 120_000);
+    assert_eq!(net.eps[SERVER].admission.reassembly_room(other, 0, &cfg), 120_000);
     // Closing client 1 gives the address its budget back.
     let s1 = net.server_conn_of(1).unwrap();
     net.eps[SERVER].disconnect(net.now, s1).unwrap();

@@ -8,8 +8,8 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 use std::string::String;
 
-use crate::crypto::PacketKey;
-use crate::wire::{Direction, HEADER_LEN, Header, MsgType, TAG_LEN};
+use crate::mpgs1::protect::PacketKey;
+use crate::mpgs1::wire::{Direction, HEADER_LEN, Header, MsgType};
 use crate::{
     ConnectionId, Duration, Endpoint, EndpointConfig, Event, Instant, MAX_DATAGRAM, PublicKey, Rng, Seed, ServerKey,
 };
@@ -246,13 +246,8 @@ impl Net {
 pub(crate) fn decode(key: &PacketKey, d: &Datagram) -> (Header, Vec<(u16, MsgType, Vec<u8>)>) {
     let hdr = d.header();
     let mut bytes = d.bytes.clone();
-    let len = usize::from(hdr.length);
-    let (head, rest) = bytes.split_at_mut(HEADER_LEN);
-    let head: [u8; HEADER_LEN] = (&*head).try_into().unwrap();
-    let (payload, tag) = rest.split_at_mut(len);
-    let tag: [u8; TAG_LEN] = tag[..TAG_LEN].try_into().unwrap();
-    key.open(&head, payload, &tag).expect("decodes under the session key");
-    let msgs = crate::wire::frame::parse_payload(hdr.ty, hdr.count, payload)
+    let end = crate::mpgs1::protect::open(&hdr, &mut bytes, Some(key)).expect("decodes under the session key");
+    let msgs = crate::mpgs1::wire::frame::parse_payload(hdr.ty, hdr.count, &bytes[HEADER_LEN..end])
         .unwrap()
         .map(|m| (m.msgseq, m.ty, m.data.to_vec()))
         .collect();
@@ -300,25 +295,12 @@ pub(crate) fn craft(
     msgs: &[(u16, MsgType, &[u8])],
 ) -> Vec<u8> {
     let mut buf = [0u8; MAX_DATAGRAM];
-    let (head, rest) = buf.split_at_mut(HEADER_LEN);
-    let mut w = crate::wire::PayloadWriter::new(&mut rest[..1434], 1434);
+    let mut w = crate::mpgs1::wire::PayloadWriter::new(&mut buf[HEADER_LEN..HEADER_LEN + 1434], 1434);
     for &(msgseq, ty, data) in msgs {
         w.push(msgseq, ty, data).expect("crafted messages fit");
     }
     let (length, count, ty) = w.finish();
-    let hdr = Header { dir, ctime, seq, ack, ty, length: length as u16, count, ack_bits };
-    let head: &mut [u8; HEADER_LEN] = head.try_into().unwrap();
-    hdr.emit(head);
-    let mut out = Vec::from(&buf[..HEADER_LEN + length]);
-    match key {
-        Some(k) => {
-            let tag = k.seal(&out[..HEADER_LEN].try_into().unwrap(), &mut out[HEADER_LEN..]);
-            out.extend_from_slice(&tag);
-        }
-        None => {
-            let crc = crate::crypto::crc32(&out);
-            out.extend_from_slice(&crc.to_be_bytes());
-        }
-    }
-    out
+    let hdr = Header { dir, ctime, seq, ack, ty, length: 0, count, ack_bits };
+    let n = crate::mpgs1::protect::seal(&mut buf, hdr, length, key);
+    buf[..n].to_vec()
 }

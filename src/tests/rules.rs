@@ -16,9 +16,9 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use super::harness::*;
-use crate::crypto::PacketKey;
-use crate::seq;
-use crate::wire::{Direction, HEADER_LEN, Header, MsgType};
+use crate::mpgs1::protect::PacketKey;
+use crate::mpgs1::seq;
+use crate::mpgs1::wire::{Direction, HEADER_LEN, Header, MsgType};
 use crate::{
     ConnectionId, Delivery, DropReason, Duration, EndpointConfig, Event, Instant, MAX_DATAGRAM, MessageId, SendError,
 };
@@ -228,7 +228,7 @@ fn rule_01_seq_msgseq_and_frag_id_are_never_zero_across_the_wrap() {
             if !is_aead(d) {
                 // A hello (CRC only): its one message is msgseq 1.
                 let payload = &d.bytes[HEADER_LEN..HEADER_LEN + usize::from(h.length)];
-                let mut msgs = crate::wire::frame::parse_payload(h.ty, h.count, payload).expect("hello framing");
+                let mut msgs = crate::mpgs1::wire::frame::parse_payload(h.ty, h.count, payload).expect("hello framing");
                 assert_eq!(msgs.next().map(|m| m.msgseq), Some(1));
                 continue;
             }

@@ -6,8 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use mpgameserver::crypto::crc32;
-use mpgameserver::wire::{Direction, HEADER_LEN, Header, MsgType, PayloadWriter};
+use mpgameserver::_internal::wire::MsgType;
 use mpgameserver::{Delivery, DropReason, Duration, EndpointConfig, Event};
 use mpgameserver_sim::{Datagram, LinkConfig, Sim};
 use quickcheck::{Arbitrary, Gen};
@@ -234,17 +233,8 @@ fn a_replayed_server_hello_to_an_established_client_is_ignored() {
 
 /// A CRC-protected (unencrypted) datagram to the server with one message.
 fn crc_datagram(ctime: u32, seq: u16, ack: u16, msgseq: u16, ty: MsgType, data: &[u8]) -> Vec<u8> {
-    let mut payload = [0u8; 1434];
-    let mut w = PayloadWriter::new(&mut payload, 1434);
-    w.push(msgseq, ty, data).unwrap();
-    let (length, count, ty) = w.finish();
-    let hdr = Header { dir: Direction::ToServer, ctime, seq, ack, ty, length: length as u16, count, ack_bits: !0 };
-    let mut head = [0u8; HEADER_LEN];
-    hdr.emit(&mut head);
-    let mut out = head.to_vec();
-    out.extend_from_slice(&payload[..length]);
-    let crc = crc32(&out);
-    out.extend(crc.to_be_bytes());
+    let mut out = Vec::new();
+    crate::forge::seal_into(&mut out, crate::forge::to_server(ctime, seq, ack, !0), None, &[(msgseq, ty, data)]);
     out
 }
 

@@ -8,9 +8,9 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use mpgameserver::crypto::{self, EphemeralKey, PacketKey};
-use mpgameserver::wire::handshake::{self, CHALLENGE_RESP_LEN, CLIENT_HELLO_FIXED_LEN};
-use mpgameserver::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType};
+use mpgameserver::_internal::wire::handshake::{self, CHALLENGE_RESP_LEN, CLIENT_HELLO_FIXED_LEN};
+use mpgameserver::_internal::wire::{Direction, FragmentHeader, HEADER_LEN, Header, MsgType};
+use mpgameserver::_internal::{EphemeralKey, PacketKey, derive_packet_key};
 use mpgameserver::{
     ConnectionId, Delivery, DropReason, Duration, EndpointConfig, Event, Instant, Rng, Seed, SendError,
 };
@@ -22,7 +22,7 @@ use crate::{outcomes, server_key};
 /// A datagram to the server (see `write_datagram`).
 fn datagram(key: Option<&PacketKey>, now: Instant, seq: u16, msgs: &[(u16, MsgType, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
-    write_datagram(&mut out, &mut [0u8; 1434], key, now, seq, msgs);
+    write_datagram(&mut out, key, now, seq, msgs);
     out
 }
 
@@ -54,14 +54,14 @@ impl Hostile {
         sim.run_for(Duration::from_millis(20));
         let sh = sim.take_captured().into_iter().next().expect("a SERVER_HELLO");
         let hdr = Header::parse(&sh.bytes, Direction::ToClient).unwrap();
-        let end = HEADER_LEN + usize::from(hdr.length);
-        let msg = mpgameserver::wire::frame::parse_payload(hdr.ty, hdr.count, &sh.bytes[HEADER_LEN..end])
+        let end = mpgameserver::_internal::protect::open_crc(&hdr, &sh.bytes).expect("CRC trailer");
+        let msg = mpgameserver::_internal::wire::frame::parse_payload(hdr.ty, hdr.count, &sh.bytes[HEADER_LEN..end])
             .unwrap()
             .next()
             .unwrap();
         let blob = handshake::parse_server_blob(handshake::parse_server_hello(msg.data).unwrap().blob).unwrap();
         let shared = eph.agree(blob.ephemeral_spki).unwrap();
-        let key = PacketKey::new(&crypto::derive_packet_key(&shared, &blob.salt));
+        let key = PacketKey::new(&derive_packet_key(&shared, &blob.salt));
         let mut challenge = [0u8; CHALLENGE_RESP_LEN];
         handshake::emit_challenge_resp(&mut challenge, blob.token);
         let d = datagram(Some(&key), sim.now(), 2, &[(2, MsgType::ChallengeResp, &challenge)]);

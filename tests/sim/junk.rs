@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use mpgameserver::crypto::{SPKI_P256_PREFIX, crc32};
+use mpgameserver::_internal::{SPKI_P256_PREFIX, crc32};
 use mpgameserver::{ConnectionState, DropReason, Duration, Endpoint, EndpointConfig, Instant, MAX_DATAGRAM, Seed};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 

@@ -13,6 +13,7 @@ mod disconnect;
 #[path = "../common/forge.rs"]
 mod forge;
 mod fragments;
+mod golden;
 mod handler;
 mod handshake;
 mod hostile;

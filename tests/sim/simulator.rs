@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use mpgameserver::wire::MsgType;
+use mpgameserver::_internal::wire::MsgType;
 use mpgameserver::{Delivery, DropReason, Duration, EndpointConfig, Instant};
 use mpgameserver_sim::{DropCause, LinkConfig, Loss, NodeId, Sim, TraceKind, hex};
 

@@ -1,7 +1,7 @@
 //! Idle connections, keep-alives, handshake and connection timeouts, all in
 //! virtual time: a 30-second timeout costs milliseconds.
 
-use mpgameserver::wire::MsgType;
+use mpgameserver::_internal::wire::MsgType;
 use mpgameserver::{DisconnectReason, Duration, EndpointConfig, Event, Instant};
 use mpgameserver_sim::{LinkConfig, Sim, TraceKind};
 

@@ -293,7 +293,8 @@ pub(crate) mod testutil {
 
     /// The test vectors file (PROTOCOL.md §17).
     pub fn vectors() -> serde_json::Value {
-        serde_json::from_str(include_str!("../../tests/data/mpgs1_vectors.json")).expect("vectors file is valid JSON")
+        serde_json::from_str(include_str!("../../../tests/data/mpgs1_vectors.json"))
+            .expect("vectors file is valid JSON")
     }
 
     /// Decodes lowercase or uppercase hex, ignoring spaces.

@@ -274,7 +274,7 @@ mod tests {
     /// The `seqnum` and `ack_bits_examples` entries of the reference's vectors.
     #[test]
     fn reference_vectors_seqnum_and_ack_bits() {
-        let v = crate::wire::testutil::vectors();
+        let v = crate::mpgs1::wire::testutil::vectors();
         let sn = &v["seqnum"];
         assert_eq!(i64::from(next(65535)), sn["after_65535"].as_i64().unwrap());
         assert_eq!(i64::from(diff(1, 65535)), sn["diff(1,65535)"].as_i64().unwrap());

@@ -21,12 +21,7 @@ use core::ops::Range;
 
 use super::WireError;
 
-/// Length of the fragment header at the start of APP_FRAGMENT data.
-pub const FRAGMENT_HEADER_LEN: usize = 6;
-
-/// Size of the full chunks of our split when the payload allows it
-/// (`MAX_FRAGMENT_SIZE` of the reference).
-const CHUNK_CAP: usize = 1024;
+pub use crate::config::fragments::FRAGMENT_HEADER_LEN;
 
 /// The header at the start of every APP_FRAGMENT message's data (§8).
 ///
@@ -80,51 +75,7 @@ impl FragmentHeader {
     }
 }
 
-/// `MAX_SINGLE`: the largest message sent unfragmented, `max_payload − 2`
-/// (1432 at MTU 1500).
-#[inline]
-pub const fn max_single(max_payload: usize) -> usize {
-    max_payload.saturating_sub(2)
-}
-
-/// `FRAG_TAIL_MAX`: the largest chunk that fits a payload with its 6-byte
-/// fragment header and 2-byte msgseq, `max_payload − 8` (1426 at MTU 1500).
-#[inline]
-pub const fn frag_tail_max(max_payload: usize) -> usize {
-    max_payload.saturating_sub(FRAGMENT_HEADER_LEN + 2)
-}
-
-/// `FRAG_CHUNK`: the size of every chunk but the last,
-/// `min(1024, FRAG_TAIL_MAX)` (1024 at MTU 1500).
-#[inline]
-pub const fn frag_chunk(max_payload: usize) -> usize {
-    let tail = frag_tail_max(max_payload);
-    if tail < CHUNK_CAP { tail } else { CHUNK_CAP }
-}
-
-/// Number of full-size chunks cut before the final one.
-#[inline]
-const fn full_chunks(len: usize, tail_max: usize, chunk: usize) -> usize {
-    if len <= tail_max { 0 } else { (len - tail_max).div_ceil(chunk) }
-}
-
-/// Number of fragments our split makes of a message of `len` bytes, in O(1).
-///
-/// Only meaningful for `len > max_single(max_payload)`; a shorter message is
-/// sent unfragmented, and for it this returns 1 (a single piece, which must
-/// not be sent as a fragment: receivers require `count ≥ 2`). Returns 0 when
-/// `max_payload < 9`, where no chunk fits.
-#[inline]
-pub const fn fragment_count(len: usize, max_payload: usize) -> usize {
-    let chunk = frag_chunk(max_payload);
-    if chunk == 0 {
-        return 0;
-    }
-    if len <= max_single(max_payload) {
-        return 1;
-    }
-    full_chunks(len, frag_tail_max(max_payload), chunk) + 1
-}
+pub use crate::config::fragments::{frag_chunk, frag_tail_max, fragment_count, max_single};
 
 /// The byte range of the message held by fragment `i` (0-based, so its
 /// header `index` is `i + 1`), in O(1). Consistent with

@@ -39,9 +39,9 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::seq;
+use crate::mpgs1::seq;
+use crate::mpgs1::wire::fragment::FragmentHeader;
 use crate::time::{Duration, Instant};
-use crate::wire::fragment::FragmentHeader;
 
 /// Heap bytes of one reassembly besides its chunk buffers and bitmap, for
 /// [`crate::MemoryBounds`].
@@ -571,7 +571,7 @@ impl View for Sim<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::fragment::{FRAGMENT_HEADER_LEN, fragment_count, fragment_range};
+    use crate::mpgs1::wire::fragment::{FRAGMENT_HEADER_LEN, fragment_count, fragment_range};
     use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
     use std::vec::Vec;
 

@@ -12,11 +12,11 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+use super::seq::{self, Counter};
+use super::wire::fragment::{self, FRAGMENT_HEADER_LEN, FragmentHeader};
+use super::wire::{MsgType, PayloadWriter};
 use crate::event::{Delivery, MessageId};
-use crate::seq::{self, Counter};
 use crate::time::{Duration, Instant};
-use crate::wire::fragment::{self, FRAGMENT_HEADER_LEN, FragmentHeader};
-use crate::wire::{MsgType, PayloadWriter};
 
 /// Packets behind the newest sent one that an ack can still reach.
 const ACK_RANGE: u16 = 32;
@@ -34,6 +34,7 @@ pub(crate) const MAX_UNITS: usize = 30_000;
 /// for [`crate::MemoryBounds`].
 pub(crate) const MESSAGE_SIZE: usize = core::mem::size_of::<OutMsg>();
 pub(crate) const UNIT_SIZE: usize = core::mem::size_of::<Unit>();
+pub(crate) const OUTCOME_SIZE: usize = core::mem::size_of::<Outcome>();
 pub(crate) const SENT_PACKET_SIZE: usize = core::mem::size_of::<SentPacket>() + core::mem::size_of::<u64>();
 
 /// What became of a message, for the connection to report.
@@ -195,6 +196,8 @@ pub(crate) struct SendState {
     sent: VecDeque<SentPacket>,
     carried: VecDeque<u64>,
     carried_base: u64,
+    /// Message outcomes decided and not yet taken by the connection.
+    outcomes: VecDeque<Outcome>,
 }
 
 impl SendState {
@@ -220,7 +223,25 @@ impl SendState {
             sent: VecDeque::new(),
             carried: VecDeque::new(),
             carried_base: 0,
+            outcomes: VecDeque::new(),
         }
+    }
+
+    /// Whether an outcome waits.
+    #[inline]
+    pub(crate) fn has_outcomes(&self) -> bool {
+        !self.outcomes.is_empty()
+    }
+
+    /// The next decided outcome, oldest first.
+    #[inline]
+    pub(crate) fn poll_outcome(&mut self) -> Option<Outcome> {
+        self.outcomes.pop_front()
+    }
+
+    /// Gives back what the drained outcome queue grew beyond its keep.
+    pub(crate) fn shrink_outcomes(&mut self) {
+        crate::event::shrink_drained(&mut self.outcomes);
     }
 
     /// Takes the next message sequence number for a message sent outside
@@ -337,7 +358,7 @@ impl SendState {
     /// ack range behind it can no longer be acknowledged by a peer that
     /// receives this one, so it is declared lost now rather than at the ack
     /// timeout.
-    pub(crate) fn on_datagram_sent(&mut self, seq: u16, report: &mut dyn FnMut(Outcome)) -> u64 {
+    pub(crate) fn on_datagram_sent(&mut self, seq: u16) -> u64 {
         let mut lost = 0;
         for k in 0..self.sent.len() {
             let (old, resolved) = (self.sent[k].seq, self.sent[k].resolved);
@@ -345,7 +366,7 @@ impl SendState {
                 break;
             }
             if !resolved {
-                self.resolve(k, false, report);
+                self.resolve(k, false);
                 lost += 1;
             }
         }
@@ -432,7 +453,7 @@ impl SendState {
 
     /// Stops repeating best-effort units whose deadline passed; reports
     /// messages that are thereby lost.
-    pub(crate) fn expire_best_effort(&mut self, now: Instant, t: Timing, report: &mut dyn FnMut(Outcome)) {
+    pub(crate) fn expire_best_effort(&mut self, now: Instant, t: Timing) {
         let end = self.next_unsent.min(self.units.len());
         for i in self.win_start..end {
             let u = self.units[i];
@@ -443,7 +464,7 @@ impl SendState {
                 self.units[i].done = true;
                 self.window_stale = true;
                 if u.in_flight == 0 {
-                    self.unit_lost(i, report);
+                    self.unit_lost(i);
                 }
             }
         }
@@ -553,13 +574,7 @@ impl SendState {
 
     /// Processes a received `ack`/`ack_bits`. Returns the RTT sample of the
     /// newest newly acknowledged datagram, if any.
-    pub(crate) fn on_ack(
-        &mut self,
-        ack: u16,
-        ack_bits: u32,
-        now: Instant,
-        report: &mut dyn FnMut(Outcome),
-    ) -> Option<Duration> {
+    pub(crate) fn on_ack(&mut self, ack: u16, ack_bits: u32, now: Instant) -> Option<Duration> {
         if ack == 0 {
             return None;
         }
@@ -579,7 +594,7 @@ impl SendState {
                     rtt = Some(now - p_time);
                 }
                 acked_any = true;
-                self.resolve(k, true, report);
+                self.resolve(k, true);
             } else if d >= REORDER_THRESHOLD && !p_suspected {
                 self.sent[k].suspected = true;
                 self.mark_resend(k);
@@ -593,12 +608,12 @@ impl SendState {
 
     /// Declares lost every datagram unacknowledged for `ack_timeout`.
     /// Returns how many were lost.
-    pub(crate) fn detect_timeouts(&mut self, now: Instant, t: Timing, report: &mut dyn FnMut(Outcome)) -> u64 {
+    pub(crate) fn detect_timeouts(&mut self, now: Instant, t: Timing) -> u64 {
         let mut lost = 0;
         for k in 0..self.sent.len() {
             let p = self.sent[k];
             if !p.resolved && now >= p.time + t.ack_timeout {
-                self.resolve(k, false, report);
+                self.resolve(k, false);
                 lost += 1;
             }
         }
@@ -632,7 +647,7 @@ impl SendState {
     // datagram: the queues' fields then stay loaded across the loop
     // instead of being reloaded by each call's prologue.
     #[inline(always)]
-    fn resolve(&mut self, k: usize, acked: bool, report: &mut dyn FnMut(Outcome)) {
+    fn resolve(&mut self, k: usize, acked: bool) {
         self.sent[k].resolved = true;
         let p = self.sent[k];
         let start = (p.carried_start - self.carried_base) as usize;
@@ -662,12 +677,12 @@ impl SendState {
                         };
                         self.queued_bytes -= m.len;
                         m.free_heap();
-                        report(outcome);
+                        self.outcomes.push_back(outcome);
                     }
                 }
             } else if u.done {
                 if u.in_flight == 0 {
-                    self.unit_lost(i, report);
+                    self.unit_lost(i);
                 }
             } else if u.last_sent <= p.time {
                 u.resend = true;
@@ -676,12 +691,12 @@ impl SendState {
     }
 
     /// Unit `i` will never be acknowledged: its message is lost.
-    fn unit_lost(&mut self, i: usize, report: &mut dyn FnMut(Outcome)) {
+    fn unit_lost(&mut self, i: usize) {
         let msg = self.units[i].msg;
-        self.decide_lost(msg, report);
+        self.decide_lost(msg);
     }
 
-    fn decide_lost(&mut self, msg: u64, report: &mut dyn FnMut(Outcome)) {
+    fn decide_lost(&mut self, msg: u64) {
         let Some(mi) = self.msg_index(msg) else {
             return;
         };
@@ -701,7 +716,11 @@ impl SendState {
             self.units[i].done = true;
         }
         if !internal {
-            report(if report_it { Outcome::Lost(MessageId(msg)) } else { Outcome::Unreported { delivered: false } });
+            self.outcomes.push_back(if report_it {
+                Outcome::Lost(MessageId(msg))
+            } else {
+                Outcome::Unreported { delivered: false }
+            });
         }
     }
 
@@ -739,7 +758,7 @@ impl SendState {
 
     /// Abandons every message not yet sent (local disconnect): each is
     /// reported lost. Units in flight keep their chance to be acknowledged.
-    pub(crate) fn drop_unsent(&mut self, report: &mut dyn FnMut(Outcome)) {
+    pub(crate) fn drop_unsent(&mut self) {
         let mut sent_any = alloc::vec![false; self.messages.len()];
         for u in &self.units {
             if let (true, Some(mi)) = (u.sends > 0, self.msg_index(u.msg)) {
@@ -749,7 +768,7 @@ impl SendState {
         let ids: Vec<u64> =
             self.messages.iter().zip(&sent_any).filter(|(m, sent)| !m.decided && !**sent).map(|(m, _)| m.id).collect();
         for id in ids {
-            self.decide_lost(id, report);
+            self.decide_lost(id);
         }
         // Nothing more is retransmitted; in-flight copies may still be acked.
         for u in self.units.iter_mut() {
@@ -759,10 +778,10 @@ impl SendState {
     }
 
     /// Reports every undecided message lost (the connection is closing).
-    pub(crate) fn abandon(&mut self, report: &mut dyn FnMut(Outcome)) {
+    pub(crate) fn abandon(&mut self) {
         let ids: Vec<u64> = self.messages.iter().filter(|m| !m.decided).map(|m| m.id).collect();
         for id in ids {
-            self.decide_lost(id, report);
+            self.decide_lost(id);
         }
         self.units.clear();
         self.messages.clear();

@@ -1,25 +1,10 @@
-//! A game server and four clients over a simulated bad network, in virtual
-//! time, with `mpgameserver-sim`.
-//!
-//! Each client sends its input every 60 Hz frame (`Unreliable`), a chat
-//! line every second (`Reliable`) and a 60 kB upload once (`Reliable`,
-//! fragmented); the server sends every client a state update every frame
-//! (`Unreliable`), echoes the chat lines (`Reliable`) and sends each client
-//! a 200 kB map (`Reliable`). After 20 virtual seconds the clients
-//! disconnect. The program prints what happened per connection and what the
-//! network did.
-//!
-//! Everything derives from the seed: the same `--seed` prints the same
-//! bytes, run after run (including the trace digest on the last line); a
-//! different seed gives a different run.
-//!
-//! ```sh
-//! cargo run --example lossy_sim -- --seed 7
-//! cargo run --example lossy_sim -- --seed 8 --preset wifi
-//! ```
+//! The scenario of the `lossy_sim` example: a game server and four clients
+//! over a simulated bad network, in virtual time. It is a module of its own
+//! so that the simulator suite (`tests/sim/golden.rs`) runs exactly the code
+//! the example runs and pins its trace digests.
 
 use std::cell::RefCell;
-use std::process::ExitCode;
+use std::fmt::Write as _;
 use std::rc::Rc;
 
 use mpgameserver::{
@@ -28,38 +13,19 @@ use mpgameserver::{
 };
 use mpgameserver_sim::{DropCause, NodeId, Preset, Sim, hex};
 
-const CLIENTS: usize = 4;
+/// Clients in the game.
+pub const CLIENTS: usize = 4;
 const FRAME: Duration = Duration::from_micros(16_667);
 const PLAY_FRAMES: u32 = 20 * 60;
 const MAP_BYTES: usize = 200_000;
 const UPLOAD_BYTES: usize = 60_000;
 
-struct Args {
-    seed: u64,
-    preset: Preset,
-}
-
-const USAGE: &str = "usage: lossy_sim [--seed N] [--preset perfect|lan|wifi|mobile-lossy]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args { seed: 1, preset: Preset::MobileLossy };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
-        match arg.as_str() {
-            "--seed" => {
-                let v = value("--seed")?;
-                args.seed = v.parse().map_err(|_| format!("--seed wants a number, not {v:?}\n{USAGE}"))?;
-            }
-            "--preset" => {
-                let v = value("--preset")?;
-                args.preset = Preset::from_name(&v).ok_or_else(|| format!("unknown preset {v:?}\n{USAGE}"))?;
-            }
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    Ok(args)
+/// Appends one line to the report.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        // Invariant: writing to a `String` never fails.
+        writeln!($out, $($arg)*).expect("a String accepts every write")
+    };
 }
 
 /// What a client's game logic saw.
@@ -74,9 +40,10 @@ struct Seen {
     disconnected: Option<String>,
 }
 
-fn print_metrics(name: &str, m: &ConnectionMetrics) {
+fn print_metrics(out: &mut String, name: &str, m: &ConnectionMetrics) {
     let srtt = m.srtt.map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
-    println!(
+    say!(
+        out,
         "  {name:<8} srtt {srtt:>9}  datagrams sent/received/lost {:>5}/{:>5}/{:>4}  messages sent/acked/lost/resent/received {:>5}/{:>5}/{:>4}/{:>4}/{:>5}",
         m.datagrams_sent,
         m.datagrams_received,
@@ -89,7 +56,7 @@ fn print_metrics(name: &str, m: &ConnectionMetrics) {
     );
 }
 
-fn print_drops(name: &str, ep: &Endpoint) {
+fn print_drops(out: &mut String, name: &str, ep: &Endpoint) {
     let s = ep.stats();
     let reasons: Vec<String> = DropReason::ALL
         .iter()
@@ -97,20 +64,16 @@ fn print_drops(name: &str, ep: &Endpoint) {
         .map(|&r| format!("{}={}", r.name(), s.dropped(r)))
         .collect();
     let reasons = if reasons.is_empty() { "none".to_string() } else { reasons.join(" ") };
-    println!("  {name:<8} refused datagrams: {reasons}");
+    say!(out, "  {name:<8} refused datagrams: {reasons}");
 }
 
-fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut sim = Sim::new(args.seed);
-    sim.set_default_link(args.preset.config());
-    let key = ServerKey::generate(&mut Rng::new(Seed::from_u64(args.seed)));
+/// Runs the game for `seed` over links of `preset`, appends what happened
+/// (per connection and on the network) to `out`, and returns the trace
+/// digest (also the report's last line). Everything derives from `seed`.
+pub fn run(seed: u64, preset: Preset, out: &mut String) -> [u8; 32] {
+    let mut sim = Sim::new(seed);
+    sim.set_default_link(preset.config());
+    let key = ServerKey::generate(&mut Rng::new(Seed::from_u64(seed)));
     let server = sim.add_server(EndpointConfig::default(), key).expect("the default configuration is valid");
     sim.record_events(server, false);
     // Server logic: echo chat lines, send the map to every new client.
@@ -152,12 +115,7 @@ fn main() -> ExitCode {
         clients.push((node, conn, seen));
     }
 
-    println!(
-        "lossy_sim: seed {}, preset {}, {CLIENTS} clients, {} s of play",
-        args.seed,
-        args.preset,
-        PLAY_FRAMES / 60
-    );
+    say!(out, "lossy_sim: seed {}, preset {}, {CLIENTS} clients, {} s of play", seed, preset, PLAY_FRAMES / 60);
     let upload: Vec<u8> = (0..UPLOAD_BYTES).map(|i| (i % 241) as u8).collect();
     for frame in 0..PLAY_FRAMES {
         for (k, (node, conn, seen)) in clients.iter().enumerate() {
@@ -183,10 +141,11 @@ fn main() -> ExitCode {
         sim.run_for(FRAME);
     }
 
-    println!("\nafter {} (virtual):", sim.now());
+    say!(out, "\nafter {} (virtual):", sim.now());
     for (k, (node, conn, seen)) in clients.iter().enumerate() {
         let s = seen.borrow();
-        println!(
+        say!(
+            out,
             "client {k} at {}: state updates {}, chat echoes {}, map {}, outcomes delivered/lost {}/{}",
             sim.addr(*node),
             s.states,
@@ -196,14 +155,14 @@ fn main() -> ExitCode {
             s.lost
         );
         if let Some(c) = sim.endpoint(*node).connection(*conn) {
-            print_metrics("client", c.metrics());
+            print_metrics(out, "client", c.metrics());
         }
         if let Some(c) = sim.conn_of(server, *node).and_then(|id| sim.endpoint(server).connection(id)) {
-            print_metrics("server", c.metrics());
+            print_metrics(out, "server", c.metrics());
         }
-        print_drops("client", sim.endpoint(*node));
+        print_drops(out, "client", sim.endpoint(*node));
     }
-    print_drops("server", sim.endpoint(server));
+    print_drops(out, "server", sim.endpoint(server));
 
     // Everyone leaves.
     for (node, conn, _) in &clients {
@@ -212,14 +171,15 @@ fn main() -> ExitCode {
     sim.run_for(Duration::from_secs(3));
     for (k, (_, _, seen)) in clients.iter().enumerate() {
         let s = seen.borrow();
-        println!("client {k} disconnected {}", s.disconnected.as_deref().unwrap_or("(not yet)"));
+        say!(out, "client {k} disconnected {}", s.disconnected.as_deref().unwrap_or("(not yet)"));
     }
 
     let st = sim.stats();
-    println!("\nnetwork: {st}");
+    say!(out, "\nnetwork: {st}");
     let causes: Vec<String> = DropCause::ALL.iter().map(|&c| format!("{}={}", c.name(), st.dropped(c))).collect();
-    println!("dropped by cause: {}", causes.join(" "));
-    println!("steps {}, handle_timeout calls {}, trace entries {}", st.steps, st.timeouts, sim.trace().total());
-    println!("trace digest {}", hex(&sim.digest()));
-    ExitCode::SUCCESS
+    say!(out, "dropped by cause: {}", causes.join(" "));
+    say!(out, "steps {}, handle_timeout calls {}, trace entries {}", st.steps, st.timeouts, sim.trace().total());
+    let digest = sim.digest();
+    say!(out, "trace digest {}", hex(&digest));
+    digest
 }
