@@ -262,8 +262,11 @@ def one_session(srv, count, size):
 
 
 def client_summary(cli):
+    """echo_client's summary line: groups echoed, count, size, p50, p99, late,
+    lost, mismatched (late echoes came after echo_client stopped waiting)."""
     out = cli.out()
-    m = re.search(r"^echoed (\d+)/(\d+) messages, size (\d+), rtt p50 (\S+) ms p99 (\S+) ms$", out, re.M)
+    m = re.search(r"^echoed (\d+)/(\d+) messages, size (\d+), rtt p50 (\S+) ms p99 (\S+) ms, "
+                  r"late (\d+)(?: \([^)]*\))?, lost (\d+), mismatched (\d+)$", out, re.M)
     return m
 
 
@@ -272,7 +275,7 @@ def expect_all_echoed(cli, count):
     err = cli.err().splitlines()[1:]
     check(m is not None, "echo_client printed no summary (exit %s)%s" % (cli.p.returncode,
                                                                           ": " + err[-1] if err else ""))
-    check(m.group(1) == str(count) and cli.p.returncode == 0,
+    check(m.group(1) == str(count) and m.group(6) == "0" and m.group(8) == "0" and cli.p.returncode == 0,
           "echo_client: %s (exit %s)" % (m.group(0), cli.p.returncode))
     return m
 
