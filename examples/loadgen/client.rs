@@ -3,12 +3,12 @@
 //! ticks, timers and sockets and checks every echo.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use mpgameserver::_internal::PacketKey;
-use mpgameserver::{ConnectionId, Delivery, Duration, Endpoint, Event, Instant, MAX_DATAGRAM};
+use mpgameserver::{ConnectFailure, ConnectionId, Delivery, Duration, Endpoint, Event, Instant, MAX_DATAGRAM};
 use mpgameserver_drivers::Clock;
 use mpgameserver_drivers::udp::RecvBatch;
 
@@ -54,7 +54,13 @@ pub(crate) struct Track {
 #[derive(Default)]
 pub(crate) struct Tally {
     pub(crate) connected: u32,
+    /// Handshakes that ended without a connection, for any reason.
     pub(crate) failed: u32,
+    /// Of `failed`: the server did not answer within the connect timeout
+    /// (a server drops a hello it refuses without answering).
+    pub(crate) timed_out: u32,
+    /// The local addresses of the clients (one: they all share it).
+    pub(crate) sources: BTreeSet<IpAddr>,
     pub(crate) first_connected: Option<Instant>,
     pub(crate) last_connected: Option<Instant>,
     /// Messages sent in the measurement window, and echoes of them.
@@ -259,6 +265,9 @@ pub(crate) fn drain_events(
                 }
                 c.state = State::Failed;
                 tally.failed += 1;
+                if reason == ConnectFailure::TimedOut {
+                    tally.timed_out += 1;
+                }
             }
             Event::Message { payload, .. } => on_echo(tally, c, i, &payload, now, window),
             Event::Lost { .. } => tally.reported_lost += 1,

@@ -73,6 +73,7 @@ pub(crate) fn worker(plan: &Plan<'_>, t: u32, threads: u32) -> Result<Outcome, B
             while started < ids.len() && started as u32 - (g.tally.connected + g.tally.failed) < concurrency {
                 let local = started as u32;
                 let socket = bind_like(plan.server)?;
+                g.tally.sources.insert(socket.local_addr()?.ip());
                 g.poller.add(&socket, local)?;
                 let now = g.clock.now();
                 let proto = match &plan.key {

@@ -1,7 +1,7 @@
 //! Running servers as an operator would: the metrics endpoint scraped over
 //! HTTP, worker threads on one port, SIGTERM on an example server, and the
-//! side HTTP API example. Every test binds loopback only and bounds its own
-//! waits.
+//! side HTTP API example; the test tools (`echo_client`, `loadgen`) as a
+//! user runs them. Every test binds loopback only and bounds its own waits.
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
@@ -9,4 +9,5 @@ mod common;
 mod metrics;
 mod side_api;
 mod signals;
+mod tools;
 mod workers;
