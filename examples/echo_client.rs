@@ -482,10 +482,7 @@ mod tests {
         assert_eq!(l.give_up(at(10_000)), 1);
         // The next burst is waited for when the first echo comes.
         l.sent(MessageId(1), b"the next message.", at(10_000));
-        assert_eq!(
-            l.received(b"a large message..", at(13_500)),
-            Verdict::Late { rtt: 13_500 * MS, after: 3_500 * MS }
-        );
+        assert_eq!(l.received(b"a large message..", at(13_500)), Verdict::Late { rtt: 13_500 * MS, after: 3_500 * MS });
         assert!(l.awaiting(), "the late echo does not answer the message waited for now");
         assert_eq!(l.received(b"the next message.", at(13_600)), Verdict::Echoed { rtt: 3_600 * MS });
         let s = l.summary(2, 17);
@@ -584,7 +581,10 @@ mod tests {
              lost 1, mismatched 1"
         );
         let clean = Ledger::new(Reply::Echo, 0).summary(0, 100);
-        assert_eq!(clean.to_string(), "echoed 0/0 messages, size 100, rtt p50 - ms p99 - ms, late 0, lost 0, mismatched 0");
+        assert_eq!(
+            clean.to_string(),
+            "echoed 0/0 messages, size 100, rtt p50 - ms p99 - ms, late 0, lost 0, mismatched 0"
+        );
         // Messages never sent (the connection ended early) are lost too.
         assert_eq!(Ledger::new(Reply::Echo, 4).summary(4, 100).lost, 4);
     }

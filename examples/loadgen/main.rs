@@ -328,10 +328,8 @@ fn shortfall(asked: u32, t: &Tally, connect_timeout: f64) -> Option<String> {
     if t.connected >= asked {
         return None;
     }
-    let mut why = format!(
-        "only {} of {} clients connected; the figures above are for those {}",
-        t.connected, asked, t.connected
-    );
+    let mut why =
+        format!("only {} of {} clients connected; the figures above are for those {}", t.connected, asked, t.connected);
     let other_failures = t.failed - t.timed_out.min(t.failed);
     if other_failures > 0 {
         why += &format!(" ({other_failures} handshakes failed for the reason shown above)");
@@ -344,17 +342,19 @@ fn shortfall(asked: u32, t: &Tally, connect_timeout: f64) -> Option<String> {
     why += &format!(". {unanswered} handshakes got no answer within --connect-timeout ({connect_timeout} s)");
     let limits = mpgameserver::EndpointConfig::default();
     match (t.sources.len(), t.sources.first()) {
-        (1, Some(ip)) => why += &format!(
-            ": all {asked} clients share the address {ip}, and a server drops the hellos beyond its \
+        (1, Some(ip)) => {
+            why += &format!(
+                ": all {asked} clients share the address {ip}, and a server drops the hellos beyond its \
              per-address limits unanswered (by default {} connections, {} handshakes in progress and \
              {} hellos/s, bursts of {}, per address). For a load test, lift them on the server: \
              `echo_server --no-source-limits` (never on a server reachable from the internet); \
              a slow server needs a longer --connect-timeout",
-            limits.max_connections_per_ip,
-            limits.max_pending_per_ip,
-            limits.hello_rate_per_ip.per_second,
-            limits.hello_rate_per_ip.burst,
-        ),
+                limits.max_connections_per_ip,
+                limits.max_pending_per_ip,
+                limits.hello_rate_per_ip.per_second,
+                limits.hello_rate_per_ip.burst,
+            )
+        }
         _ => why += ": check the server's hello rate limits, or allow a longer --connect-timeout",
     }
     Some(why)
@@ -374,7 +374,13 @@ mod tests {
 
     #[test]
     fn the_summary_line_says_how_many_of_the_clients_asked_for_connected() {
-        let t = Tally { sent: 10, echoed: 9, echoes_in_window: 20, rtts_us: vec![1_000, 2_000, 3_000], ..tally(64, 0, 0, &[]) };
+        let t = Tally {
+            sent: 10,
+            echoed: 9,
+            echoes_in_window: 20,
+            rtts_us: vec![1_000, 2_000, 3_000],
+            ..tally(64, 0, 0, &[])
+        };
         assert_eq!(
             summary_line(200, &t, 2.0),
             "clients=200 connected=64/200 sent=10 echoed=9 lost=1 msgs_per_s=10 p50_rtt_ms=2.00 p99_rtt_ms=3.00"
