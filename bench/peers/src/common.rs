@@ -319,7 +319,7 @@ pub fn report(
     };
     let (Some([cpu_start, cpu_end]), 1..) = (cpu, t.connected) else {
         println!("connected=0/{} failed={} handshakes_per_s=0 offered_per_s=0", args.clients, t.failed);
-        println!("clients={} sent=0 echoed=0 lost=0 msgs_per_s=0 p50_rtt_ms=- p99_rtt_ms=-", args.clients);
+        println!("{}", summary_line(args.clients, &t, 1.0));
         return Err("no client connected".into());
     };
     let window = (cpu_end.2 - cpu_start.2) as f64 / 1e6;
@@ -366,7 +366,9 @@ pub fn report(
 /// `examples/loadgen`'s summary line; `t.rtts_us` sorted, `window` in seconds.
 pub fn summary_line(clients: u32, t: &Tally, window: f64) -> String {
     format!(
-        "clients={} sent={} echoed={} lost={} msgs_per_s={:.0} p50_rtt_ms={} p99_rtt_ms={}",
+        "clients={} connected={}/{} sent={} echoed={} lost={} msgs_per_s={:.0} p50_rtt_ms={} p99_rtt_ms={}",
+        clients,
+        t.connected,
         clients,
         t.sent,
         t.echoed,
@@ -438,12 +440,21 @@ mod tests {
 
     #[test]
     fn the_summary_line_has_loadgens_keys_in_loadgens_order() {
-        let t =
-            Tally { sent: 10, echoed: 9, echoes_in_window: 20, rtts_us: vec![1_000, 2_000, 3_000], ..Tally::default() };
+        let t = Tally {
+            connected: 3,
+            sent: 10,
+            echoed: 9,
+            echoes_in_window: 20,
+            rtts_us: vec![1_000, 2_000, 3_000],
+            ..Tally::default()
+        };
         let line = summary_line(4, &t, 2.0);
-        assert_eq!(line, "clients=4 sent=10 echoed=9 lost=1 msgs_per_s=10 p50_rtt_ms=2.00 p99_rtt_ms=3.00");
+        assert_eq!(
+            line,
+            "clients=4 connected=3/4 sent=10 echoed=9 lost=1 msgs_per_s=10 p50_rtt_ms=2.00 p99_rtt_ms=3.00"
+        );
         // The keys as examples/loadgen documents them.
-        let loadgen = "clients=.. sent=.. echoed=.. lost=.. msgs_per_s=.. p50_rtt_ms=.. p99_rtt_ms=..";
+        let loadgen = "clients=.. connected=../.. sent=.. echoed=.. lost=.. msgs_per_s=.. p50_rtt_ms=.. p99_rtt_ms=..";
         let keys = |l: &str| l.split(' ').map(|kv| kv.split('=').next().unwrap_or("").to_string()).collect::<Vec<_>>();
         assert_eq!(keys(&line), keys(loadgen));
     }
