@@ -450,6 +450,7 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
+/// Run by `cargo test` through `tests/ops/tools.rs`, which includes this file.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,9 @@
 //! ticks, timers and sockets and checks every echo.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use mpgameserver::_internal::PacketKey;
 use mpgameserver::{ConnectFailure, ConnectionId, Delivery, Duration, Endpoint, Event, Instant, MAX_DATAGRAM};
@@ -14,6 +14,7 @@ use mpgameserver_drivers::udp::RecvBatch;
 
 use crate::poller::Poller;
 
+pub(crate) use crate::report::Tally;
 use crate::{STAMP, WINDOW, raw};
 
 /// What a client speaks.
@@ -48,35 +49,6 @@ pub(crate) struct Track {
     pub(crate) next_seq: u64,
     /// Bit `seq % WINDOW` set: the echo of `seq` arrived.
     pub(crate) echoed: Box<[u64; (WINDOW / 64) as usize]>,
-}
-
-/// Counters of a run.
-#[derive(Default)]
-pub(crate) struct Tally {
-    pub(crate) connected: u32,
-    /// Handshakes that ended without a connection, for any reason.
-    pub(crate) failed: u32,
-    /// Of `failed`: the server did not answer within the connect timeout
-    /// (a server drops a hello it refuses without answering).
-    pub(crate) timed_out: u32,
-    /// The local addresses of the clients (one: they all share it).
-    pub(crate) sources: BTreeSet<IpAddr>,
-    pub(crate) first_connected: Option<Instant>,
-    pub(crate) last_connected: Option<Instant>,
-    /// Messages sent in the measurement window, and echoes of them.
-    pub(crate) sent: u64,
-    pub(crate) echoed: u64,
-    /// Echoes of any message received during the window.
-    pub(crate) echoes_in_window: u64,
-    pub(crate) duplicates: u64,
-    pub(crate) corrupt: u64,
-    /// Messages the client endpoint refused (its queue was full).
-    pub(crate) refused: u64,
-    /// `Lost` events for our messages (Reliable/BestEffort).
-    pub(crate) reported_lost: u64,
-    pub(crate) disconnected: u64,
-    pub(crate) send_errors: u64,
-    pub(crate) rtts_us: Vec<u32>,
 }
 
 pub(crate) struct Gen {

@@ -13,6 +13,17 @@ use mpgameserver_drivers::{Clock, EventHandler, ServerContext};
 
 use crate::common::{Process, example, key};
 
+// The examples' bookkeeping, with its unit tests (`#[cfg(test)]` in those
+// files): an example's own tests run only with `cargo test --examples`,
+// and declaring an example `test = true` stops `cargo test` from building
+// the binary the tests below run. Their other items are the examples' own.
+#[allow(dead_code, reason = "main() and the I/O are the example's, not the tests'")]
+#[path = "../../examples/echo_client.rs"]
+mod echo_client;
+#[allow(dead_code, reason = "the load generator uses the rest")]
+#[path = "../../examples/loadgen/report.rs"]
+mod loadgen_report;
+
 /// Runs `path` with `args` to its end, killing it after `limit`; its
 /// status and both outputs.
 fn run_bounded(path: &Path, args: &[&str], limit: Duration) -> Output {
