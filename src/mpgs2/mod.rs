@@ -55,6 +55,7 @@ pub mod replay;
 pub mod reset;
 pub mod rtt;
 pub mod send;
+pub(crate) mod session;
 pub mod tlv;
 pub mod varint;
 
