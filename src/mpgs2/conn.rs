@@ -138,6 +138,7 @@ impl Default for ConnConfig {
 }
 
 /// One MPGS/2 connection.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct Connection {
     side: Side,
     state: State,

@@ -83,6 +83,7 @@ pub struct ClientOffer<'a> {
 
 /// One client connection attempt (§2.1): one ephemeral key and random, at
 /// most two hello variants (without and with the cookie).
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct ClientHandshake {
     eph: Ephemeral,
     client_random: [u8; RANDOM_LEN],

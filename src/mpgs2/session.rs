@@ -66,6 +66,7 @@ pub(crate) fn local_params(cfg: &EndpointConfig) -> (TransportParams, ConnConfig
 }
 
 /// A client's attempt before its keys exist.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct Hello {
     hs: ClientHandshake,
     pinned: PublicKey,
@@ -81,6 +82,7 @@ struct Hello {
 }
 
 /// A server's pending entry.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct Pending {
     reply: heapless::Vec<u8, STORED_REPLY_MAX>,
     due: bool,
@@ -89,6 +91,7 @@ struct Pending {
     expires: Instant,
 }
 
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 #[allow(clippy::large_enum_variant, reason = "one per connection; a box would cost an allocation per pending entry")]
 enum Phase {
     Hello(Box<Hello>),
@@ -108,6 +111,7 @@ struct Outstanding {
 }
 
 /// One MPGS/2 connection as the endpoint sees it.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub(crate) struct Connection {
     id: ConnectionId,
     role: Role,
