@@ -33,23 +33,23 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// theoretical arrival time of the next event. An event at `now` conforms
 /// when `tat ≤ now + tolerance`; it then moves `tat` one interval on. The
 /// bucket is full again (and can be forgotten) once `tat ≤ now`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Bucket {
     tat: Instant,
 }
 
 impl Bucket {
-    const FULL: Bucket = Bucket { tat: Instant::ZERO };
+    pub(crate) const FULL: Bucket = Bucket { tat: Instant::ZERO };
 
-    fn allows(&self, now: Instant, limit: RateLimit) -> bool {
+    pub(crate) fn allows(&self, now: Instant, limit: RateLimit) -> bool {
         self.tat.as_micros() <= now.as_micros().saturating_add(limit.tolerance_micros())
     }
 
-    fn take(&mut self, now: Instant, limit: RateLimit) {
+    pub(crate) fn take(&mut self, now: Instant, limit: RateLimit) {
         self.tat = Instant::from_micros(self.tat.max(now).as_micros().saturating_add(limit.interval_micros()));
     }
 
-    fn idle(&self, now: Instant) -> bool {
+    pub(crate) fn idle(&self, now: Instant) -> bool {
         self.tat <= now
     }
 }

@@ -3,6 +3,7 @@
 
 use core::fmt;
 
+use crate::state::ProtocolVersion;
 use crate::time::Duration;
 
 /// Largest datagram the core ever emits or accepts into its buffers, in bytes.
@@ -255,6 +256,45 @@ pub struct EndpointConfig {
     /// sent, in message sequence numbers (default 256: the reference's
     /// window, §15 rule 16).
     pub send_window: u16,
+    /// The protocol [`crate::Endpoint::connect`] uses (default
+    /// [`ProtocolVersion::V1`], which every server of this crate and the
+    /// Python reference speak). Servers accept both whatever this says.
+    pub protocol: ProtocolVersion,
+    /// MPGS/2: the game's protocol id, sent in every HELLO2; a server drops
+    /// hellos of any other id (default 0).
+    pub protocol_id: u64,
+    /// MPGS/2: when a server demands a stateless cookie before its ECDH
+    /// (default [`CookiePolicy::UnderLoad`]).
+    pub cookie_policy: CookiePolicy,
+    /// MPGS/2: cookie-validated HELLO2s a server answers with ECDH per
+    /// source (/32 IPv4, /64 IPv6; default 4/s, burst 8). A source over it
+    /// gets REJECT (BUSY); a hello without a cookie from it gets HELLO_RETRY.
+    pub v2_hello_rate_per_source: RateLimit,
+    /// MPGS/2: a server's ECDH budget for new handshakes, endpoint-wide
+    /// (default 1,500/s, burst 150). Hellos over it get REJECT (BUSY).
+    pub v2_ecdh_rate: RateLimit,
+    /// MPGS/2: long-header replies (HELLO_RETRY, REJECT, SERVER_HELLO) to one
+    /// address (IP and port) that no cookie has validated (default 8/s,
+    /// burst 8).
+    pub v2_reply_rate_per_address: RateLimit,
+}
+
+/// When an MPGS/2 server demands a stateless cookie (a HELLO_RETRY round
+/// trip) before it spends an ECDH on a HELLO2 (MPGS2.md §2.4). Under every
+/// policy a source whose per-source bucket is empty must bring a cookie.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CookiePolicy {
+    /// Always: every client pays one more round trip; spoofed hellos never
+    /// cost an ECDH.
+    Always,
+    /// While more than 100 HELLO2s arrived in the current or the previous
+    /// second, or the pending handshakes fill more than half of
+    /// `max_pending_handshakes`.
+    #[default]
+    UnderLoad,
+    /// Never (when something else gates admission).
+    Never,
 }
 
 impl Default for EndpointConfig {
@@ -294,6 +334,12 @@ impl Default for EndpointConfig {
             send_queue_bytes: 16 * 1024 * 1024,
             message_window: 1024,
             send_window: 256,
+            protocol: ProtocolVersion::V1,
+            protocol_id: 0,
+            cookie_policy: CookiePolicy::UnderLoad,
+            v2_hello_rate_per_source: RateLimit::new(4, 8),
+            v2_ecdh_rate: RateLimit::new(1500, 150),
+            v2_reply_rate_per_address: RateLimit::new(8, 8),
         }
     }
 }
@@ -361,6 +407,12 @@ impl EndpointConfig {
             (self.hello_rate_per_prefix.burst as usize, "hello_rate_per_prefix.burst"),
             (self.max_reassemblies, "max_reassemblies"),
             (self.send_queue_messages, "send_queue_messages"),
+            (self.v2_hello_rate_per_source.per_second as usize, "v2_hello_rate_per_source.per_second"),
+            (self.v2_hello_rate_per_source.burst as usize, "v2_hello_rate_per_source.burst"),
+            (self.v2_ecdh_rate.per_second as usize, "v2_ecdh_rate.per_second"),
+            (self.v2_ecdh_rate.burst as usize, "v2_ecdh_rate.burst"),
+            (self.v2_reply_rate_per_address.per_second as usize, "v2_reply_rate_per_address.per_second"),
+            (self.v2_reply_rate_per_address.burst as usize, "v2_reply_rate_per_address.burst"),
         ];
         for (n, name) in counts {
             if n == 0 {

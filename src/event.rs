@@ -166,6 +166,10 @@ pub enum ConnectFailure {
     WrongServerKey,
     /// `disconnect` was called before the handshake completed.
     Cancelled,
+    /// An MPGS/2 server refused the attempt with REJECT and this code
+    /// (MPGS2.md §2.5): 1 full, 2–4 connect token refused, 5 no common
+    /// version or suite, 6 busy; other codes are passed on as received.
+    Rejected(u16),
 }
 
 impl fmt::Display for ConnectFailure {
@@ -178,6 +182,13 @@ impl fmt::Display for ConnectFailure {
                 "the server's signature did not verify with the pinned key: pin the server's current public key (its .pub file)"
             }
             ConnectFailure::Cancelled => "the connection attempt was cancelled by disconnect",
+            ConnectFailure::Rejected(1) => "the server is full: try again later or another server",
+            ConnectFailure::Rejected(2..=4) => "the server refused the connect token: get a fresh one",
+            ConnectFailure::Rejected(5) => {
+                "no common MPGS/2 version or cipher suite with the server: update the client or the server, or connect with ProtocolVersion::V1"
+            }
+            ConnectFailure::Rejected(6) => "the server is busy (handshake limits): retry after a short wait",
+            ConnectFailure::Rejected(_) => "the server refused the connection attempt (REJECT with an unknown code)",
         })
     }
 }

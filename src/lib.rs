@@ -137,7 +137,7 @@ mod tests;
 
 pub use blocklist::{BlockList, IpNet, IpNetParseError};
 pub use config::{
-    ConfigError, EndpointConfig, MAX_DATAGRAM, MAX_MESSAGE_SIZE_LIMIT, MAX_MTU, MIN_MTU, RateLimit, Sizes,
+    ConfigError, CookiePolicy, EndpointConfig, MAX_DATAGRAM, MAX_MESSAGE_SIZE_LIMIT, MAX_MTU, MIN_MTU, RateLimit, Sizes,
 };
 pub use endpoint::{Endpoint, Transmit};
 pub use error::{ConnectError, SendError, UnknownConnection};
@@ -149,7 +149,7 @@ pub use memory::MemoryBounds;
 pub use rng::{Rng, Seed};
 pub use sending::Broadcast;
 pub use session::Connection;
-pub use state::{ConnectionState, Role};
+pub use state::{ConnectionState, ParseProtocolError, ProtocolVersion, Role};
 pub use stats::{ConnectionMetrics, DropReason, EndpointStats, RATE_HISTORY_SECS, Rates};
 pub use time::{Duration, Instant};
 

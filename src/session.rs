@@ -9,6 +9,7 @@
 //! after every call ([`Session::events`],
 //! [`Session::endpoint_events`]).
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use core::net::SocketAddr;
 
@@ -18,7 +19,8 @@ use crate::error::SendError;
 use crate::event::{Event, MessageId, SendOptions};
 use crate::keys::PublicKey;
 use crate::mpgs1;
-pub use crate::state::{ConnectionState, Role};
+use crate::mpgs2;
+pub use crate::state::{ConnectionState, ProtocolVersion, Role};
 use crate::stats::{ConnectionMetrics, DropReason, EndpointEvent};
 use crate::time::Instant;
 
@@ -27,6 +29,8 @@ use crate::time::Instant;
 pub(crate) enum Decoded {
     /// An MPGS/1 header.
     V1(mpgs1::wire::Header),
+    /// An MPGS/2 datagram (short or long header), parsed by the connection.
+    V2,
 }
 
 /// What every protocol version implements for the endpoint. Inputs take
@@ -81,11 +85,15 @@ pub(crate) trait Session {
     fn endpoint_events(&mut self) -> &mut VecDeque<EndpointEvent>;
 }
 
-/// The protocol versions (one today).
+/// The protocol versions.
 #[cfg_attr(feature = "_fuzzing", derive(Clone))]
+#[allow(clippy::large_enum_variant, reason = "MPGS/1 inline is the hot path; MPGS/2 is boxed on purpose")]
 pub(crate) enum Proto {
     /// MPGS/1.
     V1(mpgs1::Connection),
+    /// MPGS/2 (boxed: a table slot holds its connection inline, and most
+    /// slots of a busy server may hold MPGS/1 ones).
+    V2(Box<mpgs2::session::Connection>),
 }
 
 /// One peer's session. Obtain a reference with
@@ -100,6 +108,7 @@ macro_rules! with_proto {
     ($self:expr, $c:ident => $body:expr) => {
         match $self {
             Proto::V1($c) => $body,
+            Proto::V2($c) => $body,
         }
     };
 }
@@ -112,6 +121,30 @@ impl Connection {
     /// The peer's address.
     pub fn remote(&self) -> SocketAddr {
         Session::remote(self)
+    }
+
+    /// The protocol this connection speaks.
+    pub fn version(&self) -> ProtocolVersion {
+        match &self.proto {
+            Proto::V1(_) => ProtocolVersion::V1,
+            Proto::V2(_) => ProtocolVersion::V2,
+        }
+    }
+
+    /// The MPGS/2 connection, if it is one.
+    pub(crate) fn v2_mut(&mut self) -> Option<&mut mpgs2::session::Connection> {
+        match &mut self.proto {
+            Proto::V2(c) => Some(&mut **c),
+            Proto::V1(_) => None,
+        }
+    }
+
+    /// The MPGS/2 connection, if it is one.
+    pub(crate) fn v2(&self) -> Option<&mpgs2::session::Connection> {
+        match &self.proto {
+            Proto::V2(c) => Some(&**c),
+            Proto::V1(_) => None,
+        }
     }
 
     /// This side's role.
@@ -162,7 +195,10 @@ impl Connection {
     /// The MPGS/1 session key, for tests that decode captured datagrams.
     #[cfg(test)]
     pub(crate) fn packet_key(&self) -> Option<&mpgs1::protect::PacketKey> {
-        with_proto!(&self.proto, c => c.packet_key())
+        match &self.proto {
+            Proto::V1(c) => c.packet_key(),
+            Proto::V2(_) => None,
+        }
     }
 }
 
@@ -206,6 +242,9 @@ impl Session for Connection {
     ) -> Result<(), DropReason> {
         match (&mut self.proto, decoded) {
             (Proto::V1(c), Decoded::V1(hdr)) => c.handle_datagram(now, hdr, datagram, cfg, room),
+            (Proto::V2(c), Decoded::V2) => c.handle_datagram(now, datagram, cfg),
+            // The other version's datagram from this connection's address.
+            (Proto::V1(_), Decoded::V2) | (Proto::V2(_), Decoded::V1(_)) => Err(DropReason::Unexpected),
         }
     }
     #[inline]

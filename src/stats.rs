@@ -35,11 +35,22 @@ pub enum DropReason {
     /// fragments over a reassembly bound. [`EndpointStats`] has a counter
     /// per limit.
     Rate,
+    /// An MPGS/2 datagram (a HELLO2 or a short packet) from an address that
+    /// has a live MPGS/1 connection with this endpoint: MPGS/2 never
+    /// disturbs it, and nothing MPGS/2 goes to it (MPGS2.md §2.2).
+    Mpgs1Address,
+    /// A HELLO2 whose `protocol_id` is not this endpoint's
+    /// `EndpointConfig::protocol_id` (another game; dropped silently, §2.3).
+    ProtocolId,
+    /// A HELLO2 that would need a long-header reply to an address that no
+    /// cookie has validated, over `v2_reply_rate_per_address` (§2.8), or
+    /// with the queue of such replies full.
+    ReplyRate,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::BadCrc,
         DropReason::AuthFailed,
@@ -48,6 +59,9 @@ impl DropReason {
         DropReason::UnknownPeer,
         DropReason::Unexpected,
         DropReason::Rate,
+        DropReason::Mpgs1Address,
+        DropReason::ProtocolId,
+        DropReason::ReplyRate,
     ];
 
     /// A short lowercase name.
@@ -61,6 +75,9 @@ impl DropReason {
             DropReason::UnknownPeer => "unknown_peer",
             DropReason::Unexpected => "unexpected",
             DropReason::Rate => "rate",
+            DropReason::Mpgs1Address => "mpgs1_address",
+            DropReason::ProtocolId => "protocol_id",
+            DropReason::ReplyRate => "reply_rate",
         }
     }
 }
@@ -128,7 +145,23 @@ pub struct EndpointStats {
     /// application asked for (the `serde` feature's typed messages): a
     /// peer's garbage or another version of the game, never a panic.
     pub messages_undecodable: u64,
-    dropped: [u64; 8],
+    /// MPGS/2: HELLO2s answered with a new SERVER_HELLO, i.e. server ECDH
+    /// operations (each also a key generation and a signature).
+    pub v2_handshakes_started: u64,
+    /// MPGS/2: byte-identical HELLO2 resends answered from a pending entry's
+    /// stored SERVER_HELLO (no new ECDH).
+    pub v2_hellos_resent: u64,
+    /// MPGS/2: HELLO2s answered with HELLO_RETRY (a cookie was demanded).
+    pub v2_hello_retries: u64,
+    /// MPGS/2: HELLO2s answered with REJECT (any reason).
+    pub v2_hellos_rejected: u64,
+    /// MPGS/2: REJECT 6 (BUSY) among them: per-source bucket, ECDH budget or
+    /// pending cap.
+    pub v2_hellos_busy: u64,
+    /// MPGS/2: datagrams not sent because their destination has a live
+    /// MPGS/1 connection with this server (§2.2).
+    pub v2_suppressed_to_mpgs1: u64,
+    dropped: [u64; DropReason::ALL.len()],
 }
 
 impl EndpointStats {
@@ -179,7 +212,19 @@ impl fmt::Display for EndpointStats {
             self.server_hello_keys,
             self.amplification_limited,
             self.reassembly_budget_refusals
-        )
+        )?;
+        if self.v2_handshakes_started + self.v2_hello_retries + self.v2_hellos_rejected > 0 {
+            write!(
+                f,
+                "; mpgs2 handshakes {} resent {} retries {} rejected {} (busy {})",
+                self.v2_handshakes_started,
+                self.v2_hellos_resent,
+                self.v2_hello_retries,
+                self.v2_hellos_rejected,
+                self.v2_hellos_busy
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@
 //! * `accept.rs`: a new MPGS/1 client's way through the admission gate.
 
 mod accept;
+mod accept2;
 mod schedule;
 mod table;
 
@@ -25,9 +26,10 @@ use crate::event::{ConnectionId, Delivery, Event, MessageId, SendOptions};
 use crate::keys::{PublicKey, ServerKey};
 use crate::mpgs1;
 use crate::mpgs1::hello_key::HelloKey;
+use crate::mpgs2;
 use crate::rng::{Rng, Seed};
 use crate::session::{Connection, Decoded, Proto, Session};
-use crate::state::{ConnectionState, Role, ServerAuth};
+use crate::state::{ConnectionState, ProtocolVersion, Role, ServerAuth};
 use crate::stats::{DropReason, EndpointStats};
 use crate::time::Instant;
 use crate::version::{self, Version};
@@ -35,7 +37,8 @@ use schedule::Scheduler;
 use table::Table;
 
 /// Size of the largest final datagram kept for sending after its
-/// connection is gone (a DISCONNECT: 20 + 2 + 16 bytes).
+/// connection is gone (a DISCONNECT: 20 + 2 + 16 bytes), or of a stateless
+/// MPGS/2 reply (HELLO_RETRY 39 B, REJECT 20 B).
 const FINAL_DATAGRAM_MAX: usize = 64;
 
 /// A datagram to send: [`Endpoint::poll_transmit`] wrote its `len` bytes at
@@ -93,6 +96,8 @@ pub struct Endpoint {
     pub(crate) hello_key: Option<HelloKey>,
     /// Reassembly bytes buffered by all connections together.
     budget: Budget,
+    /// MPGS/2: its random stream, and a server's admission state.
+    v2: accept2::V2State,
 }
 
 impl Endpoint {
@@ -112,6 +117,7 @@ impl Endpoint {
 
     fn new(cfg: EndpointConfig, server_key: Option<ServerKey>, seed: Seed) -> Result<Endpoint, ConfigError> {
         cfg.validate()?;
+        let v2 = accept2::V2State::new(accept2::v2_rng(&seed));
         Ok(Endpoint {
             sizes: cfg.sizes(),
             cfg,
@@ -129,6 +135,7 @@ impl Endpoint {
             admission: Admission::default(),
             hello_key: None,
             budget: Budget::default(),
+            v2,
         })
     }
 
@@ -182,9 +189,10 @@ impl Endpoint {
         &self.admission
     }
 
-    /// A server's handshakes in progress (hello answered, not confirmed yet).
+    /// A server's handshakes in progress (hello answered, not confirmed
+    /// yet), MPGS/1 and MPGS/2 together.
     pub fn pending_handshakes(&self) -> usize {
-        self.pending
+        self.pending + self.v2.pending.len()
     }
 
     /// Bytes all connections hold for reassembling fragmented messages
@@ -221,7 +229,9 @@ impl Endpoint {
     // ----- commands ------------------------------------------------------
 
     /// Starts connecting to the server at `addr`, which must sign its
-    /// handshake with the root key whose public half is `server_key`.
+    /// handshake with the root key whose public half is `server_key`, over
+    /// the configuration's [`EndpointConfig::protocol`] (MPGS/1 unless
+    /// changed).
     ///
     /// `Connected` or `ConnectFailed` follows. Messages may be sent at once;
     /// they wait for the handshake.
@@ -231,11 +241,28 @@ impl Endpoint {
         addr: SocketAddr,
         server_key: PublicKey,
     ) -> Result<ConnectionId, ConnectError> {
-        self.start_connect(now, addr, ServerAuth::Pinned(server_key))
+        self.connect_with(now, addr, server_key, self.cfg.protocol)
+    }
+
+    /// Like [`connect`](Endpoint::connect), over `protocol`.
+    /// [`ProtocolVersion::V2`] reaches servers of this crate only (the
+    /// Python reference never answers it; the attempt then times out).
+    pub fn connect_with(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        server_key: PublicKey,
+        protocol: ProtocolVersion,
+    ) -> Result<ConnectionId, ConnectError> {
+        match protocol {
+            ProtocolVersion::V2 => self.start_connect_v2(now, addr, server_key),
+            _ => self.start_connect(now, addr, ServerAuth::Pinned(server_key)),
+        }
     }
 
     /// Like [`connect`](Endpoint::connect), but trusts whatever root key
-    /// the server presents (§15 rule 12). **This authenticates nothing**: an
+    /// the server presents (§15 rule 12), always over MPGS/1 (MPGS/2 has no
+    /// trust on first use). **This authenticates nothing**: an
     /// attacker on the path can impersonate the server. Use it only to
     /// fetch a key to pin (see [`Connection::server_key`]) on a trusted
     /// network.
@@ -262,6 +289,31 @@ impl Endpoint {
         let id = self.table.vacant();
         let conn = mpgs1::Connection::client(id, addr, now, &self.cfg, self.rng.fork(), auth);
         let id = self.table.insert(addr, Connection::new(Proto::V1(conn)));
+        self.touch(id, now);
+        Ok(id)
+    }
+
+    fn start_connect_v2(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        server_key: PublicKey,
+    ) -> Result<ConnectionId, ConnectError> {
+        let now = self.clamp(now);
+        if self.is_server() {
+            return Err(ConnectError::NotAClient);
+        }
+        if self.blocklist.contains(addr.ip()) {
+            return Err(ConnectError::Blocked);
+        }
+        if self.table.by_addr(addr).is_some() {
+            return Err(ConnectError::AlreadyConnected);
+        }
+        let id = self.table.vacant();
+        let rng = self.v2.rng.fork();
+        let conn = mpgs2::session::Connection::client(id, addr, now, &self.cfg, rng, server_key)
+            .map_err(|_| ConnectError::AlreadyConnected)?;
+        let id = self.table.insert(addr, Connection::new(Proto::V2(alloc::boxed::Box::new(conn))));
         self.touch(id, now);
         Ok(id)
     }
@@ -329,8 +381,63 @@ impl Endpoint {
         }
         match version::classify(datagram) {
             Some(Version::Mpgs1) => self.handle_mpgs1(now, from, datagram),
+            Some(Version::Mpgs2Short) => self.handle_mpgs2_short(now, from, datagram),
+            Some(Version::Mpgs2Long) => self.handle_mpgs2_long(now, from, datagram),
             None => self.stats.drop(DropReason::Malformed),
         }
+    }
+
+    /// An MPGS/2 short header: at a server routed by its connection id, at
+    /// a client by the server's address.
+    fn handle_mpgs2_short(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) {
+        let id = if self.is_server() {
+            let Some(cid) = datagram.get(1..1 + mpgs2::CID_LEN) else {
+                self.stats.drop(DropReason::Malformed);
+                return;
+            };
+            // Invariant: the slice is CID_LEN bytes long.
+            let cid: [u8; mpgs2::CID_LEN] = cid.try_into().expect("CID_LEN bytes");
+            if self.table.by_addr(from).is_some() {
+                // Never answer, nor adopt, an address with a live MPGS/1
+                // connection (§2.2, §6.2).
+                self.stats.drop(DropReason::Mpgs1Address);
+                return;
+            }
+            self.table.by_cid(&cid)
+        } else {
+            self.table.by_addr(from)
+        };
+        let Some(id) = id else {
+            self.stats.drop(DropReason::UnknownPeer);
+            return;
+        };
+        self.route_v2(now, id, datagram);
+    }
+
+    /// An MPGS/2 long header: server replies to a client's HELLO2. A server
+    /// drops them (§2.2).
+    fn handle_mpgs2_long(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) {
+        if self.is_server() {
+            self.stats.drop(DropReason::Unexpected);
+            return;
+        }
+        match self.table.by_addr(from) {
+            Some(id) => self.route_v2(now, id, datagram),
+            None => self.stats.drop(DropReason::UnknownPeer),
+        }
+    }
+
+    fn route_v2(&mut self, now: Instant, id: ConnectionId, datagram: &mut [u8]) {
+        let was_connected = self.table.get(id).is_some_and(Session::is_connected);
+        if let Some(Err(reason)) =
+            self.with_conn(id, |c, cfg, room| c.handle_datagram(now, &Decoded::V2, datagram, cfg, room))
+        {
+            self.stats.drop(reason);
+        }
+        if !was_connected && self.is_server() && self.table.get(id).is_some_and(Session::is_connected) {
+            self.v2_confirmed(id, now);
+        }
+        self.touch(id, now);
     }
 
     /// MPGS/1's route: by the sender's address; a CLIENT_HELLO from an
@@ -341,6 +448,14 @@ impl Endpoint {
             self.stats.drop(DropReason::Malformed);
             return;
         };
+        if self.is_server() && hdr.ty == mpgs1::wire::MsgType::ClientHello && mpgs2::hello::is_hello2(datagram) {
+            // MPGS/2's hello in MPGS/1's frame (§2.2): decided before any
+            // MPGS/1 address state is read or changed.
+            if let Err(reason) = self.accept_mpgs2(now, from, datagram) {
+                self.stats.drop(reason);
+            }
+            return;
+        }
         match self.table.by_addr(from) {
             Some(id) => {
                 let decoded = Decoded::V1(hdr);
@@ -396,6 +511,14 @@ impl Endpoint {
             };
             self.touch(id, now);
             if let Some((len, destination)) = sent {
+                if self.is_server()
+                    && self.table.by_addr(destination).is_some_and(|v1| v1 != id)
+                    && self.table.get(id).is_some_and(|c| c.version() == ProtocolVersion::V2)
+                {
+                    // An MPGS/1 connection took this address since (§2.2).
+                    self.stats.v2_suppressed_to_mpgs1 += 1;
+                    continue;
+                }
                 return Some(self.sent(destination, len));
             }
         }
@@ -483,7 +606,9 @@ impl Endpoint {
         }
         let after = (Session::state(conn), conn.is_connected());
         let server = Session::role(conn) == Role::Server;
-        let pending = |s: (ConnectionState, bool)| server && s.0 == ConnectionState::Connecting;
+        // MPGS/2 pending entries are counted by their own table (accept2.rs).
+        let v1 = conn.version() == ProtocolVersion::V1;
+        let pending = |s: (ConnectionState, bool)| v1 && server && s.0 == ConnectionState::Connecting;
         let live = |s: (ConnectionState, bool)| s.1 && s.0 != ConnectionState::Closed;
         self.pending = self.pending + usize::from(pending(after)) - usize::from(pending(before));
         self.established = self.established + usize::from(live(after)) - usize::from(live(before));
@@ -539,6 +664,7 @@ impl Endpoint {
 
     fn release(&mut self, id: ConnectionId) {
         if let Some(conn) = self.table.release(id) {
+            self.v2_released(&conn);
             let bytes = conn.reassembly_bytes();
             self.budget.changed(bytes, 0);
             self.admission.reassembly_changed(self.now, conn.remote().ip(), bytes, 0, &self.cfg);

@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use crate::event::ConnectionId;
+use crate::mpgs2::CID_LEN;
 use crate::session::Connection;
 use crate::time::Instant;
 
@@ -45,8 +46,12 @@ pub(super) struct Table {
     /// Released slots, reused oldest first so a slot's generation wraps as
     /// late as possible.
     free: VecDeque<u32>,
-    /// MPGS/1 routes: a peer's address to its slot.
+    /// MPGS/1 routes (and a client's MPGS/2 connections): a peer's address
+    /// to its slot.
     by_addr: BTreeMap<SocketAddr, u32>,
+    /// A server's MPGS/2 routes: the connection id clients write on short
+    /// packets to its slot.
+    by_cid: BTreeMap<[u8; CID_LEN], u32>,
 }
 
 impl Table {
@@ -61,6 +66,32 @@ impl Table {
     /// Puts `conn`, made for [`Table::vacant`]'s id, in its slot and routes
     /// `addr` to it.
     pub(super) fn insert(&mut self, addr: SocketAddr, conn: Connection) -> ConnectionId {
+        let id = self.place(conn);
+        self.by_addr.insert(addr, id.index);
+        id
+    }
+
+    /// Puts `conn`, made for [`Table::vacant`]'s id, in its slot and routes
+    /// connection id `cid` to it (a server's MPGS/2 connection).
+    pub(super) fn insert_cid(&mut self, cid: [u8; CID_LEN], conn: Connection) -> ConnectionId {
+        let id = self.place(conn);
+        self.by_cid.insert(cid, id.index);
+        id
+    }
+
+    /// The connection routed from connection id `cid` (MPGS/2 at a server).
+    #[inline]
+    pub(super) fn by_cid(&self, cid: &[u8; CID_LEN]) -> Option<ConnectionId> {
+        let &index = self.by_cid.get(cid)?;
+        Some(ConnectionId { index, generation: self.slots[index as usize].generation })
+    }
+
+    /// Whether connection id `cid` is taken.
+    pub(super) fn cid_taken(&self, cid: &[u8; CID_LEN]) -> bool {
+        self.by_cid.contains_key(cid)
+    }
+
+    fn place(&mut self, conn: Connection) -> ConnectionId {
         let index = match self.free.pop_front() {
             Some(i) => {
                 let slot = &mut self.slots[i as usize];
@@ -73,7 +104,6 @@ impl Table {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_addr.insert(addr, index);
         ConnectionId { index, generation: self.slots[index as usize].generation }
     }
 
@@ -108,9 +138,9 @@ impl Table {
         Some(ConnectionId { index, generation: self.slots[index as usize].generation })
     }
 
-    /// Routes from addresses (MPGS/1 connections).
+    /// Routes from addresses and from connection ids.
     pub(super) fn routes(&self) -> usize {
-        self.by_addr.len()
+        self.by_addr.len() + self.by_cid.len()
     }
 
     /// Empties `id`'s slot (its generation moves on) and returns its
@@ -122,6 +152,11 @@ impl Table {
             && self.by_addr.get(&c.remote()) == Some(&id.index)
         {
             self.by_addr.remove(&c.remote());
+        }
+        if let Some(cid) = conn.as_ref().and_then(Connection::v2).and_then(|c| c.cid())
+            && self.by_cid.get(&cid) == Some(&id.index)
+        {
+            self.by_cid.remove(&cid);
         }
         slot.generation = slot.generation.wrapping_add(1);
         slot.sched.queued = None;

@@ -138,6 +138,7 @@ impl Default for ConnConfig {
 }
 
 /// One MPGS/2 connection.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct Connection {
     side: Side,
     state: State,
@@ -177,6 +178,10 @@ pub struct Connection {
     reset_token_in_flight: bool,
     events: VecDeque<ConnEvent>,
     rr: usize,
+    /// Why the last datagram did not open, for the caller's drop counters.
+    open_error: Option<OpenError>,
+    /// Packets that opened (authenticated and new).
+    packets_opened: u64,
 }
 
 impl core::fmt::Debug for Connection {
@@ -234,12 +239,53 @@ impl Connection {
             reset_token_in_flight: false,
             events: VecDeque::new(),
             rr: 0,
+            open_error: None,
+            packets_opened: 0,
         }
     }
 
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
+    }
+
+    /// Whether the connection is open (not closing, draining or closed).
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Why the last datagram given to `handle_datagram` did not open, if it
+    /// did not (taken: the next call returns `None`).
+    pub fn take_open_error(&mut self) -> Option<OpenError> {
+        self.open_error.take()
+    }
+
+    /// Packets that opened so far (authenticated, not replays).
+    pub fn packets_opened(&self) -> u64 {
+        self.packets_opened
+    }
+
+    /// Sends an ack-eliciting packet at the next `poll_transmit` even when
+    /// nothing else is due (the client's key confirmation, §2.1).
+    pub fn ping(&mut self) {
+        if self.state == State::Open {
+            self.probes = self.probes.max(1);
+        }
+    }
+
+    /// Feeds the handshake's RTT sample (§4.1): taken by the caller only when
+    /// the hello it times was sent once (Karn's rule). Ignored once an ACK
+    /// has given a sample.
+    pub fn handshake_rtt(&mut self, now: Instant, rtt: Duration) {
+        if !self.rec.rtt().has_sample() {
+            self.rec.rtt_mut().on_sample(now, crate::time::duration_micros(rtt), 0, 0);
+        }
+    }
+
+    /// `(srtt, rttvar, latest)` in µs, and whether any sample was taken.
+    pub fn rtt(&self) -> (u64, u64, u64, bool) {
+        let r = self.rec.rtt();
+        (r.srtt(), r.rttvar(), r.latest(), r.has_sample())
     }
 
     /// The stateless reset token the server sent (client side), to check
@@ -464,7 +510,8 @@ impl Connection {
         let pto = self.rec.pto();
         let opened = match self.prot.open(now, pto, datagram) {
             Ok(o) => o,
-            Err(OpenError::Malformed(_) | OpenError::AuthFailed) => {
+            Err(e @ (OpenError::Malformed(_) | OpenError::AuthFailed)) => {
+                self.open_error = Some(e);
                 if self.reset_token.is_some_and(|t| is_reset(datagram, &t)) {
                     self.state = State::Closed;
                     self.finish_messages();
@@ -472,8 +519,12 @@ impl Connection {
                 }
                 return;
             }
-            Err(_) => return,
+            Err(e) => {
+                self.open_error = Some(e);
+                return;
+            }
         };
+        self.packets_opened += 1;
         self.last_recv = now;
         if let State::Closing(_) = self.state {
             // Answer with CLOSE again (§6.4), at most 3 times.

@@ -57,6 +57,7 @@ fn absorb(mac: &mut Hmac<Sha256>, addr: SocketAddr, issued: u32, client_random: 
 
 /// The endpoint's cookie keys: the current one and the previous one, each
 /// 32 bytes from the endpoint CSPRNG, replaced every 30 s.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct CookieKeys {
     current: (u8, Zeroizing<[u8; 32]>),
     previous: Option<(u8, Zeroizing<[u8; 32]>)>,

@@ -83,6 +83,7 @@ pub struct ClientOffer<'a> {
 
 /// One client connection attempt (§2.1): one ephemeral key and random, at
 /// most two hello variants (without and with the cookie).
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct ClientHandshake {
     eph: Ephemeral,
     client_random: [u8; RANDOM_LEN],
@@ -294,6 +295,15 @@ impl core::fmt::Debug for ServerAnswer {
     }
 }
 
+/// The highest common version and the server's preferred common suite
+/// (unknown codes ignored, §2.9); `None` when either has no common value
+/// (REJECT 5).
+pub fn choose(policy: &ServerPolicy<'_>, t: &HelloTlvs<'_>) -> Option<(u8, u8)> {
+    let version = t.versions.iter().copied().filter(|v| policy.versions.contains(v)).max()?;
+    let suite = policy.suites.iter().copied().find(|s| t.suites.contains(s) && Suite::from_code(*s).is_some())?;
+    Some((version, suite))
+}
+
 /// Answers one HELLO2 datagram from `from` (§2.8 order for the steps that
 /// are pure: parse → protocol id → cookie → version and suite → ECDH and
 /// signature). `server_cid` is the id this server picks for the connection.
@@ -324,11 +334,7 @@ pub fn server_answer(
         r.emit(&mut out).map_err(|_| HandshakeError::Malformed)?;
         return Ok(ServerAnswer::Retry(out));
     }
-    // Highest common version; the server's preferred common suite; unknown
-    // codes ignored (§2.9).
-    let version = t.versions.iter().copied().filter(|v| policy.versions.contains(v)).max();
-    let suite = policy.suites.iter().copied().find(|s| t.suites.contains(s) && Suite::from_code(*s).is_some());
-    let (Some(version), Some(suite_code)) = (version, suite) else {
+    let Some((version, suite_code)) = choose(policy, t) else {
         let r =
             Reject { version: VERSION, client_random: t.client_random, reason: RejectReason::NoCommonVersionOrSuite };
         let mut out = [0u8; Reject::LEN];

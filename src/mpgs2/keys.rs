@@ -94,6 +94,7 @@ pub fn root_fingerprint(root: &PublicKey) -> [u8; 8] {
 }
 
 /// An ephemeral P-256 key for one handshake; zeroized on drop, not `Clone`.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct Ephemeral {
     secret: p256::SecretKey,
     sec1: [u8; SEC1_LEN],
@@ -453,6 +454,7 @@ impl PacketKey {
 }
 
 /// One direction's secret, IV and current generation (§2.7, §6.3).
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct DirectionKeys {
     suite: Suite,
     generation: u64,

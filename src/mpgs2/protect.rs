@@ -73,6 +73,7 @@ pub struct Begun {
     pub max_payload: usize,
 }
 
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct SendSide {
     keys: DirectionKeys,
     key: PacketKey,
@@ -82,6 +83,7 @@ struct SendSide {
     updated_at: Option<Instant>,
 }
 
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct RecvSide {
     current: PacketKey,
     /// Generation of `current`.
@@ -105,6 +107,7 @@ enum Which {
 }
 
 /// Both directions of one connection's 1-RTT packet protection.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct Protection {
     tx: SendSide,
     rx: RecvSide,

@@ -108,6 +108,7 @@ pub struct RecoveryStats {
 }
 
 /// RTT, loss detection, PTO and the congestion controller of one connection.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 #[derive(Debug)]
 pub struct Recovery<C> {
     sent: VecDeque<Entry>,

@@ -188,6 +188,7 @@ pub struct Piece<'a> {
 }
 
 /// The receive side of a reliable channel (kinds 2 and 3).
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 #[derive(Debug)]
 pub struct ReliableRecv {
     ordered: bool,
@@ -368,6 +369,7 @@ impl ReliableRecv {
 /// the newest delivered); fragments are reassembled within
 /// `unrel_reassembly_bytes` over all channels, the oldest partial dropped
 /// first, and dropped after `max(2·srtt, 50 ms)` (§4.5).
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 #[derive(Debug)]
 pub struct UnreliableRecv {
     max_message_size: u64,

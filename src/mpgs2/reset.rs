@@ -43,6 +43,7 @@ pub fn default_reset_base(root: &ServerKey) -> Secret {
 }
 
 /// An endpoint's reset key.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct ResetKey(Secret);
 
 impl core::fmt::Debug for ResetKey {

@@ -92,6 +92,7 @@ impl Chunk {
     }
 }
 
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 #[derive(Debug)]
 struct Out {
     id: u64,
@@ -121,6 +122,7 @@ fn add_range(v: &mut Vec<(u64, u64)>, mut s: u64, mut e: u64) -> u64 {
 }
 
 /// The sender of one reliable channel.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 #[derive(Debug)]
 pub struct ReliableSend {
     kind: ChannelKind,
@@ -358,6 +360,7 @@ impl UnreliableOut {
 
 /// The sender of an unreliable channel (kind 0): sent once, TTL (default
 /// 100 ms), a per-channel u16 counter for fragmented messages (§4.3).
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 #[derive(Debug)]
 pub struct UnreliableSend {
     queue: VecDeque<(UnreliableOut, Instant)>,

@@ -418,7 +418,7 @@ fn bug_07_spoofed_hellos_cannot_kill_a_live_session() {
         net.run_for(Duration::from_millis(50));
     }
     net.run_for(Duration::from_millis(500));
-    assert_eq!(drop_delta([0; 8], drops(&net.eps[SERVER])), [(DropReason::Unexpected, spoofed)]);
+    assert_eq!(drop_delta([0; DropReason::ALL.len()], drops(&net.eps[SERVER])), [(DropReason::Unexpected, spoofed)]);
     let want: Vec<Vec<u8>> = (0..sent).map(|i| alloc::vec![i]).collect();
     assert_eq!(net.messages(SERVER), want);
     assert_eq!(net.messages(1), want);
@@ -509,7 +509,7 @@ fn bug_09_pending_handshakes_are_capped_and_never_half_open() {
     net.set_filter(|d| if d.from == addr(SERVER) { Verdict::Drop } else { Verdict::Deliver });
     let conns: Vec<ConnectionId> = (1..=4).map(|i| net.connect(i)).collect();
     net.run_for(Duration::from_millis(100));
-    assert_eq!(drop_delta([0; 8], drops(&net.eps[SERVER])), []);
+    assert_eq!(drop_delta([0; DropReason::ALL.len()], drops(&net.eps[SERVER])), []);
     assert_eq!(net.eps[SERVER].pending_handshakes(), 3);
     assert_eq!(net.eps[SERVER].stats().handshakes_evicted, 1);
     assert!(net.eps[SERVER].connection_by_addr(addr(1)).is_none(), "the oldest was evicted");

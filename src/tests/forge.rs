@@ -12,12 +12,15 @@ use crate::mpgs1::wire::{CRC_LEN, Direction, HEADER_LEN, Header, MsgType};
 use crate::{DropReason, Duration, Endpoint};
 
 /// Every drop counter of `ep`, in `DropReason::ALL` order.
-pub(super) fn drops(ep: &Endpoint) -> [u64; 8] {
+pub(super) fn drops(ep: &Endpoint) -> [u64; DropReason::ALL.len()] {
     DropReason::ALL.map(|r| ep.stats().dropped(r))
 }
 
 /// The counters that changed between two snapshots, with their increase.
-pub(super) fn drop_delta(before: [u64; 8], after: [u64; 8]) -> Vec<(DropReason, u64)> {
+pub(super) fn drop_delta(
+    before: [u64; DropReason::ALL.len()],
+    after: [u64; DropReason::ALL.len()],
+) -> Vec<(DropReason, u64)> {
     DropReason::ALL
         .iter()
         .zip(before.iter().zip(after.iter()))

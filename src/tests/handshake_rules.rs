@@ -534,7 +534,7 @@ fn rule_12_server_key_is_pinned_unless_trust_on_first_use_is_explicit() {
     let server_hellos = net.wire_log.iter().filter(|d| is_type(d, addr(SERVER), MsgType::ServerHello)).count();
     assert!(server_hellos >= 10, "{server_hellos}");
     assert_eq!(
-        drop_delta([0; 8], drops(&net.eps[1])),
+        drop_delta([0; DropReason::ALL.len()], drops(&net.eps[1])),
         [(DropReason::AuthFailed, server_hellos as u64)],
         "every SERVER_HELLO counted as failing its signature"
     );

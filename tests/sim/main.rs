@@ -19,6 +19,7 @@ mod handshake;
 mod hostile;
 mod junk;
 mod keys;
+mod mpgs2;
 mod progress;
 mod scale;
 mod simulator;

@@ -1,0 +1,715 @@
+//! MPGS/2 behind the endpoint's [`crate::session::Session`] interface: the
+//! handshake phases around [`super::conn::Connection`] and the mapping of
+//! its receipts and events onto the crate's [`Event`]s.
+//!
+//! * Client: sends its HELLO2 (resent byte-identical at 250 ms doubling to
+//!   1 s, §2.1), follows one HELLO_RETRY, ends the attempt on REJECT, and
+//!   on a SERVER_HELLO that verifies against either hello variant derives
+//!   the keys, reports `Connected` and sends a PING at once (the server's
+//!   key confirmation).
+//! * Server: a pending entry (§2.5): the stored SERVER_HELLO, sent again
+//!   for every byte-identical resend the endpoint matches to it, and the
+//!   connection, silent until the first 1-RTT packet opens (key
+//!   confirmation, §2.1); then `Connected`. The entry lives 5 s.
+//!
+//! The connection's datagrams are sealed and opened by `conn` (and its
+//! `protect`); this layer only moves bytes and events.
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use super::conn::{self, CH_BEST_EFFORT, CH_RELIABLE, CH_UNRELIABLE, CloseReason, ConnConfig, ConnEvent};
+use super::handshake::{ClientHandshake, ClientOffer, Established, HandshakeError};
+use super::hello::{LongType, SERVER_HELLO_LEN};
+use super::protect::OpenError;
+use super::reset::TOKEN_LEN;
+use super::tlv::TransportParams;
+use super::{CID_LEN, RANDOM_LEN, Side};
+use crate::config::{EndpointConfig, MAX_DATAGRAM};
+use crate::error::SendError;
+use crate::event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId, SendOptions};
+use crate::keys::PublicKey;
+use crate::rng::Rng;
+use crate::state::{ConnectionState, Role};
+use crate::stats::{ConnectionMetrics, DropReason, EndpointEvent};
+use crate::time::{Duration, Instant};
+
+/// First resend of a HELLO2 (§2.1).
+const HELLO_RESEND_FIRST: Duration = Duration::from_millis(250);
+/// Longest interval between HELLO2 resends (§2.1).
+const HELLO_RESEND_MAX: Duration = Duration::from_secs(1);
+/// How long a server keeps a pending entry (§2.5).
+pub(crate) const PENDING_LIFETIME: Duration = Duration::from_secs(5);
+/// Versions a client offers (stage 1 speaks only 2).
+pub(crate) const VERSIONS: [u8; 1] = [super::VERSION];
+/// Suites in preference order: AES-128-GCM first (§2.9).
+pub(crate) const SUITES: [u8; 2] = [super::tlv::SUITE_AES128, super::tlv::SUITE_AES256];
+/// Longest unpadded SERVER_HELLO a pending entry stores (230 B with
+/// identity kind 0 and all seven parameters, §2.5).
+const STORED_REPLY_MAX: usize = 400;
+
+/// What identifies a pending entry (§2.5): the source address, the
+/// `client_random` and SHA-256 of the HELLO2 message data.
+pub(crate) type PendingKey = (SocketAddr, [u8; RANDOM_LEN], [u8; 32]);
+
+/// The transport parameters this endpoint advertises and the connection's
+/// local settings, from the endpoint configuration.
+pub(crate) fn local_params(cfg: &EndpointConfig) -> (TransportParams, ConnConfig) {
+    let idle_ms = u32::try_from(cfg.connection_timeout.as_millis()).unwrap_or(u32::MAX);
+    let mms = u32::try_from(cfg.max_message_size).unwrap_or(u32::MAX);
+    let conn = ConnConfig { max_message_size: u64::from(mms), idle_timeout_ms: idle_ms, ..ConnConfig::default() };
+    let params =
+        TransportParams { idle_timeout_ms: Some(idle_ms), max_message_size: Some(mms), ..TransportParams::DEFAULTS };
+    (params, conn)
+}
+
+/// A client's attempt before its keys exist.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
+struct Hello {
+    hs: ClientHandshake,
+    pinned: PublicKey,
+    next_send: Instant,
+    interval: Duration,
+    deadline: Instant,
+    /// Sends of the current variant, and when it was first sent.
+    sends: u32,
+    first_sent: Instant,
+    /// A SERVER_HELLO failed the signature or identity check.
+    bad_signature: bool,
+    rng: Rng,
+}
+
+/// A server's pending entry.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
+struct Pending {
+    reply: heapless::Vec<u8, STORED_REPLY_MAX>,
+    due: bool,
+    sends: u32,
+    first_sent: Instant,
+    expires: Instant,
+}
+
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
+#[allow(clippy::large_enum_variant, reason = "one per connection; a box would cost an allocation per pending entry")]
+enum Phase {
+    Hello(Box<Hello>),
+    Pending(Pending),
+    /// The keys are confirmed (server) or derived (client).
+    Open,
+    /// The attempt failed or the entry expired, before any connection.
+    Failed,
+}
+
+/// A message accepted by `send`, until its outcome is known.
+#[derive(Clone, Copy, Debug)]
+struct Outstanding {
+    id: MessageId,
+    len: usize,
+    report: bool,
+}
+
+/// One MPGS/2 connection as the endpoint sees it.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
+pub(crate) struct Connection {
+    id: ConnectionId,
+    role: Role,
+    remote: SocketAddr,
+    phase: Phase,
+    conn: Option<conn::Connection>,
+    conn_config: ConnConfig,
+    events: VecDeque<Event>,
+    endpoint_events: VecDeque<EndpointEvent>,
+    metrics: ConnectionMetrics,
+    reports: bool,
+    /// Client: messages accepted before the keys exist, sent once they do.
+    early: VecDeque<(u8, Vec<u8>, MessageId)>,
+    /// By the connection's receipt.
+    outstanding: BTreeMap<u64, Outstanding>,
+    pending_bytes: usize,
+    next_id: u64,
+    queue_messages: usize,
+    queue_bytes: usize,
+    connected: bool,
+    /// `poll_transmit` found nothing to send since the last input.
+    idle: bool,
+    now: Instant,
+    /// The latest `handle_timeout`, so `poll_timeout` moves past it.
+    last_timeout: Option<Instant>,
+    server_key: Option<PublicKey>,
+    /// Server: the id clients write on packets to us, and the entry's key.
+    cid: Option<[u8; CID_LEN]>,
+    pending_key: Option<PendingKey>,
+}
+
+impl core::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("mpgs2::Connection")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("remote", &self.remote)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    fn base(id: ConnectionId, role: Role, remote: SocketAddr, now: Instant, cfg: &EndpointConfig) -> Connection {
+        Connection {
+            id,
+            role,
+            remote,
+            phase: Phase::Failed,
+            conn: None,
+            conn_config: local_params(cfg).1,
+            events: VecDeque::new(),
+            endpoint_events: VecDeque::new(),
+            metrics: ConnectionMetrics::default(),
+            reports: true,
+            early: VecDeque::new(),
+            outstanding: BTreeMap::new(),
+            pending_bytes: 0,
+            next_id: 0,
+            queue_messages: cfg.send_queue_messages,
+            queue_bytes: cfg.send_queue_bytes,
+            connected: false,
+            idle: false,
+            now,
+            last_timeout: None,
+            server_key: None,
+            cid: None,
+            pending_key: None,
+        }
+    }
+
+    /// A client's attempt to reach `remote`, whose SERVER_HELLO must be
+    /// signed by `pinned`. `Err` only if the offer does not fit a HELLO2.
+    pub(crate) fn client(
+        id: ConnectionId,
+        remote: SocketAddr,
+        now: Instant,
+        cfg: &EndpointConfig,
+        mut rng: Rng,
+        pinned: PublicKey,
+    ) -> Result<Connection, HandshakeError> {
+        let (params, _) = local_params(cfg);
+        let offer =
+            ClientOffer { protocol_id: cfg.protocol_id, versions: &VERSIONS, suites: &SUITES, recv_cid: None, params };
+        let hs = ClientHandshake::new(&offer, &mut rng)?;
+        let mut c = Connection::base(id, Role::Client, remote, now, cfg);
+        c.phase = Phase::Hello(Box::new(Hello {
+            hs,
+            pinned,
+            next_send: now,
+            interval: HELLO_RESEND_FIRST,
+            deadline: now + cfg.connect_timeout,
+            sends: 0,
+            first_sent: now,
+            bad_signature: false,
+            rng,
+        }));
+        Ok(c)
+    }
+
+    /// A server's pending entry for an accepted HELLO2: `server_hello` is
+    /// the padded reply (sent at once), `token` the stateless reset token
+    /// of `cid`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn server(
+        id: ConnectionId,
+        remote: SocketAddr,
+        now: Instant,
+        cfg: &EndpointConfig,
+        est: Established,
+        server_hello: &[u8],
+        key: PendingKey,
+        token: [u8; TOKEN_LEN],
+    ) -> Connection {
+        let mut c = Connection::base(id, Role::Server, remote, now, cfg);
+        c.cid = Some(est.server_cid);
+        c.pending_key = Some(key);
+        let mut inner = conn::Connection::new(Side::Server, est, c.conn_config.clone(), now);
+        inner.send_reset_token(token);
+        c.conn = Some(inner);
+        // The unpadded reply: padding is all zero (§2.5), written again on send.
+        let end = server_hello.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        let reply = heapless::Vec::from_slice(&server_hello[..end]).unwrap_or_default();
+        c.phase =
+            Phase::Pending(Pending { reply, due: true, sends: 0, first_sent: now, expires: now + PENDING_LIFETIME });
+        c
+    }
+
+    /// Server: the connection id clients write on packets to us.
+    pub(crate) fn cid(&self) -> Option<[u8; CID_LEN]> {
+        self.cid
+    }
+
+    /// Server: the key of the pending entry this connection was made from.
+    pub(crate) fn pending_key(&self) -> Option<&PendingKey> {
+        self.pending_key.as_ref()
+    }
+
+    /// Server, pending: a byte-identical HELLO2 resend arrived; answer it
+    /// with the stored SERVER_HELLO (no new ECDH). False once confirmed.
+    pub(crate) fn resend_reply(&mut self) -> bool {
+        match &mut self.phase {
+            Phase::Pending(p) => {
+                p.due = true;
+                self.idle = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    pub(crate) fn state(&self) -> ConnectionState {
+        match (&self.phase, &self.conn) {
+            (Phase::Hello(_) | Phase::Pending(_), _) => ConnectionState::Connecting,
+            (Phase::Failed, _) | (Phase::Open, None) => ConnectionState::Closed,
+            (Phase::Open, Some(c)) if c.is_open() => ConnectionState::Connected,
+            (Phase::Open, Some(c)) if c.is_closed() => ConnectionState::Closed,
+            (Phase::Open, Some(_)) => ConnectionState::Closing,
+        }
+    }
+
+    pub(crate) fn state_key(&self) -> (u8, bool) {
+        let s = match self.state() {
+            ConnectionState::Connecting => 0,
+            ConnectionState::Connected => 1,
+            ConnectionState::Closing => 2,
+            _ => 3,
+        };
+        (s, self.connected)
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state() == ConnectionState::Closed
+    }
+
+    /// MPGS/2 reassembly is bounded by the connection's own windows
+    /// (`recv_window`, `conn_recv_window`, unreliable reassembly bytes), not
+    /// booked into the endpoint's MPGS/1 reassembly budget.
+    pub(crate) fn reassembly_bytes(&self) -> usize {
+        0
+    }
+
+    pub(crate) fn token(&self) -> Option<u32> {
+        None
+    }
+
+    pub(crate) fn server_key(&self) -> Option<&PublicKey> {
+        self.server_key.as_ref()
+    }
+
+    pub(crate) fn metrics(&self) -> &ConnectionMetrics {
+        &self.metrics
+    }
+
+    pub(crate) fn pending_messages(&self) -> usize {
+        self.outstanding.len() + self.early.len()
+    }
+
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    pub(crate) fn reports_outcomes(&self) -> bool {
+        self.reports
+    }
+
+    pub(crate) fn set_outcome_reports(&mut self, on: bool) {
+        self.reports = on;
+    }
+
+    pub(crate) fn events(&mut self) -> &mut VecDeque<Event> {
+        &mut self.events
+    }
+
+    pub(crate) fn endpoint_events(&mut self) -> &mut VecDeque<EndpointEvent> {
+        &mut self.endpoint_events
+    }
+
+    fn input(&mut self, now: Instant) {
+        self.idle = false;
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    /// A datagram routed to this connection (a long header at a client, a
+    /// short header on either side).
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        datagram: &mut [u8],
+        _cfg: &EndpointConfig,
+    ) -> Result<(), DropReason> {
+        self.input(now);
+        let first = *datagram.first().ok_or(DropReason::Malformed)?;
+        let long = first >= 0xC0;
+        let r = match (&mut self.phase, long) {
+            (Phase::Hello(_), true) => self.on_long(now, datagram),
+            (Phase::Hello(_), false) | (Phase::Pending(_) | Phase::Open | Phase::Failed, true) => {
+                Err(DropReason::Unexpected)
+            }
+            (Phase::Pending(_) | Phase::Open, false) => self.on_short(now, datagram),
+            (Phase::Failed, false) => Err(DropReason::Unexpected),
+        };
+        self.drain();
+        r
+    }
+
+    fn on_long(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DropReason> {
+        let Phase::Hello(h) = &mut self.phase else { return Err(DropReason::Unexpected) };
+        let bad = |e: HandshakeError| match e {
+            HandshakeError::Malformed => DropReason::Malformed,
+            HandshakeError::BadSignature | HandshakeError::UnknownRoot | HandshakeError::BadKey => {
+                DropReason::AuthFailed
+            }
+            _ => DropReason::Unexpected,
+        };
+        // Invariant: `handle_datagram` routes only non-empty datagrams here.
+        match LongType::from_first_byte(datagram[0]) {
+            Some(LongType::HelloRetry) => {
+                let Hello { hs, rng, .. } = &mut **h;
+                hs.on_retry(datagram, rng).map_err(bad)?;
+                // The cookie variant goes out now, on a fresh schedule (its
+                // own RTT sample, Karn's rule).
+                h.next_send = now;
+                h.interval = HELLO_RESEND_FIRST;
+                h.sends = 0;
+                Ok(())
+            }
+            Some(LongType::Reject) => {
+                let reason = h.hs.on_reject(datagram).map_err(bad)?;
+                self.phase = Phase::Failed;
+                self.events
+                    .push_back(Event::ConnectFailed { conn: self.id, reason: ConnectFailure::Rejected(reason.code()) });
+                Ok(())
+            }
+            Some(LongType::ServerHello) => {
+                let est = match h.hs.on_server_hello(datagram, core::slice::from_ref(&h.pinned)) {
+                    Ok(est) => est,
+                    Err(e) => {
+                        if matches!(
+                            e,
+                            HandshakeError::BadSignature | HandshakeError::UnknownRoot | HandshakeError::BadKey
+                        ) {
+                            h.bad_signature = true;
+                        }
+                        return Err(bad(e));
+                    }
+                };
+                let sample = (h.sends == 1).then(|| now.saturating_duration_since(h.first_sent));
+                self.server_key = Some(h.pinned.clone());
+                let mut c = conn::Connection::new(Side::Client, est, self.conn_config.clone(), now);
+                if let Some(rtt) = sample {
+                    c.handshake_rtt(now, rtt);
+                }
+                c.ping();
+                self.conn = Some(c);
+                self.phase = Phase::Open;
+                self.connected = true;
+                self.events.push_back(Event::Connected { conn: self.id });
+                self.endpoint_events.push_back(EndpointEvent::HandshakeCompleted);
+                while let Some((channel, data, id)) = self.early.pop_front() {
+                    self.submit(channel, data, id);
+                }
+                Ok(())
+            }
+            None => Err(DropReason::Malformed),
+        }
+    }
+
+    fn on_short(&mut self, now: Instant, datagram: &mut [u8]) -> Result<(), DropReason> {
+        let Some(c) = self.conn.as_mut() else { return Err(DropReason::Unexpected) };
+        let opened_before = c.packets_opened();
+        c.handle_datagram(now, datagram);
+        let err = c.take_open_error();
+        let opened = c.packets_opened() > opened_before;
+        if opened {
+            self.metrics.on_received(now, datagram.len());
+        }
+        if opened && let Phase::Pending(p) = &self.phase {
+            // Key confirmation (§2.1): the first packet that opens.
+            let sample = (p.sends == 1).then(|| now.saturating_duration_since(p.first_sent));
+            if let Some(rtt) = sample {
+                c.handshake_rtt(now, rtt);
+            }
+            self.phase = Phase::Open;
+            self.connected = true;
+            self.events.push_back(Event::Connected { conn: self.id });
+            self.endpoint_events.push_back(EndpointEvent::HandshakeCompleted);
+        }
+        match err {
+            None => Ok(()),
+            Some(OpenError::Replay(_)) => Err(DropReason::Replay),
+            Some(OpenError::Malformed(_)) => Err(DropReason::Malformed),
+            Some(_) => Err(DropReason::AuthFailed),
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.input(now);
+        self.last_timeout = Some(self.last_timeout.map_or(now, |t| t.max(now)));
+        match &mut self.phase {
+            Phase::Hello(h) if now >= h.deadline => {
+                let reason = if h.bad_signature { ConnectFailure::WrongServerKey } else { ConnectFailure::TimedOut };
+                self.phase = Phase::Failed;
+                self.events.push_back(Event::ConnectFailed { conn: self.id, reason });
+            }
+            Phase::Pending(p) if now >= p.expires => {
+                // Never confirmed: forgotten silently (the application never
+                // heard of it).
+                self.phase = Phase::Failed;
+                self.conn = None;
+            }
+            Phase::Open => {
+                if let Some(c) = self.conn.as_mut() {
+                    c.handle_timeout(now);
+                }
+                self.drain();
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn next_transmit(&self, now: Instant, _cfg: &EndpointConfig) -> Option<Instant> {
+        if self.idle {
+            return None;
+        }
+        match &self.phase {
+            Phase::Hello(h) => Some(h.next_send),
+            Phase::Pending(p) => p.due.then_some(now),
+            Phase::Open => self.conn.as_ref().filter(|c| !c.is_closed()).map(|_| now),
+            Phase::Failed => None,
+        }
+    }
+
+    pub(crate) fn poll_timeout(&mut self, _now: Instant, _next_transmit: Option<Instant>) -> Option<Instant> {
+        let t = match &self.phase {
+            Phase::Hello(h) => Some(h.next_send.min(h.deadline)),
+            Phase::Pending(p) => Some(p.expires),
+            Phase::Open => self.conn.as_ref().and_then(conn::Connection::poll_timeout),
+            Phase::Failed => None,
+        }?;
+        // A timer the connection cannot act on yet (a send it could not
+        // make) must not fire again at the same instant: retry 1 ms later.
+        Some(match self.last_timeout {
+            Some(last) if t <= last => last + Duration::from_millis(1),
+            _ => t,
+        })
+    }
+
+    pub(crate) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8; MAX_DATAGRAM],
+        _cfg: &EndpointConfig,
+    ) -> Option<usize> {
+        if now > self.now {
+            self.now = now;
+        }
+        let len = match &mut self.phase {
+            Phase::Hello(h) if now >= h.next_send => {
+                let hello = h.hs.hello();
+                buf[..hello.len()].copy_from_slice(hello);
+                if h.sends == 0 {
+                    h.first_sent = now;
+                }
+                h.sends += 1;
+                h.next_send = now + h.interval;
+                h.interval = (h.interval * 2).min(HELLO_RESEND_MAX);
+                Some(hello.len())
+            }
+            Phase::Pending(p) if p.due => {
+                p.due = false;
+                if p.sends == 0 {
+                    p.first_sent = now;
+                }
+                p.sends += 1;
+                buf[..p.reply.len()].copy_from_slice(&p.reply);
+                buf[p.reply.len()..SERVER_HELLO_LEN].fill(0);
+                Some(SERVER_HELLO_LEN)
+            }
+            Phase::Open => {
+                let c = self.conn.as_mut()?;
+                let n = c.poll_transmit(now, &mut buf[..]);
+                self.drain();
+                n
+            }
+            _ => None,
+        };
+        match len {
+            Some(n) => {
+                self.metrics.on_sent(now, n);
+            }
+            None => self.idle = true,
+        }
+        len
+    }
+
+    pub(crate) fn poll_final(
+        &mut self,
+        _now: Instant,
+        _buf: &mut [u8; MAX_DATAGRAM],
+        _cfg: &EndpointConfig,
+    ) -> Option<usize> {
+        // CLOSE goes out, and is repeated, during the closing period (§6.4).
+        None
+    }
+
+    pub(crate) fn send(&mut self, data: &[u8], options: SendOptions) -> Result<MessageId, SendError> {
+        match self.state() {
+            ConnectionState::Connecting | ConnectionState::Connected => {}
+            _ => return Err(SendError::Closing),
+        }
+        if self.pending_messages() >= self.queue_messages || self.pending_bytes + data.len() > self.queue_bytes {
+            return Err(SendError::QueueFull);
+        }
+        let channel = match options.delivery {
+            Delivery::Unreliable => CH_UNRELIABLE,
+            Delivery::BestEffort => CH_BEST_EFFORT,
+            _ => CH_RELIABLE,
+        };
+        let id = MessageId(self.next_id);
+        self.next_id += 1;
+        let report = options.report.unwrap_or(self.reports);
+        self.pending_bytes += data.len();
+        self.metrics.messages_sent += 1;
+        self.idle = false;
+        if self.conn.is_none() {
+            // Client before its keys: kept in order until they exist.
+            self.early.push_back((channel, data.to_vec(), id));
+            self.outstanding_early(id, data.len(), report);
+            return Ok(id);
+        }
+        self.outstanding_early(id, data.len(), report);
+        self.submit(channel, data.to_vec(), id);
+        self.drain();
+        Ok(id)
+    }
+
+    /// Remembers a message's length and report flag under its own id until
+    /// the connection gives it a receipt (`submit`).
+    fn outstanding_early(&mut self, id: MessageId, len: usize, report: bool) {
+        self.outstanding.insert(u64::MAX - id.0, Outstanding { id, len, report });
+    }
+
+    /// Hands message `id` to the connection; a refusal is reported `Lost`.
+    fn submit(&mut self, channel: u8, data: Vec<u8>, id: MessageId) {
+        let Some(o) = self.outstanding.remove(&(u64::MAX - id.0)) else { return };
+        let receipt = self.conn.as_mut().and_then(|c| c.send(self.now, channel, data));
+        match receipt {
+            Some(r) => {
+                self.outstanding.insert(r, o);
+            }
+            None => self.finish(o, false),
+        }
+    }
+
+    fn finish(&mut self, o: Outstanding, delivered: bool) {
+        self.pending_bytes = self.pending_bytes.saturating_sub(o.len);
+        if delivered {
+            self.metrics.messages_acked += 1;
+        } else {
+            self.metrics.messages_lost += 1;
+        }
+        if o.report {
+            self.events.push_back(if delivered {
+                Event::Delivered { conn: self.id, id: o.id }
+            } else {
+                Event::Lost { conn: self.id, id: o.id }
+            });
+        }
+    }
+
+    pub(crate) fn disconnect(&mut self, now: Instant, _cfg: &EndpointConfig) {
+        self.input(now);
+        match &self.phase {
+            Phase::Hello(_) => {
+                self.phase = Phase::Failed;
+                self.fail_early();
+                self.events.push_back(Event::ConnectFailed { conn: self.id, reason: ConnectFailure::Cancelled });
+            }
+            Phase::Pending(_) => {
+                self.phase = Phase::Failed;
+                self.conn = None;
+            }
+            Phase::Open => {
+                if let Some(c) = self.conn.as_mut() {
+                    c.close(now, conn::close_code::NORMAL);
+                }
+                self.drain();
+            }
+            Phase::Failed => {}
+        }
+    }
+
+    /// Messages accepted before the keys existed, on a failed attempt.
+    fn fail_early(&mut self) {
+        while let Some((_, _, id)) = self.early.pop_front() {
+            if let Some(o) = self.outstanding.remove(&(u64::MAX - id.0)) {
+                self.finish(o, false);
+            }
+        }
+    }
+
+    /// Moves the connection's events to the crate's.
+    fn drain(&mut self) {
+        if let Phase::Failed = self.phase {
+            self.fail_early();
+        }
+        let Some(c) = self.conn.as_mut() else { return };
+        let mut got = Vec::new();
+        while let Some(e) = c.poll_event() {
+            got.push(e);
+        }
+        for e in got {
+            match e {
+                ConnEvent::Message { data, .. } => {
+                    self.metrics.messages_received += 1;
+                    self.events.push_back(Event::Message { conn: self.id, payload: data });
+                }
+                ConnEvent::Delivered(r) | ConnEvent::Lost(r) => {
+                    if let Some(o) = self.outstanding.remove(&r) {
+                        self.finish(o, matches!(e, ConnEvent::Delivered(_)));
+                    }
+                }
+                ConnEvent::Closed(reason) => {
+                    if self.connected {
+                        let reason = match reason {
+                            CloseReason::Local(conn::close_code::NORMAL) => DisconnectReason::Local,
+                            CloseReason::IdleTimeout => DisconnectReason::TimedOut,
+                            CloseReason::Peer(1) => DisconnectReason::Shutdown,
+                            // The peer closed, reset, or broke the protocol.
+                            _ => DisconnectReason::Peer,
+                        };
+                        self.events.push_back(Event::Disconnected { conn: self.id, reason });
+                    }
+                }
+            }
+        }
+        if let Some(c) = self.conn.as_ref() {
+            let (srtt, rttvar, latest, has) = c.rtt();
+            if has {
+                self.metrics.srtt = Some(Duration::from_micros(srtt));
+                self.metrics.rttvar = Duration::from_micros(rttvar);
+                self.metrics.latest_rtt = Some(Duration::from_micros(latest));
+            }
+        }
+    }
+}
