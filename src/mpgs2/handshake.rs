@@ -83,6 +83,7 @@ pub struct ClientOffer<'a> {
 
 /// One client connection attempt (§2.1): one ephemeral key and random, at
 /// most two hello variants (without and with the cookie).
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct ClientHandshake {
     eph: Ephemeral,
     client_random: [u8; RANDOM_LEN],
@@ -102,6 +103,7 @@ impl core::fmt::Debug for ClientHandshake {
 }
 
 /// Keys and choices of an established handshake, on either side.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct Established {
     /// The key schedule (secrets as local/remote for this side).
     pub schedule: Schedule,
