@@ -21,7 +21,9 @@ pub mod heap;
 mod mpgs2;
 mod mpgs2_conn;
 pub use endpoint::endpoint;
-pub use mpgs2::{frames as mpgs2_frames, hello2 as mpgs2_hello, long_header as mpgs2_long_header};
+pub use mpgs2::{
+    frames as mpgs2_frames, hello2 as mpgs2_hello, long_header as mpgs2_long_header, seeds as mpgs2_seeds,
+};
 pub use mpgs2_conn::mpgs2_conn;
 
 /// Every allocation of a fuzz binary or test is counted per thread, so the

@@ -427,3 +427,110 @@ fn ack(a: &AckFrame<'_>) {
     assert_eq!(a.smallest(), ranges.last().expect("at least one").0);
     assert_eq!(a.ack_delay_micros(), a.ack_delay.saturating_mul(frame::ACK_DELAY_UNIT_MICROS));
 }
+
+// ---------------------------------------------------------------------------
+// Seeds
+// ---------------------------------------------------------------------------
+
+/// Seed inputs for the MPGS/2 targets, as `(target, name, bytes)`: real
+/// hellos and replies of the fixed handshake, and packets holding every
+/// frame type. `tests/smoke.rs` (`write_mpgs2_seeds`, ignored) writes them
+/// to `seeds/<target>/<name>`.
+pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let f = fixed();
+    let hello = *f.client.hello();
+    let with = |sel: u8, b: &[u8]| [&[sel][..], b].concat();
+    let mut out = vec![
+        ("mpgs2_hello", "datagram", with(0, &hello)),
+        ("mpgs2_hello", "message_data", with(1, &hello[HELLO2_DATA_OFFSET..HELLO2_LEN - 4])),
+        ("mpgs2_hello", "block", with(2, &hello[hello::VERSION_FIELD_OFFSET + 3..HELLO2_LEN - 4])),
+        ("mpgs2_hello", "accept", with(5, &hello[HELLO2_DATA_OFFSET..HELLO2_LEN - 4])),
+        ("mpgs2_long_header", "server_hello", with(0, &f.server_hello)),
+    ];
+    // The cookie variant, and the HELLO_RETRY and REJECT that go with it.
+    let mut rng = Rng::new(Seed::from_u64(3));
+    if let Ok(ServerAnswer::Retry(r)) =
+        server_answer(NOW, &policy(true), &f.root, &f.cookies, FROM, &hello, [3; 8], &mut rng)
+    {
+        let mut c = f.client.clone();
+        c.on_retry(&r, &mut rng).expect("our own retry");
+        out.push(("mpgs2_hello", "cookie", with(1, &c.hello()[HELLO2_DATA_OFFSET..HELLO2_LEN - 4])));
+        out.push(("mpgs2_long_header", "retry", with(0, &r)));
+    }
+    let reject = Reject { version: 2, client_random: *f.client.client_random(), reason: RejectReason::Busy };
+    let mut rj = [0u8; Reject::LEN];
+    reject.emit(&mut rj).expect("sized");
+    out.push(("mpgs2_long_header", "reject", with(0, &rj)));
+    // A block with every optional HELLO2 field and an extension.
+    let tlvs = HelloTlvs {
+        protocol_id: PROTOCOL_ID,
+        client_random: [9; 16],
+        versions: &[2, 3],
+        suites: &[2, 1],
+        recv_cid: Some([4; 8]),
+        cookie: Some([5; 21]),
+        connect_token: Some(&[6; 40]),
+        params: TransportParams::DEFAULTS,
+        extensions: &[0x80, 0, 2, 1, 2, 0xFF, 0, 0],
+    };
+    let mut block = vec![0u8; tlvs.encoded_len()];
+    tlvs.emit(&mut Writer::new(&mut block)).expect("sized");
+    let mut e = (block.len() as u16).to_be_bytes().to_vec();
+    e.extend_from_slice(&block);
+    out.push(("mpgs2_hello", "full_block", with(2, &e)));
+    // A short packet to an 8-byte id with one frame of every type.
+    let ack_raw = [0u8, 1, 3, 0];
+    let frames = [
+        Frame::Ack(AckFrame { largest: 40, ack_delay: 3, first_range: 2, range_count: 2, ranges_raw: &ack_raw }),
+        Frame::Ping,
+        Frame::Close { code: 2, reason: b"bye" },
+        Frame::KeyUpdate,
+        Frame::PathChallenge([1; 8]),
+        Frame::PathResponse([2; 8]),
+        Frame::Auth([3; 16]),
+        Frame::ResetToken([4; 16]),
+        Frame::Message { kind: ChannelKind::Unreliable, channel: 0, id: None, data: b"u" },
+        Frame::Message { kind: ChannelKind::ReliableOrdered, channel: 2, id: Some(7), data: b"ro" },
+        Frame::Fragment {
+            kind: ChannelKind::ReliableUnordered,
+            channel: 1,
+            id: 3,
+            total_len: 9,
+            offset: 4,
+            data: b"frag",
+        },
+        Frame::Padding { len: 3 },
+    ];
+    let mut pkt = vec![0u8; 600];
+    let h = ShortHeader { key_phase: false, dcid: Some([0x5C; 8]), pn_len: 2, truncated_pn: 0x0102 };
+    let n = h.emit(&mut pkt).expect("sized");
+    let mut w = Writer::new(&mut pkt[n..]);
+    for fr in &frames {
+        fr.emit(&mut w).expect("sized");
+    }
+    let m = n + w.len();
+    pkt.truncate(m);
+    pkt.extend_from_slice(&[0xEE; 16]);
+    out.push(("mpgs2_frames", "every_frame", with(1, &pkt)));
+    out.push(("mpgs2_frames", "frames_only", with(0, &pkt[n..m])));
+    // Operation sequences of the connection target (see mpgs2_conn.rs, `op`):
+    // the application sends on every channel, timers run, the peer acks,
+    // sends well-formed frames and a fragmented message, and closes.
+    let ops: &[u8] = &[
+        7, 2, 0x0B, 0xB8, // send 3,000 B Reliable
+        8, 0, 0x05, 0x00, // send 1,280 B Unreliable (two fragments)
+        7, 1, 0x00, 0x40, // send 64 B BestEffort
+        6,    // timers
+        12,   // ack everything
+        1, 1, 10, 0x03, 0, 50, 11, 0x06, 0, 20, // MESSAGE kind 3 on channel 0, kind 2 on channel 1
+        13, 0x03, 0x10, 0x00, 1, // a 4,096 B reliable-ordered message in fragments, backwards
+        1, 0, 6, 1, 2, 3, 4, 5, 6, 7, 8, // PATH_CHALLENGE
+        5, 40, // 1.6 s later
+        12, 6, // ack, timers
+        1, 0, 4, 0, 0, 3, // CLOSE(0)
+        6,
+    ];
+    out.push(("mpgs2_conn", "server", with(0, ops)));
+    out.push(("mpgs2_conn", "client", with(1, ops)));
+    out
+}

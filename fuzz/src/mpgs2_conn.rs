@@ -509,7 +509,10 @@ impl Harness {
         }
         while let Some(e) = self.conn.poll_event() {
             if trace() {
-                eprintln!("  event {e:?}");
+                match &e {
+                    ConnEvent::Message { channel, data } => eprintln!("  message on {channel}: {} B", data.len()),
+                    e => eprintln!("  event {e:?}"),
+                }
             }
             match e {
                 ConnEvent::Closed(r) => {

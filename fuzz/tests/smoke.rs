@@ -93,3 +93,15 @@ fn replay_one() {
     let (_, entry) = TARGETS.iter().find(|(n, _)| *n == name).expect("a known target");
     entry(&std::fs::read(path).expect("readable input"));
 }
+
+/// Writes the MPGS/2 targets' seeds (`seeds/mpgs2_*/`); run after a wire
+/// format change: `cargo test --release --test smoke -- --ignored`.
+#[test]
+#[ignore]
+fn write_mpgs2_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    for (target, name, bytes) in mpgameserver_fuzz::mpgs2_seeds() {
+        std::fs::create_dir_all(root.join(target)).expect("writable seeds/");
+        std::fs::write(root.join(target).join(name), bytes).expect("writable seed");
+    }
+}
