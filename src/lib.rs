@@ -163,4 +163,14 @@ pub mod _internal {
     pub use crate::mpgs1::protect::FUZZING_TAG;
     pub use crate::mpgs1::protect::{self, PacketKey, crc32, derive_packet_key};
     pub use crate::mpgs1::{seq, wire};
+
+    /// MPGS/2's pure modules (not yet wired into the endpoint), for the fuzz
+    /// targets.
+    pub mod mpgs2 {
+        pub use crate::mpgs2::{
+            CID_LEN, MAX_PN, MIN_UDP_PAYLOAD, RANDOM_LEN, Side, TAG_LEN, VERSION, WireError, ack, buf, cc, conn,
+            cookie, frame, handshake, hello, keys, pacer, packet, protect, ranges, recovery, recv, replay, reset, rtt,
+            send, tlv, varint,
+        };
+    }
 }

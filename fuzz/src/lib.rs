@@ -17,7 +17,19 @@ use mpgameserver::_internal::wire::{self, Direction, FragmentHeader, Header, Msg
 use mpgameserver::{IpNet, PublicKey, ServerKey};
 
 mod endpoint;
+pub mod heap;
+mod mpgs2;
+mod mpgs2_conn;
 pub use endpoint::endpoint;
+pub use mpgs2::{
+    frames as mpgs2_frames, hello2 as mpgs2_hello, long_header as mpgs2_long_header, seeds as mpgs2_seeds,
+};
+pub use mpgs2_conn::mpgs2_conn;
+
+/// Every allocation of a fuzz binary or test is counted per thread, so the
+/// connection target can bound the memory of what it drives.
+#[global_allocator]
+static ALLOC: heap::Counting = heap::Counting;
 
 /// Header and payload framing: `Header::parse` in both directions,
 /// `payload_end`, `parse_payload`, fragment headers, and the encoders they

@@ -19,12 +19,16 @@ fn client(d: &[u8]) {
     mpgameserver_fuzz::endpoint(d, Role::Client)
 }
 
-const TARGETS: [(&str, Entry); 5] = [
+const TARGETS: [(&str, Entry); 9] = [
     ("wire", mpgameserver_fuzz::wire),
     ("handshake", mpgameserver_fuzz::handshake),
     ("keys", mpgameserver_fuzz::keys),
     ("endpoint_server", server),
     ("endpoint_client", client),
+    ("mpgs2_hello", mpgameserver_fuzz::mpgs2_hello),
+    ("mpgs2_long_header", mpgameserver_fuzz::mpgs2_long_header),
+    ("mpgs2_frames", mpgameserver_fuzz::mpgs2_frames),
+    ("mpgs2_conn", mpgameserver_fuzz::mpgs2_conn),
 ];
 
 /// Runs every file under `dir/<target>/` through its target.
@@ -75,3 +79,29 @@ smoke!(quickcheck_handshake, mpgameserver_fuzz::handshake);
 smoke!(quickcheck_keys, mpgameserver_fuzz::keys);
 smoke!(quickcheck_endpoint_server, server);
 smoke!(quickcheck_endpoint_client, client);
+smoke!(quickcheck_mpgs2_hello, mpgameserver_fuzz::mpgs2_hello);
+smoke!(quickcheck_mpgs2_long_header, mpgameserver_fuzz::mpgs2_long_header);
+smoke!(quickcheck_mpgs2_frames, mpgameserver_fuzz::mpgs2_frames);
+smoke!(quickcheck_mpgs2_conn, mpgameserver_fuzz::mpgs2_conn);
+
+/// Replays one file through one target: `FUZZ_REPLAY=target:path`.
+#[test]
+fn replay_one() {
+    let Some(spec) = std::env::var_os("FUZZ_REPLAY") else { return };
+    let spec = spec.to_string_lossy().into_owned();
+    let (name, path) = spec.split_once(':').expect("FUZZ_REPLAY=target:path");
+    let (_, entry) = TARGETS.iter().find(|(n, _)| *n == name).expect("a known target");
+    entry(&std::fs::read(path).expect("readable input"));
+}
+
+/// Writes the MPGS/2 targets' seeds (`seeds/mpgs2_*/`); run after a wire
+/// format change: `cargo test --release --test smoke -- --ignored`.
+#[test]
+#[ignore]
+fn write_mpgs2_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    for (target, name, bytes) in mpgameserver_fuzz::mpgs2_seeds() {
+        std::fs::create_dir_all(root.join(target)).expect("writable seeds/");
+        std::fs::write(root.join(target).join(name), bytes).expect("writable seed");
+    }
+}

@@ -357,13 +357,17 @@ impl Connection {
                 }
             }
         }
-        for (receipt, _) in core::mem::take(&mut self.unrel_pending) {
-            self.events.push_back(ConnEvent::Lost(receipt));
+        let pending = core::mem::take(&mut self.unrel_pending);
+        for receipt in pending.keys() {
+            self.events.push_back(ConnEvent::Lost(*receipt));
         }
         while let Some(m) = self.unrel_tx.pop(Instant::ZERO, &mut |_| {}) {
             self.events.push_back(ConnEvent::Lost(m.receipt));
         }
-        if let Some((g, _)) = self.group.take() {
+        // A group being sent is in `pending` already (reported above).
+        if let Some((g, _)) = self.group.take()
+            && !pending.contains_key(&g.receipt)
+        {
             self.events.push_back(ConnEvent::Lost(g.receipt));
         }
     }
@@ -513,9 +517,14 @@ impl Connection {
             Err(e @ (OpenError::Malformed(_) | OpenError::AuthFailed)) => {
                 self.open_error = Some(e);
                 if self.reset_token.is_some_and(|t| is_reset(datagram, &t)) {
+                    // While closing, `Closed` was reported already and the
+                    // messages finished: the reset only ends the closing
+                    // period (§6.4, exactly one event).
+                    if self.state == State::Open {
+                        self.finish_messages();
+                        self.events.push_back(ConnEvent::Closed(CloseReason::StatelessReset));
+                    }
                     self.state = State::Closed;
-                    self.finish_messages();
-                    self.events.push_back(ConnEvent::Closed(CloseReason::StatelessReset));
                 }
                 return;
             }
@@ -1324,5 +1333,41 @@ mod tests {
         assert!(c.is_closed());
         c.handle_datagram(Instant::ZERO, &mut reset[..n]);
         assert!(c.poll_event().is_none(), "exactly once");
+    }
+
+    /// Found by the `mpgs2_conn` fuzz target: a stateless reset that arrives
+    /// while the connection is closing reported a second `Closed`.
+    #[test]
+    fn stateless_reset_while_closing_closes_once() {
+        let (mut c, _) = pair(6);
+        let token = [0x5B; TOKEN_LEN];
+        c.set_reset_token(token);
+        let now = Instant::from_millis(3);
+        c.send(now, CH_RELIABLE, b"pending".to_vec()).expect("queued");
+        c.close(now, close_code::PROTOCOL_VIOLATION);
+        let ev: Vec<_> = core::iter::from_fn(|| c.poll_event()).collect();
+        assert_eq!(ev, [ConnEvent::Lost(0), ConnEvent::Closed(CloseReason::Local(2))]);
+        let mut reset = [0u8; 64];
+        let n =
+            crate::mpgs2::reset::emit_reset(40, &token, &mut Rng::new(Seed::from_u64(2)), &mut reset).expect("answers");
+        c.handle_datagram(now, &mut reset[..n]);
+        assert!(c.poll_event().is_none(), "exactly one Closed");
+        assert!(c.is_closed(), "the reset ends the closing period");
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    /// Found by the `mpgs2_conn` fuzz target: closing while an unreliable
+    /// fragment group was being sent reported its receipt `Lost` twice.
+    #[test]
+    fn close_during_a_fragment_group_loses_it_once() {
+        let (_, mut s) = pair(7);
+        let now = Instant::from_millis(1);
+        let mut buf = [0u8; 1500];
+        let r = s.send(now, CH_UNRELIABLE, vec![7; 1280]).expect("two unreliable fragments");
+        let _ = s.poll_transmit(now, &mut buf);
+        assert!(s.group.is_some(), "the group is being sent");
+        s.close(now, close_code::NORMAL);
+        let ev: Vec<_> = core::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(ev, [ConnEvent::Lost(r), ConnEvent::Closed(CloseReason::Local(0))]);
     }
 }

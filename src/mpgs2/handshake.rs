@@ -103,6 +103,7 @@ impl core::fmt::Debug for ClientHandshake {
 }
 
 /// Keys and choices of an established handshake, on either side.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct Established {
     /// The key schedule (secrets as local/remote for this side).
     pub schedule: Schedule,

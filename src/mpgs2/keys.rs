@@ -93,7 +93,8 @@ pub fn root_fingerprint(root: &PublicKey) -> [u8; 8] {
     out
 }
 
-/// An ephemeral P-256 key for one handshake; zeroized on drop, not `Clone`.
+/// An ephemeral P-256 key for one handshake; zeroized on drop, not `Clone`
+/// (except in `_fuzzing` builds, so a fuzz target copies a fixed handshake).
 #[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct Ephemeral {
     secret: p256::SecretKey,
@@ -219,6 +220,7 @@ pub struct KeyPair<T> {
 }
 
 /// The output of the key schedule for one connection (§2.7).
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
 pub struct Schedule {
     prk: Secret,
     th: [u8; HASH_LEN],
