@@ -13,6 +13,11 @@
 //! byte for byte. Then each client disconnects, the server stops, and the
 //! demo prints a table of per-connection metrics from both sides.
 //!
+//! The server answers MPGS/1 and MPGS/2 on its one port: by default clients
+//! 1 and 3 speak MPGS/1, clients 2 and 4 MPGS/2 (the table's `proto`
+//! column shows the version of each connection, from both sides);
+//! `--protocol v1` or `--protocol v2` makes every client speak that one.
+//!
 //! No arguments and no key files: the server's key is generated in memory.
 //! `--metrics 127.0.0.1:9100` also serves the server's metrics over HTTP
 //! while it runs (watch it with `mpgs-top`) and prints the final figures,
@@ -29,10 +34,11 @@ use std::thread;
 
 use clap::Parser;
 use mpgameserver::{
-    ConnectionId, ConnectionMetrics, Delivery, DisconnectReason, Duration, Event, Instant, PublicKey, Rng, ServerKey,
+    ConnectionId, ConnectionMetrics, Delivery, DisconnectReason, Duration, Event, Instant, ProtocolVersion, PublicKey,
+    Rng, ServerKey,
 };
 use mpgameserver_drivers::shutdown::stop_on_signals;
-use mpgameserver_drivers::{DisconnectOutcome, EventHandler, ServerContext, blocking, os_seed, smol};
+use mpgameserver_drivers::{ClientConfig, DisconnectOutcome, EventHandler, ServerContext, blocking, os_seed, smol};
 
 /// A server and four clients over UDP on loopback, for a few seconds.
 #[derive(Parser, Debug)]
@@ -41,6 +47,9 @@ struct Args {
     /// Serve the server's metrics over HTTP on ADDR while the demo runs (e.g. 127.0.0.1:9100)
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Protocol of every client: v1 (MPGS/1) or v2 (MPGS/2). Default: clients 1 and 3 over v1, 2 and 4 over v2, on the same server port
+    #[arg(long, value_name = "v1|v2")]
+    protocol: Option<ProtocolVersion>,
 }
 
 const BLOCKING_CLIENTS: usize = 3;
@@ -78,8 +87,16 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     if let Some(m) = &metrics {
         println!("demo: metrics on http://{}/metrics (and /metrics.json)", m.local_addr());
     }
+    // Odd clients over MPGS/1, even ones over MPGS/2, unless --protocol says.
+    let protocol_of =
+        |n: usize| args.protocol.unwrap_or(if n % 2 == 1 { ProtocolVersion::V1 } else { ProtocolVersion::V2 });
+    let versions = match args.protocol {
+        Some(p) => format!("all over {p}"),
+        None => "odd ones over v1, even ones over v2".to_string(),
+    };
     println!(
-        "demo: a server on {addr} and {} clients ({BLOCKING_CLIENTS} blocking, {SMOL_CLIENTS} smol), {} s of traffic\n",
+        "demo: a server on {addr} (MPGS/1 and MPGS/2) and {} clients ({BLOCKING_CLIENTS} blocking, {SMOL_CLIENTS} smol; \
+         {versions}), {} s of traffic\n",
         BLOCKING_CLIENTS + SMOL_CLIENTS,
         SEND_FOR.as_secs()
     );
@@ -92,11 +109,13 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let clients: Vec<_> = (1..=BLOCKING_CLIENTS + SMOL_CLIENTS)
         .map(|n| {
             let pinned = pinned.clone();
+            let mut config = ClientConfig::default();
+            config.endpoint.protocol = protocol_of(n);
             thread::spawn(move || {
                 if n <= BLOCKING_CLIENTS {
-                    run_blocking_client(n, addr, pinned)
+                    run_blocking_client(n, config, addr, pinned)
                 } else {
-                    ::smol::block_on(run_smol_client(n, addr, pinned))
+                    ::smol::block_on(run_smol_client(n, config, addr, pinned))
                 }
             })
         })
@@ -108,8 +127,8 @@ fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
 
     // The table: each connection from the client's side, then the server's.
     println!(
-        "{:<20} {:>8} {:>18} {:>16} {:>12} {:>12}",
-        "connection", "srtt", "datagrams out/in", "messages out/in", "lost/resent", "KB/s out/in"
+        "{:<20} {:>5} {:>8} {:>18} {:>16} {:>12} {:>12}",
+        "connection", "proto", "srtt", "datagrams out/in", "messages out/in", "lost/resent", "KB/s out/in"
     );
     let mut ok = true;
     for report in &reports {
@@ -206,8 +225,14 @@ struct Report {
     outcome: DisconnectOutcome,
 }
 
-fn run_blocking_client(n: usize, server: SocketAddr, pinned: PublicKey) -> Result<Report, String> {
-    let mut client = blocking::Client::connect(server, pinned, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+fn run_blocking_client(
+    n: usize,
+    config: ClientConfig,
+    server: SocketAddr,
+    pinned: PublicKey,
+) -> Result<Report, String> {
+    let mut client =
+        blocking::Client::connect_with(config, server, pinned, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     let port = client.local_addr().map_err(|e| e.to_string())?.port();
     let mut traffic = Traffic::new(n, client.now())?;
     while !traffic.finished(client.now()) {
@@ -219,13 +244,19 @@ fn run_blocking_client(n: usize, server: SocketAddr, pinned: PublicKey) -> Resul
             traffic.on_event(event, client.now());
         }
     }
-    let metrics = client.connection().map(|c| Summary::of(c.metrics(), client.now())).unwrap_or_default();
+    let metrics = client.connection().map(|c| Summary::of(c.version(), c.metrics(), client.now())).unwrap_or_default();
     let outcome = client.disconnect(Duration::from_secs(2));
     Ok(Report { n, driver: "blocking", port, traffic, client: metrics, outcome })
 }
 
-async fn run_smol_client(n: usize, server: SocketAddr, pinned: PublicKey) -> Result<Report, String> {
-    let mut client = smol::Client::connect(server, pinned, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+async fn run_smol_client(
+    n: usize,
+    config: ClientConfig,
+    server: SocketAddr,
+    pinned: PublicKey,
+) -> Result<Report, String> {
+    let mut client =
+        smol::Client::connect_with(config, server, pinned, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
     let port = client.local_addr().map_err(|e| e.to_string())?.port();
     let mut traffic = Traffic::new(n, client.now())?;
     while !traffic.finished(client.now()) {
@@ -243,7 +274,7 @@ async fn run_smol_client(n: usize, server: SocketAddr, pinned: PublicKey) -> Res
             traffic.on_event(event, client.now());
         }
     }
-    let metrics = client.connection().map(|c| Summary::of(c.metrics(), client.now())).unwrap_or_default();
+    let metrics = client.connection().map(|c| Summary::of(c.version(), c.metrics(), client.now())).unwrap_or_default();
     let outcome = client.disconnect(Duration::from_secs(2)).await;
     Ok(Report { n, driver: "smol", port, traffic, client: metrics, outcome })
 }
@@ -363,7 +394,7 @@ impl EventHandler for EchoServer {
         // A connection's metrics are gone once it has closed: keep a copy.
         for (&conn, port) in &self.ports {
             if let (Some(c), Some(side)) = (ctx.connection(conn), self.clients.get_mut(port)) {
-                side.summary = Summary::of(c.metrics(), ctx.now());
+                side.summary = Summary::of(c.version(), c.metrics(), ctx.now());
             }
         }
     }
@@ -382,6 +413,8 @@ impl EventHandler for EchoServer {
 /// A few numbers of a connection's metrics.
 #[derive(Clone, Copy, Debug, Default)]
 struct Summary {
+    /// The protocol the connection speaks (`None`: never connected).
+    version: Option<ProtocolVersion>,
     srtt: Option<Duration>,
     datagrams: (u64, u64),
     messages: (u64, u64),
@@ -391,10 +424,11 @@ struct Summary {
 }
 
 impl Summary {
-    fn of(m: &ConnectionMetrics, now: Instant) -> Summary {
+    fn of(version: ProtocolVersion, m: &ConnectionMetrics, now: Instant) -> Summary {
         // The last two whole seconds: inside the traffic period on both sides.
         let rates = m.rates(now, 2);
         Summary {
+            version: Some(version),
             srtt: m.srtt,
             datagrams: (m.datagrams_sent, m.datagrams_received),
             messages: (m.messages_sent, m.messages_received),
@@ -406,8 +440,9 @@ impl Summary {
 
     fn print_row(&self, name: &str) {
         let srtt = self.srtt.map_or("-".into(), |d| format!("{:.2}ms", d.as_secs_f64() * 1e3));
+        let version = self.version.map_or("-", ProtocolVersion::name);
         println!(
-            "{name:<20} {srtt:>8} {:>18} {:>16} {:>12} {:>12}",
+            "{name:<20} {version:>5} {srtt:>8} {:>18} {:>16} {:>12} {:>12}",
             format!("{}/{}", self.datagrams.0, self.datagrams.1),
             format!("{}/{}", self.messages.0, self.messages.1),
             format!("{}/{}", self.lost, self.resent),

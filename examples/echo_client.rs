@@ -19,7 +19,9 @@
 //!
 //! The exit status is 0 only if every message came back intact and in
 //! time, and nothing else came. Run `echo_server` first (see its
-//! documentation).
+//! documentation). `--protocol v2` connects with MPGS/2 (the crate's
+//! native protocol) instead of MPGS/1, the default and the only one the
+//! Python reference speaks.
 //!
 //! For testing against other servers (`tests/interop/`): `--reply sha256`
 //! expects the SHA-256 digest of each message instead of its echo;
@@ -35,7 +37,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use mpgameserver::{Delivery, DisconnectReason, Duration, Event, Instant, MessageId, PublicKey, Rng};
+use mpgameserver::{Delivery, DisconnectReason, Duration, Event, Instant, MessageId, ProtocolVersion, PublicKey, Rng};
+use mpgameserver_drivers::ClientConfig;
 use mpgameserver_drivers::blocking::Client;
 use mpgameserver_drivers::{DisconnectOutcome, os_seed};
 use sha2::{Digest, Sha256};
@@ -78,6 +81,9 @@ struct Args {
     /// At the end, wait (up to --timeout) for the server to end the connection instead of disconnecting
     #[arg(long)]
     expect_close: bool,
+    /// Protocol to connect with: v1 (MPGS/1, the Python reference's) or v2 (MPGS/2, this crate's native protocol)
+    #[arg(long, value_name = "v1|v2", default_value_t = ProtocolVersion::V1)]
+    protocol: ProtocolVersion,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -340,7 +346,9 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let wait = timeout.unwrap_or_else(|| default_wait(args.size, args.burst.min(args.count.max(1))));
     let other_wait = timeout.unwrap_or(BASE_WAIT);
     let key = PublicKey::read_pem_file(&args.key)?;
-    let mut client = Client::connect(args.server, key, other_wait)?;
+    let mut config = ClientConfig::default();
+    config.endpoint.protocol = args.protocol;
+    let mut client = Client::connect_with(config, args.server, key, other_wait)?;
     let mut rng = Rng::new(os_seed()?);
     let mut message = vec![0u8; args.size];
     let mut ledger = Ledger::new(args.reply, args.count as usize);

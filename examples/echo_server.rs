@@ -7,7 +7,11 @@
 //! cargo run --release --example echo_server -- --bind 127.0.0.1:5000 --key keys/root.key
 //! # in another shell:
 //! cargo run --release --example echo_client -- --server 127.0.0.1:5000 --key keys/root.pub
+//! cargo run --release --example echo_client -- --server 127.0.0.1:5000 --key keys/root.pub --protocol v2
 //! ```
+//!
+//! The server answers MPGS/1 and MPGS/2 clients on the same port (no flag);
+//! each connect line names the version the client speaks.
 //!
 //! The delivery mode is not on the wire (a receiver cannot tell how hard
 //! the sender tries), so every echo goes back Reliable.
@@ -154,8 +158,8 @@ impl EventHandler for Echo {
     }
 
     fn connect(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId) {
-        let Some(addr) = ctx.connection(conn).map(|c| c.remote()) else { return };
-        println!("connect    {conn} from {addr}");
+        let Some((addr, version)) = ctx.connection(conn).map(|c| (c.remote(), c.version())) else { return };
+        println!("connect    {conn} from {addr} over {version}");
         self.clients.insert(conn, (addr, Summary::default()));
     }
 
@@ -244,7 +248,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("echo server on {}, {} ticks/s, {} worker(s)", server.local_addr(), args.tick_hz, server.len());
+    println!(
+        "echo server on {}, {} ticks/s, {} worker(s), accepting MPGS/1 and MPGS/2 (clients: --protocol v1|v2)",
+        server.local_addr(),
+        args.tick_hz,
+        server.len()
+    );
     if let Some(m) = &metrics {
         println!("metrics on http://{}/metrics", m.local_addr());
     }

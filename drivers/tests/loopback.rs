@@ -7,10 +7,13 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use mpgameserver::{ConnectionId, Delivery, DisconnectReason, Duration, Event, Instant, PublicKey, Rng, ServerKey};
+use mpgameserver::{
+    ConnectionId, Delivery, DisconnectReason, Duration, Event, Instant, ProtocolVersion, PublicKey, Rng, ServerKey,
+};
 use mpgameserver_drivers::blocking::{Client, Server};
 use mpgameserver_drivers::{
-    Clock, ConnectError, DisconnectOutcome, EventHandler, ServerConfig, ServerContext, StopHandle, os_seed,
+    ClientConfig, Clock, ConnectError, DisconnectOutcome, EventHandler, ServerConfig, ServerContext, StopHandle,
+    os_seed,
 };
 
 /// What the test server saw.
@@ -18,6 +21,8 @@ use mpgameserver_drivers::{
 struct Log {
     started: bool,
     connects: Vec<ConnectionId>,
+    /// The protocol of each connection, in connect order.
+    versions: Vec<ProtocolVersion>,
     disconnects: Vec<(ConnectionId, DisconnectReason)>,
     messages: usize,
     updates: u32,
@@ -32,8 +37,10 @@ impl EventHandler for Echo {
     fn starting(&mut self, _: &mut ServerContext<'_>) {
         self.0.lock().unwrap().started = true;
     }
-    fn connect(&mut self, _: &mut ServerContext<'_>, conn: ConnectionId) {
-        self.0.lock().unwrap().connects.push(conn);
+    fn connect(&mut self, ctx: &mut ServerContext<'_>, conn: ConnectionId) {
+        let mut log = self.0.lock().unwrap();
+        log.connects.push(conn);
+        log.versions.extend(ctx.connection(conn).map(|c| c.version()));
     }
     fn disconnect(&mut self, _: &mut ServerContext<'_>, conn: ConnectionId, reason: DisconnectReason) {
         self.0.lock().unwrap().disconnects.push((conn, reason));
@@ -151,10 +158,13 @@ fn payload(len: usize, salt: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31) ^ salt ^ (i >> 8) as u8).collect()
 }
 
-fn echo_round_trip(bind: &str) {
+fn echo_round_trip(bind: &str, protocol: ProtocolVersion) {
     let Some(mut server) = TestServer::start(bind) else { return };
-    let mut client = Client::connect(server.addr, server.key.clone(), 2 * SECOND).unwrap();
+    let mut config = ClientConfig::default();
+    config.endpoint.protocol = protocol;
+    let mut client = Client::connect_with(config, server.addr, server.key.clone(), 2 * SECOND).unwrap();
     assert!(client.is_connected());
+    assert_eq!(client.connection().unwrap().version(), protocol);
     for (i, (len, mode)) in
         [(0, Delivery::Reliable), (100, Delivery::Unreliable), (1433, Delivery::BestEffort), (5000, Delivery::Reliable)]
             .into_iter()
@@ -170,6 +180,7 @@ fn echo_round_trip(bind: &str) {
     let log = server.log.lock().unwrap();
     assert!(log.started);
     assert_eq!(log.connects.len(), 1);
+    assert_eq!(log.versions, vec![protocol], "the server's side speaks the client's protocol");
     assert_eq!(log.disconnects, vec![(log.connects[0], DisconnectReason::Peer)]);
     drop(log);
     server.stop();
@@ -178,12 +189,20 @@ fn echo_round_trip(bind: &str) {
 
 #[test]
 fn echo_over_ipv4() {
-    echo_round_trip("127.0.0.1:0");
+    echo_round_trip("127.0.0.1:0", ProtocolVersion::V1);
 }
 
 #[test]
 fn echo_over_ipv6() {
-    echo_round_trip("[::1]:0");
+    echo_round_trip("[::1]:0", ProtocolVersion::V1);
+}
+
+/// A driver client that asks for MPGS/2 gets it from the blocking server
+/// (which answers both on one port, with no configuration): every size and
+/// mode echoes, and the disconnect is confirmed.
+#[test]
+fn echo_over_mpgs2() {
+    echo_round_trip("127.0.0.1:0", ProtocolVersion::V2);
 }
 
 #[test]

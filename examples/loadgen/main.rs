@@ -44,6 +44,9 @@
 //! completed their handshake (only those send). `sent` and `echoed` count
 //! the messages sent during the measurement window; `lost = sent - echoed`;
 //! `msgs_per_s` is the echoes received during the window per second.
+//! `--protocol v2` connects the clients with MPGS/2 instead of MPGS/1 (the
+//! default; the Python reference speaks only MPGS/1); the first line ends
+//! with the protocol used.
 //! `--raw` drives the raw baseline server that `--serve-raw ADDR` runs (see
 //! `raw.rs`).
 //!
@@ -68,7 +71,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::AtomicU32;
 
 use clap::Parser;
-use mpgameserver::{Delivery, Duration, PublicKey};
+use mpgameserver::{Delivery, Duration, ProtocolVersion, PublicKey};
 use mpgameserver_drivers::{Clock, endpoint_config};
 
 use client::Tally;
@@ -123,7 +126,10 @@ struct Args {
     /// The server's process id, to report its CPU use during the window (Linux /proc)
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
-    /// Drive the raw UDP + AES-GCM baseline server instead of an MPGS/1 server
+    /// Protocol the clients connect with: v1 (MPGS/1) or v2 (MPGS/2); our echo_server answers both
+    #[arg(long, value_name = "v1|v2", default_value_t = ProtocolVersion::V1, conflicts_with = "raw")]
+    protocol: ProtocolVersion,
+    /// Drive the raw UDP + AES-GCM baseline server instead of an MPGS server
     #[arg(long)]
     raw: bool,
     /// Run the raw baseline echo server on ADDR instead of generating load
@@ -187,6 +193,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = endpoint_config();
     cfg.unix_time_origin = clock.unix_time_origin();
     cfg.connect_timeout = secs(args.connect_timeout)?;
+    cfg.protocol = args.protocol;
     cfg.max_ack_delay = match args.ack_delay_ms {
         Some(ms) => secs(ms / 1e3)?,
         None => period.min(Duration::from_millis(50)),
@@ -270,7 +277,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "connected={}/{} failed={} handshakes_per_s={} connect_s={:.2} offered_per_s={:.0} window_s={:.2} \
          server_cpu_pct={} loadgen_cpu_pct={} threads={} refused={} reported_lost={} duplicates={} corrupt={} \
-         disconnected={} send_errors={} p999_rtt_ms={} max_rtt_ms={}",
+         disconnected={} send_errors={} p999_rtt_ms={} max_rtt_ms={} protocol={}",
         t.connected,
         args.clients,
         t.failed,
@@ -289,6 +296,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         t.send_errors,
         q(0.999),
         q(1.0),
+        if args.raw { "raw" } else { args.protocol.name() },
     );
     println!("{}", summary_line(args.clients, &t, window));
     match shortfall {

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use mpgameserver::{
-    ConnectionId, ConnectionMetrics, Delivery, DropReason, Duration, Endpoint, EndpointConfig, Event, Rng, Seed,
-    ServerKey,
+    ConnectionId, ConnectionMetrics, Delivery, DropReason, Duration, Endpoint, EndpointConfig, Event, ProtocolVersion,
+    Rng, Seed, ServerKey,
 };
 use mpgameserver_sim::{DropCause, NodeId, Preset, Sim, hex};
 
@@ -70,7 +70,9 @@ fn print_drops(out: &mut String, name: &str, ep: &Endpoint) {
 /// Runs the game for `seed` over links of `preset`, appends what happened
 /// (per connection and on the network) to `out`, and returns the trace
 /// digest (also the report's last line). Everything derives from `seed`.
-pub fn run(seed: u64, preset: Preset, out: &mut String) -> [u8; 32] {
+/// The clients connect with `protocol` (the server answers both); the
+/// report of an MPGS/1 run is what it was before MPGS/2 existed.
+pub fn run(seed: u64, preset: Preset, protocol: ProtocolVersion, out: &mut String) -> [u8; 32] {
     let mut sim = Sim::new(seed);
     sim.set_default_link(preset.config());
     let key = ServerKey::generate(&mut Rng::new(Seed::from_u64(seed)));
@@ -91,7 +93,9 @@ pub fn run(seed: u64, preset: Preset, out: &mut String) -> [u8; 32] {
     let mut clients: Vec<(NodeId, ConnectionId, Rc<RefCell<Seen>>)> = Vec::new();
     for k in 0..CLIENTS {
         sim.use_ipv6(k == CLIENTS - 1); // the last client is on IPv6
-        let node = sim.add_client(EndpointConfig::default()).expect("the default configuration is valid");
+        let mut config = EndpointConfig::default();
+        config.protocol = protocol;
+        let node = sim.add_client(config).expect("the default configuration with either protocol is valid");
         sim.record_events(node, false);
         let seen = Rc::new(RefCell::new(Seen::default()));
         let s = seen.clone();
@@ -115,7 +119,11 @@ pub fn run(seed: u64, preset: Preset, out: &mut String) -> [u8; 32] {
         clients.push((node, conn, seen));
     }
 
-    say!(out, "lossy_sim: seed {}, preset {}, {CLIENTS} clients, {} s of play", seed, preset, PLAY_FRAMES / 60);
+    let over = match protocol {
+        ProtocolVersion::V1 => String::new(), // MPGS/1 reports stay as they were
+        other => format!(", protocol {other}"),
+    };
+    say!(out, "lossy_sim: seed {}, preset {}, {CLIENTS} clients, {} s of play{over}", seed, preset, PLAY_FRAMES / 60);
     let upload: Vec<u8> = (0..UPLOAD_BYTES).map(|i| (i % 241) as u8).collect();
     for frame in 0..PLAY_FRAMES {
         for (k, (node, conn, seen)) in clients.iter().enumerate() {

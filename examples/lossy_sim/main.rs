@@ -16,23 +16,29 @@
 //! ```sh
 //! cargo run --example lossy_sim -- --seed 7
 //! cargo run --example lossy_sim -- --seed 8 --preset wifi
+//! cargo run --example lossy_sim -- --seed 8 --preset wifi --protocol v2
 //! ```
+//!
+//! `--protocol v1|v2` chooses what the clients speak (default v1, whose
+//! digests `tests/sim/golden.rs` pins).
 
 mod game;
 
 use std::process::ExitCode;
 
+use mpgameserver::ProtocolVersion;
 use mpgameserver_sim::Preset;
 
 struct Args {
     seed: u64,
     preset: Preset,
+    protocol: ProtocolVersion,
 }
 
-const USAGE: &str = "usage: lossy_sim [--seed N] [--preset perfect|lan|wifi|mobile-lossy]";
+const USAGE: &str = "usage: lossy_sim [--seed N] [--preset perfect|lan|wifi|mobile-lossy] [--protocol v1|v2]";
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { seed: 1, preset: Preset::MobileLossy };
+    let mut args = Args { seed: 1, preset: Preset::MobileLossy, protocol: ProtocolVersion::V1 };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -44,6 +50,10 @@ fn parse_args() -> Result<Args, String> {
             "--preset" => {
                 let v = value("--preset")?;
                 args.preset = Preset::from_name(&v).ok_or_else(|| format!("unknown preset {v:?}\n{USAGE}"))?;
+            }
+            "--protocol" => {
+                let v = value("--protocol")?;
+                args.protocol = v.parse().map_err(|e| format!("--protocol {v:?}: {e}\n{USAGE}"))?;
             }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -61,7 +71,7 @@ fn main() -> ExitCode {
         }
     };
     let mut report = String::new();
-    game::run(args.seed, args.preset, &mut report);
+    game::run(args.seed, args.preset, args.protocol, &mut report);
     print!("{report}");
     ExitCode::SUCCESS
 }

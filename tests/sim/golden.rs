@@ -3,6 +3,7 @@
 //! at commit 60fe7c7 for seeds 7, 8 and 11 over every link preset. Any change
 //! to what MPGS/1 puts on the wire, or when, changes a digest and fails here.
 
+use mpgameserver::ProtocolVersion;
 use mpgameserver_sim::{Preset, hex};
 
 #[path = "../../examples/lossy_sim/game.rs"]
@@ -31,7 +32,7 @@ fn lossy_sim_traces_match_the_pinned_digests() {
     let mut wrong = Vec::new();
     for (seed, preset, want) in GOLDEN {
         let mut report = String::new();
-        let digest = hex(&game::run(seed, preset, &mut report));
+        let digest = hex(&game::run(seed, preset, ProtocolVersion::V1, &mut report));
         assert!(report.ends_with(&format!("trace digest {digest}\n")), "the report ends with the digest it returns");
         if digest != want {
             wrong.push(format!("seed {seed} preset {preset}: got {digest}, pinned {want}"));
