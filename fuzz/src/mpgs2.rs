@@ -334,7 +334,7 @@ pub fn frames(data: &[u8]) {
     let cid_len = if sel & 1 == 0 { 0 } else { 8 };
     if let Ok((h, n)) = ShortHeader::parse(body, cid_len) {
         assert_eq!(n, h.encoded_len());
-        assert!(body.len() >= n + packet::MIN_SHORT_PACKET - 2);
+        assert!(body.len() >= n + 1 + mpgameserver::_internal::mpgs2::TAG_LEN, "a byte of ciphertext and the tag");
         let mut out = [0u8; packet::MAX_SHORT_HEADER];
         assert_eq!(h.emit(&mut out), Ok(n));
         assert_eq!(&out[..n], &body[..n], "short header round trip");
