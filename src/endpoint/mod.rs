@@ -270,12 +270,8 @@ impl Endpoint {
         self.start_connect(now, addr, ServerAuth::TrustOnFirstUse)
     }
 
-    fn start_connect(
-        &mut self,
-        now: Instant,
-        addr: SocketAddr,
-        auth: ServerAuth,
-    ) -> Result<ConnectionId, ConnectError> {
+    /// The checks every connect makes, whatever the version; the clamped time.
+    fn connect_checks(&mut self, now: Instant, addr: SocketAddr) -> Result<Instant, ConnectError> {
         let now = self.clamp(now);
         if self.is_server() {
             return Err(ConnectError::NotAClient);
@@ -286,6 +282,16 @@ impl Endpoint {
         if self.table.by_addr(addr).is_some() {
             return Err(ConnectError::AlreadyConnected);
         }
+        Ok(now)
+    }
+
+    fn start_connect(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        auth: ServerAuth,
+    ) -> Result<ConnectionId, ConnectError> {
+        let now = self.connect_checks(now, addr)?;
         let id = self.table.vacant();
         let conn = mpgs1::Connection::client(id, addr, now, &self.cfg, self.rng.fork(), auth);
         let id = self.table.insert(addr, Connection::new(Proto::V1(conn)));
@@ -299,16 +305,7 @@ impl Endpoint {
         addr: SocketAddr,
         server_key: PublicKey,
     ) -> Result<ConnectionId, ConnectError> {
-        let now = self.clamp(now);
-        if self.is_server() {
-            return Err(ConnectError::NotAClient);
-        }
-        if self.blocklist.contains(addr.ip()) {
-            return Err(ConnectError::Blocked);
-        }
-        if self.table.by_addr(addr).is_some() {
-            return Err(ConnectError::AlreadyConnected);
-        }
+        let now = self.connect_checks(now, addr)?;
         let id = self.table.vacant();
         let rng = self.v2.rng.fork();
         let conn = mpgs2::session::Connection::client(id, addr, now, &self.cfg, rng, server_key)
