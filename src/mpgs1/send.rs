@@ -443,7 +443,11 @@ impl SendState {
     /// When the next best-effort unit reaches its deadline (see
     /// [`SendState::expire_best_effort`]).
     pub(crate) fn next_best_effort_deadline(&self, t: Timing) -> Option<Instant> {
-        let end = self.next_unsent.min(self.units.len());
+        // The whole window, not only the units before `next_unsent`: that
+        // index advances lazily, so the units of the latest `fill` may lie
+        // beyond it, and their deadline must not surface only later (when
+        // it may already have passed).
+        let end = self.window_end();
         self.units
             .range(self.win_start.min(end)..end)
             .filter(|u| !u.acked && !u.done && u.sends > 0 && u.delivery == Delivery::BestEffort)
@@ -454,7 +458,7 @@ impl SendState {
     /// Stops repeating best-effort units whose deadline passed; reports
     /// messages that are thereby lost.
     pub(crate) fn expire_best_effort(&mut self, now: Instant, t: Timing) {
-        let end = self.next_unsent.min(self.units.len());
+        let end = self.window_end();
         for i in self.win_start..end {
             let u = self.units[i];
             if u.acked || u.done || u.sends == 0 {
