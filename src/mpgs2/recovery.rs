@@ -336,6 +336,7 @@ impl<C: Controller> Recovery<C> {
         let mut run_start: Option<Instant> = None;
         let mut persistent = false;
         let mut largest_lost_sent: Option<Instant> = None;
+        let mut lost_bytes = 0u64;
         let end = self.index(largest).map_or(self.sent.len(), |i| i + 1);
         for i in 0..end {
             let pn = self.first_pn + i as u64;
@@ -359,6 +360,7 @@ impl<C: Controller> Recovery<C> {
                 self.settle(i);
                 self.stats.lost += 1;
                 if e.packet.in_flight && !e.packet.pmtu_probe {
+                    lost_bytes += u64::from(e.packet.size);
                     largest_lost_sent = Some(largest_lost_sent.map_or(e.packet.time, |t| t.max(e.packet.time)));
                 }
                 if e.packet.ack_eliciting && first_sample.is_some_and(|f| e.packet.time > f) {
@@ -374,7 +376,7 @@ impl<C: Controller> Recovery<C> {
             }
         }
         if let Some(sent) = largest_lost_sent {
-            self.cc.on_congestion(now, sent, persistent);
+            self.cc.on_congestion(now, sent, lost_bytes, persistent, &self.rtt);
         }
         if persistent {
             self.stats.persistent_congestion += 1;
