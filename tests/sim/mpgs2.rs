@@ -16,14 +16,14 @@ use mpgameserver_sim::{LinkConfig, NodeId, Sim, assert_deterministic};
 use crate::{number_of, numbered, server_key};
 
 /// Connects `client` to `server` over MPGS/2.
-fn connect_v2(sim: &mut Sim, client: NodeId, server: NodeId) -> ConnectionId {
+pub(crate) fn connect_v2(sim: &mut Sim, client: NodeId, server: NodeId) -> ConnectionId {
     let addr = sim.addr(server);
     let key = sim.server_key(server).unwrap().clone();
     sim.with_endpoint(client, |ep, now| ep.connect_with(now, addr, key, ProtocolVersion::V2)).unwrap()
 }
 
 /// The server's connection ids, in the order they connected.
-fn server_conns(sim: &Sim, server: NodeId) -> Vec<ConnectionId> {
+pub(crate) fn server_conns(sim: &Sim, server: NodeId) -> Vec<ConnectionId> {
     sim.events(server)
         .iter()
         .filter_map(|e| if let Event::Connected { conn } = e { Some(*conn) } else { None })
@@ -31,13 +31,13 @@ fn server_conns(sim: &Sim, server: NodeId) -> Vec<ConnectionId> {
 }
 
 /// Numbers of the numbered messages `node` received, in arrival order.
-fn arrivals(sim: &Sim, node: NodeId) -> Vec<u32> {
+pub(crate) fn arrivals(sim: &Sim, node: NodeId) -> Vec<u32> {
     sim.messages(node).into_iter().map(number_of).collect()
 }
 
 /// Reliable messages both ways over `link` with MPGS/2; checks exactly once
 /// and in send order, one outcome per message, and returns the digest.
-fn reliable_run(seed: u64, link: LinkConfig, count: u32) -> Sim {
+pub(crate) fn reliable_run(seed: u64, link: LinkConfig, count: u32) -> Sim {
     let mut sim = Sim::new(seed);
     sim.set_default_link(link);
     let server = sim.add_server(EndpointConfig::default(), server_key(seed)).unwrap();
@@ -101,7 +101,7 @@ fn v2_reliable_exactly_once_in_order_under_loss_dup_reorder() {
 
 /// The HELLO2 a fresh MPGS/2 attempt of `client` sends first (captured
 /// while the path to the server is cut), and the sim, for tampering.
-fn captured_hello(seed: u64) -> (Sim, NodeId, NodeId, ConnectionId, Vec<u8>) {
+pub(crate) fn captured_hello(seed: u64) -> (Sim, NodeId, NodeId, ConnectionId, Vec<u8>) {
     let mut sim = Sim::new(seed);
     sim.set_default_link(LinkConfig::default().latency(Duration::from_millis(10)));
     let server = sim.add_server(EndpointConfig::default(), server_key(seed)).unwrap();
@@ -118,7 +118,7 @@ fn captured_hello(seed: u64) -> (Sim, NodeId, NodeId, ConnectionId, Vec<u8>) {
 
 /// A datagram of the client's MPGS/1 frame with byte `i` flipped and the
 /// CRC fixed, so only the MPGS/2 checks can catch it.
-fn flip_hello(hello: &[u8], i: usize) -> Vec<u8> {
+pub(crate) fn flip_hello(hello: &[u8], i: usize) -> Vec<u8> {
     let mut h = hello.to_vec();
     h[i] ^= 0x01;
     let crc = crc32(&h[..1196]);
@@ -126,7 +126,7 @@ fn flip_hello(hello: &[u8], i: usize) -> Vec<u8> {
     h
 }
 
-fn tampered_hello_run(seed: u64, i: usize) -> Sim {
+pub(crate) fn tampered_hello_run(seed: u64, i: usize) -> Sim {
     let (mut sim, client, server, c, hello) = captured_hello(seed);
     let (c_addr, s_addr) = (sim.addr(client), sim.addr(server));
     sim.stop_capture();
@@ -157,7 +157,7 @@ fn a_tampered_hello2_byte_fails_the_handshake() {
     }
 }
 
-fn tampered_server_hello_run(seed: u64, i: usize) -> Sim {
+pub(crate) fn tampered_server_hello_run(seed: u64, i: usize) -> Sim {
     let mut sim = Sim::new(seed);
     sim.set_default_link(LinkConfig::default().latency(Duration::from_millis(10)));
     let server = sim.add_server(EndpointConfig::default(), server_key(seed)).unwrap();

@@ -96,3 +96,55 @@ fn ten_megabytes_use_most_of_a_lossy_20_mbit_path() {
     assert!(util >= 0.80, "goodput {:.1} % of the link (< 80 %)", util * 100.0);
     assert!(peak >= 200, "{peak} packets in flight");
 }
+
+/// Runs `run` for every byte position of a 1200-byte hello, then again for
+/// every 8th position: the second runs must repeat the first digests (a
+/// full second sweep doubles the suite's slowest test for little more).
+fn sweep(seed: u64, run: impl Fn(u64, usize) -> Sim) {
+    let digests: Vec<[u8; 32]> = (0..1200).map(|i| run(seed, i).digest()).collect();
+    for i in (0..1200).step_by(8) {
+        assert_eq!(run(seed, i).digest(), digests[i], "byte {i}: two runs, different digests");
+    }
+}
+
+/// Byte `i` of HELLO2 flipped (the MPGS/1 frame's CRC fixed for bytes
+/// before it, the CRC itself flipped as is): the handshake fails at the
+/// client, no server connection, and the server counted the datagram.
+fn hello2_tamper(seed: u64, i: usize) -> Sim {
+    {
+        let (mut sim, client, server, c, hello) = crate::mpgs2::captured_hello(seed);
+        let tampered = if i < 1196 {
+            crate::mpgs2::flip_hello(&hello, i)
+        } else {
+            // The CRC itself: the MPGS/1 check drops it before any MPGS/2 work.
+            let mut h = hello.clone();
+            h[i] ^= 0x01;
+            h
+        };
+        sim.stop_capture();
+        let (c_addr, s_addr) = (sim.addr(client), sim.addr(server));
+        sim.inject(c_addr, s_addr, tampered, Duration::from_millis(10));
+        sim.run_for(Duration::from_secs(6));
+        let failed = sim.events(client).iter().any(|e| matches!(e, Event::ConnectFailed { conn, .. } if *conn == c));
+        assert!(failed, "byte {i}: the attempt must fail: {:?}", sim.events(client));
+        assert!(!sim.events(client).contains(&Event::Connected { conn: c }), "byte {i}");
+        assert!(crate::mpgs2::server_conns(&sim, server).is_empty(), "byte {i}: no server connection");
+        let st = sim.endpoint(server).stats();
+        let counted = st.dropped_total() + st.v2_hellos_rejected + st.v2_hello_retries + st.v2_handshakes_started;
+        assert!(st.datagrams_received >= 1 && counted >= 1, "byte {i}: the tampered hello was not counted: {st}");
+        sim
+    }
+}
+
+#[test]
+fn every_byte_of_hello2_tampered_fails_the_handshake() {
+    sweep(11, hello2_tamper);
+}
+
+/// Every byte of SERVER_HELLO flipped (version, suite, echo, server random,
+/// key, TLVs, signature, padding): the client fails and never connects
+/// (`tampered_server_hello_run` checks it).
+#[test]
+fn every_byte_of_server_hello_tampered_fails_the_handshake() {
+    sweep(12, crate::mpgs2::tampered_server_hello_run);
+}
