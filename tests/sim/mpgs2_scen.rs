@@ -111,29 +111,27 @@ fn sweep(seed: u64, run: impl Fn(u64, usize) -> Sim) {
 /// before it, the CRC itself flipped as is): the handshake fails at the
 /// client, no server connection, and the server counted the datagram.
 fn hello2_tamper(seed: u64, i: usize) -> Sim {
-    {
-        let (mut sim, client, server, c, hello) = crate::mpgs2::captured_hello(seed);
-        let tampered = if i < 1196 {
-            crate::mpgs2::flip_hello(&hello, i)
-        } else {
-            // The CRC itself: the MPGS/1 check drops it before any MPGS/2 work.
-            let mut h = hello.clone();
-            h[i] ^= 0x01;
-            h
-        };
-        sim.stop_capture();
-        let (c_addr, s_addr) = (sim.addr(client), sim.addr(server));
-        sim.inject(c_addr, s_addr, tampered, Duration::from_millis(10));
-        sim.run_for(Duration::from_secs(6));
-        let failed = sim.events(client).iter().any(|e| matches!(e, Event::ConnectFailed { conn, .. } if *conn == c));
-        assert!(failed, "byte {i}: the attempt must fail: {:?}", sim.events(client));
-        assert!(!sim.events(client).contains(&Event::Connected { conn: c }), "byte {i}");
-        assert!(crate::mpgs2::server_conns(&sim, server).is_empty(), "byte {i}: no server connection");
-        let st = sim.endpoint(server).stats();
-        let counted = st.dropped_total() + st.v2_hellos_rejected + st.v2_hello_retries + st.v2_handshakes_started;
-        assert!(st.datagrams_received >= 1 && counted >= 1, "byte {i}: the tampered hello was not counted: {st}");
-        sim
-    }
+    let (mut sim, client, server, c, hello) = crate::mpgs2::captured_hello(seed);
+    let tampered = if i < 1196 {
+        crate::mpgs2::flip_hello(&hello, i)
+    } else {
+        // The CRC itself: the MPGS/1 check drops it before any MPGS/2 work.
+        let mut h = hello.clone();
+        h[i] ^= 0x01;
+        h
+    };
+    sim.stop_capture();
+    let (c_addr, s_addr) = (sim.addr(client), sim.addr(server));
+    sim.inject(c_addr, s_addr, tampered, Duration::from_millis(10));
+    sim.run_for(Duration::from_secs(6));
+    let failed = sim.events(client).iter().any(|e| matches!(e, Event::ConnectFailed { conn, .. } if *conn == c));
+    assert!(failed, "byte {i}: the attempt must fail: {:?}", sim.events(client));
+    assert!(!sim.events(client).contains(&Event::Connected { conn: c }), "byte {i}");
+    assert!(crate::mpgs2::server_conns(&sim, server).is_empty(), "byte {i}: no server connection");
+    let st = sim.endpoint(server).stats();
+    let counted = st.dropped_total() + st.v2_hellos_rejected + st.v2_hello_retries + st.v2_handshakes_started;
+    assert!(st.datagrams_received >= 1 && counted >= 1, "byte {i}: the tampered hello was not counted: {st}");
+    sim
 }
 
 #[test]
@@ -147,4 +145,127 @@ fn every_byte_of_hello2_tampered_fails_the_handshake() {
 #[test]
 fn every_byte_of_server_hello_tampered_fails_the_handshake() {
     sweep(12, crate::mpgs2::tampered_server_hello_run);
+}
+
+/// A SERVER_HELLO replayed is useless: to its own client once connected
+/// (ignored, the connection carries on), to another client that is
+/// connecting (a transcript of another client: refused), and to the same
+/// client's next attempt (another client random: refused).
+fn replay_run(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed);
+    sim.set_default_link(LinkConfig::default().latency(Duration::from_millis(15)));
+    let server = sim.add_server(EndpointConfig::default(), server_key(seed)).unwrap();
+    let a = sim.add_client(EndpointConfig::default()).unwrap();
+    let b = sim.add_client(EndpointConfig::default()).unwrap();
+    let (s_addr, a_addr, b_addr) = (sim.addr(server), sim.addr(a), sim.addr(b));
+    sim.capture(move |d| d.from == s_addr && d.to == a_addr && d.bytes[0] == 0xC1);
+    let ca = connect_v2(&mut sim, a, server);
+    let up = |sim: &Sim| sim.events(a).contains(&Event::Connected { conn: ca });
+    assert!(sim.run_until(up, Duration::from_secs(2)));
+    let sh = sim.take_captured().remove(0).bytes;
+    sim.stop_capture();
+    assert_eq!(sh.len(), 1200);
+
+    // 1. To its own client, connected: dropped and counted, nothing changes.
+    let dropped = sim.endpoint(a).stats().dropped_total();
+    sim.inject(s_addr, a_addr, sh.clone(), Duration::ZERO);
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.endpoint(a).stats().dropped_total(), dropped + 1, "the replay is counted");
+    sim.send(a, ca, &crate::numbered(1, 10), Delivery::Reliable).unwrap();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(crate::mpgs2::arrivals(&sim, server), vec![1], "the connection carries on");
+    assert_eq!(sim.endpoint(a).connection(ca).unwrap().version(), ProtocolVersion::V2);
+
+    // 2. To another client while it connects (it hears nothing else).
+    sim.partition_one_way(server, b);
+    let cb = connect_v2(&mut sim, b, server);
+    sim.run_for(Duration::from_millis(5));
+    sim.inject(s_addr, b_addr, sh.clone(), Duration::ZERO);
+    sim.run_for(Duration::from_secs(6));
+    assert!(!sim.events(b).contains(&Event::Connected { conn: cb }), "another client never connects on it");
+    assert!(sim.events(b).iter().any(|e| matches!(e, Event::ConnectFailed { conn, .. } if *conn == cb)));
+
+    // 3. To the same client's next attempt.
+    sim.disconnect(a, ca).unwrap();
+    sim.run_for(Duration::from_secs(2));
+    sim.partition_one_way(server, a);
+    let ca2 = connect_v2(&mut sim, a, server);
+    sim.run_for(Duration::from_millis(5));
+    sim.inject(s_addr, a_addr, sh, Duration::ZERO);
+    sim.run_for(Duration::from_secs(6));
+    assert!(!sim.events(a).contains(&Event::Connected { conn: ca2 }), "an old SERVER_HELLO opens nothing");
+    sim
+}
+
+#[test]
+fn a_replayed_server_hello_is_useless() {
+    for seed in [1, 2, 3] {
+        assert_deterministic(seed, replay_run);
+    }
+}
+
+/// `Reliable`, `BestEffort` and `Unreliable` messages from client to server
+/// over one impaired path (0–50 % loss each way by seed, duplication,
+/// reordering, corruption), the handshake on a clean path first. Reliable:
+/// every one exactly once and in send order; the others at most once; every
+/// message exactly one outcome, and every Reliable one `Delivered`.
+fn seeds_run(seed: u64) -> Sim {
+    const RELIABLE: u32 = 10;
+    let loss = (seed % 11) as f64 * 0.05;
+    let link = LinkConfig::default()
+        .latency(Duration::from_millis(5 + seed % 25))
+        .jitter(Duration::from_millis(seed % 4 * 3))
+        .loss(loss)
+        .duplicate(if seed % 2 == 0 { 0.1 } else { 0.0 })
+        .reorder(if seed % 3 == 0 { 0.2 } else { 0.0 }, Duration::from_millis(20))
+        .corrupt(if seed % 5 == 0 { 0.03 } else { 0.0 });
+    let mut sim = Sim::new(seed);
+    sim.set_default_link(LinkConfig::default().latency(Duration::from_millis(5)));
+    let server = sim.add_server(EndpointConfig::default(), server_key(seed % 8)).unwrap();
+    let client = sim.add_client(EndpointConfig::default()).unwrap();
+    let c = connect_v2(&mut sim, client, server);
+    let up = |sim: &Sim| sim.events(client).contains(&Event::Connected { conn: c });
+    assert!(sim.run_until(up, Duration::from_secs(2)), "seed {seed}: no handshake");
+    sim.set_path(client, server, link);
+    let mut ids = Vec::new();
+    for n in 0..RELIABLE {
+        let size = [0usize, 30, 1300, 3000][n as usize % 4];
+        ids.push((sim.send(client, c, &crate::numbered(n, size), Delivery::Reliable).unwrap(), true));
+        let other = if n % 2 == 0 { Delivery::BestEffort } else { Delivery::Unreliable };
+        ids.push((sim.send(client, c, &crate::numbered(1000 + n, 20), other).unwrap(), false));
+        sim.run_for(Duration::from_micros(16_667));
+    }
+    let reliable = |sim: &Sim| sim.messages(server).into_iter().filter(|m| crate::number_of(m) < 1000).count();
+    let done = |sim: &Sim| reliable(sim) >= RELIABLE as usize;
+    assert!(sim.run_until(done, Duration::from_secs(60)), "seed {seed} (loss {loss}): not all delivered");
+    sim.run_for(Duration::from_secs(4));
+    let got: Vec<u32> = crate::mpgs2::arrivals(&sim, server);
+    let rel: Vec<u32> = got.iter().copied().filter(|&n| n < 1000).collect();
+    assert_eq!(rel, (0..RELIABLE).collect::<Vec<_>>(), "seed {seed}: Reliable exactly once, in order");
+    let mut others: Vec<u32> = got.iter().copied().filter(|&n| n >= 1000).collect();
+    let n_others = others.len();
+    others.dedup();
+    others.sort_unstable();
+    others.dedup();
+    assert_eq!(others.len(), n_others, "seed {seed}: the others at most once");
+    let outcomes = crate::outcomes(sim.events(client));
+    for (id, is_reliable) in &ids {
+        let o = outcomes.get(id).copied().unwrap_or_default();
+        assert_eq!(o.0 + o.1, 1, "seed {seed}: message {id:?} has {o:?} outcomes");
+        if *is_reliable {
+            assert_eq!(o, (1, 0), "seed {seed}: a Reliable message was reported lost");
+        }
+    }
+    assert_eq!(outcomes.len(), ids.len(), "seed {seed}: outcomes only for sent messages");
+    sim
+}
+
+#[test]
+fn reliable_exactly_once_in_order_over_thousands_of_seeds() {
+    let seeds: u64 = std::env::var("MPGS2_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let wall = WallClock::now();
+    for seed in 0..seeds {
+        assert_deterministic(seed, seeds_run);
+    }
+    println!("{seeds} seeds, each twice, in {:?}", wall.elapsed());
 }
