@@ -11,7 +11,7 @@
 //! larger than the hello, so an unvalidated address never receives more
 //! bytes than it sent. None of this touches MPGS/1 admission state.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use core::net::{IpAddr, SocketAddr};
 
 use sha2::{Digest, Sha256};
@@ -41,16 +41,21 @@ const UNDER_LOAD_HELLOS: u32 = 100;
 
 /// A bounded table of token buckets. When full, idle entries are swept and,
 /// if none is idle, the entry whose bucket refills soonest is forgotten
-/// (the least recently charged one, an LRU by charge time).
+/// (the least recently charged one, an LRU by charge time). Both come first
+/// in `by_tat`, so a charge costs O(log n) even with the table full of
+/// spoofed sources (a sweep of the whole table per hello made every
+/// spoofed HELLO2 cost thousands of steps under a flood).
 #[derive(Debug)]
 #[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct RateTable<K: Ord> {
     buckets: BTreeMap<K, Bucket>,
+    /// The same entries ordered by (bucket, key): idle ones first.
+    by_tat: BTreeSet<(Bucket, K)>,
 }
 
 impl<K: Ord + Copy> RateTable<K> {
     fn new() -> RateTable<K> {
-        RateTable { buckets: BTreeMap::new() }
+        RateTable { buckets: BTreeMap::new(), by_tat: BTreeSet::new() }
     }
 
     fn allows(&self, now: Instant, key: &K, limit: RateLimit) -> bool {
@@ -59,15 +64,25 @@ impl<K: Ord + Copy> RateTable<K> {
 
     fn take(&mut self, now: Instant, key: K, limit: RateLimit) {
         if !self.buckets.contains_key(&key) && self.buckets.len() >= RATE_TABLE_MAX {
-            self.buckets.retain(|_, b| !b.idle(now));
+            // Every idle entry goes; they lead the index.
+            while let Some(&(b, k)) = self.by_tat.first() {
+                if !b.idle(now) {
+                    break;
+                }
+                self.by_tat.pop_first();
+                self.buckets.remove(&k);
+            }
             if self.buckets.len() >= RATE_TABLE_MAX {
                 // Deterministic: the earliest refill, ties by key order.
-                if let Some(k) = self.buckets.iter().min_by_key(|(_, b)| **b).map(|(k, _)| *k) {
+                if let Some((_, k)) = self.by_tat.pop_first() {
                     self.buckets.remove(&k);
                 }
             }
         }
-        self.buckets.entry(key).or_default().take(now, limit);
+        let b = self.buckets.entry(key).or_default();
+        self.by_tat.remove(&(*b, key));
+        b.take(now, limit);
+        self.by_tat.insert((*b, key));
     }
 }
 
@@ -324,5 +339,48 @@ impl Endpoint {
         {
             self.v2.pending.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table before the index: a whole-table sweep per new key.
+    fn naive_take(m: &mut BTreeMap<u32, Bucket>, now: Instant, key: u32, limit: RateLimit) {
+        if !m.contains_key(&key) && m.len() >= RATE_TABLE_MAX {
+            m.retain(|_, b| !b.idle(now));
+            if m.len() >= RATE_TABLE_MAX
+                && let Some(k) = m.iter().min_by_key(|(_, b)| **b).map(|(k, _)| *k)
+            {
+                m.remove(&k);
+            }
+        }
+        m.entry(key).or_default().take(now, limit);
+    }
+
+    #[test]
+    fn rate_table_evicts_as_the_whole_table_sweep_did() {
+        // Found by the 200,000/s spoofed flood scenario (tests/sim/mpgs2_scen.rs):
+        // with 4,096 busy entries every new source swept the whole table.
+        let limit = RateLimit { per_second: 8, burst: 8 };
+        let mut t: RateTable<u32> = RateTable::new();
+        let mut naive = BTreeMap::new();
+        let mut x = 0x1234_5678u32;
+        for i in 0..40_000u64 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            // Mostly new keys (a spoofed flood), some repeats.
+            let key = if i % 5 == 0 { x % 64 } else { x };
+            let now = Instant::from_micros(i * 20);
+            t.take(now, key, limit);
+            naive_take(&mut naive, now, key, limit);
+            assert!(t.buckets.len() <= RATE_TABLE_MAX);
+            assert_eq!(t.buckets.len(), t.by_tat.len());
+        }
+        assert_eq!(t.buckets, naive);
+        let idx: BTreeSet<(Bucket, u32)> = naive.iter().map(|(k, b)| (*b, *k)).collect();
+        assert_eq!(t.by_tat, idx);
     }
 }

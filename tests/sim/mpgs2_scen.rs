@@ -8,7 +8,7 @@
 
 use std::time::Instant as WallClock;
 
-use mpgameserver::{ConnectionId, Delivery, Duration, EndpointConfig, Event, Instant, ProtocolVersion};
+use mpgameserver::{ConnectionId, Delivery, DropReason, Duration, EndpointConfig, Event, Instant, ProtocolVersion};
 use mpgameserver_sim::{LinkConfig, NodeId, Sim, assert_deterministic};
 
 use crate::server_key;
@@ -268,4 +268,190 @@ fn reliable_exactly_once_in_order_over_thousands_of_seeds() {
         assert_deterministic(seed, seeds_run);
     }
     println!("{seeds} seeds, each twice, in {:?}", wall.elapsed());
+}
+
+/// Spoofed HELLO2s per simulated millisecond: 200,000/s.
+const SPOOFED_PER_MS: u64 = 200;
+
+/// 200,000 spoofed HELLO2/s from random sources for one simulated second
+/// (default policy `UnderLoad`) while 50 honest clients connect and play:
+/// ECDH operations = honest handshakes once the flood is detected, every
+/// honest connect within 3 RTT, every honest message delivered in order,
+/// and no unvalidated source gets more bytes than it sent (§2.8).
+fn flood_run(seed: u64) -> Sim {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::rc::Rc;
+
+    const HONEST: usize = 50;
+    const RTT: Duration = Duration::from_millis(40);
+    let mut sim = Sim::new(seed);
+    sim.set_default_link(LinkConfig::default().latency(RTT / 2));
+    sim.set_trace_capacity(1000);
+    let server = sim.add_server(EndpointConfig::default(), server_key(seed)).unwrap();
+    let s_addr = sim.addr(server);
+    let hellos: Vec<Vec<u8>> = (0..4).map(|k| crate::mpgs2::captured_hello(seed * 100 + k).4).collect();
+    let spoofed = |k: u64| -> SocketAddr {
+        let x = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+        let b = x.to_be_bytes();
+        SocketAddr::from(([11 + b[0] % 100, b[1], b[2], b[3]], 1024 + u16::from_be_bytes([b[4], b[5]]) % 60_000))
+    };
+    // Bytes the server sent to each address (nothing stored).
+    let out: Rc<RefCell<BTreeMap<SocketAddr, u64>>> = Rc::default();
+    let tally = out.clone();
+    sim.capture(move |d| {
+        if d.from == s_addr {
+            *tally.borrow_mut().entry(d.to).or_default() += d.bytes.len() as u64;
+        }
+        false
+    });
+    let mut sent_to: BTreeMap<SocketAddr, u64> = BTreeMap::new();
+    let mut k = 0u64;
+    let mut honest: Vec<(NodeId, ConnectionId, Instant)> = Vec::new();
+    let mut ecdh_before = 0;
+    let mut played = vec![0u32; HONEST];
+    for ms in 0..1000u64 {
+        for _ in 0..SPOOFED_PER_MS {
+            let from = spoofed(k);
+            let h = hellos[(k % 4) as usize].clone();
+            *sent_to.entry(from).or_default() += h.len() as u64;
+            sim.inject(from, s_addr, h, Duration::ZERO);
+            k += 1;
+        }
+        if ms == 20 {
+            // The flood is under way: honest clients start connecting.
+            ecdh_before = sim.endpoint(server).stats().v2_handshakes_started;
+            for _ in 0..HONEST {
+                let node = sim.add_client(EndpointConfig::default()).unwrap();
+                let conn = connect_v2(&mut sim, node, server);
+                honest.push((node, conn, sim.now()));
+            }
+        }
+        if ms % 17 == 0 {
+            // Play: one Reliable message per 60 Hz frame once connected.
+            for (j, &(node, conn, _)) in honest.iter().enumerate() {
+                if played[j] < 20 && sim.events(node).contains(&Event::Connected { conn }) {
+                    sim.send(node, conn, &crate::numbered(played[j], 40), Delivery::Reliable).unwrap();
+                    played[j] += 1;
+                }
+            }
+        }
+        sim.run_for(Duration::from_millis(1));
+    }
+    sim.run_for(Duration::from_secs(1));
+    let st = sim.endpoint(server).stats().clone();
+    assert!(ecdh_before <= 101, "seed {seed}: {ecdh_before} ECDH before UnderLoad saw the flood");
+    assert_eq!(
+        st.v2_handshakes_started - ecdh_before,
+        HONEST as u64,
+        "seed {seed}: ECDH only for honest clients: {st}"
+    );
+    assert!(st.v2_hello_retries > 150_000, "seed {seed}: the flood was answered with cookies: {st}");
+    let mut worst = Duration::ZERO;
+    for &(node, conn, started) in &honest {
+        let at = sim.events(node).iter().position(|e| *e == Event::Connected { conn });
+        let at = sim.event_times(node)[at.unwrap_or_else(|| panic!("seed {seed}: an honest client did not connect"))];
+        worst = worst.max(at.saturating_duration_since(started));
+    }
+    assert!(worst <= RTT * 3, "seed {seed}: an honest connect took {worst:?} (> 3 RTT)");
+    let mut got: BTreeMap<ConnectionId, Vec<u32>> = BTreeMap::new();
+    for e in sim.events(server) {
+        if let Event::Message { conn, payload } = e {
+            got.entry(*conn).or_default().push(crate::number_of(payload));
+        }
+    }
+    assert_eq!(got.len(), HONEST, "seed {seed}: every honest client played");
+    for nums in got.values() {
+        assert_eq!(*nums, (0..20).collect::<Vec<_>>(), "seed {seed}: in order, exactly once");
+    }
+    let out = out.borrow();
+    let mut answered = 0;
+    for (addr, bytes_in) in &sent_to {
+        let bytes_out = out.get(addr).copied().unwrap_or(0);
+        answered += u64::from(bytes_out > 0);
+        assert!(bytes_out <= *bytes_in, "seed {seed}: {addr} got {bytes_out} B for {bytes_in} B");
+    }
+    println!(
+        "seed {seed}: {k} spoofed HELLO2 from {} sources, {answered} answered; ECDH {} (+{ecdh_before} before detection); \
+         slowest honest connect {worst:?} = {:.2} RTT",
+        sent_to.len(),
+        st.v2_handshakes_started - ecdh_before,
+        worst.as_secs_f64() / RTT.as_secs_f64()
+    );
+    sim
+}
+
+#[test]
+fn a_200k_per_second_spoofed_flood_beside_50_honest_clients() {
+    let wall = WallClock::now();
+    assert_deterministic(7, flood_run);
+    println!("two runs in {:?}", wall.elapsed());
+}
+
+/// One client address alternates MPGS/1 and MPGS/2 connections to one
+/// server port under 10 % loss (§2.2): each connection comes up with its
+/// own version, carries its messages, and a HELLO2 arriving while the
+/// address still has a live MPGS/1 connection is dropped unanswered, until
+/// the server has forgotten that connection.
+fn alternating_run(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed);
+    sim.set_default_link(LinkConfig::default().latency(Duration::from_millis(20)).loss(0.1).duplicate(0.03));
+    let server = sim.add_server(EndpointConfig::default(), server_key(seed)).unwrap();
+    let client = sim.add_client(EndpointConfig::default()).unwrap();
+    let mut base = 0u32;
+    for round in 0..4u32 {
+        let v2 = round % 2 == 1;
+        let c = if v2 { connect_v2(&mut sim, client, server) } else { sim.connect(client, server).unwrap() };
+        let up = |sim: &Sim| sim.events(client).contains(&Event::Connected { conn: c });
+        assert!(sim.run_until(up, Duration::from_secs(20)), "seed {seed} round {round}: {:?}", sim.events(client));
+        let version = if v2 { ProtocolVersion::V2 } else { ProtocolVersion::V1 };
+        assert_eq!(sim.endpoint(client).connection(c).unwrap().version(), version);
+        // The server's newest connection (`connection_by_addr` knows
+        // MPGS/1 addresses only: MPGS/2 routes by connection id).
+        let up_server = |sim: &Sim| crate::mpgs2::server_conns(sim, server).len() > round as usize;
+        assert!(sim.run_until(up_server, Duration::from_secs(5)), "seed {seed} round {round}: server side");
+        let s = crate::mpgs2::server_conns(&sim, server)[round as usize];
+        assert_eq!(sim.endpoint(server).connection(s).unwrap().version(), version, "round {round}");
+        for n in 0..10 {
+            sim.send(client, c, &crate::numbered(base + n, 50 + n as usize * 100), Delivery::Reliable).unwrap();
+            sim.run_for(Duration::from_micros(16_667));
+        }
+        let want = base as usize + 10;
+        let all = |sim: &Sim| sim.messages(server).len() >= want;
+        assert!(sim.run_until(all, Duration::from_secs(20)), "seed {seed} round {round}: messages");
+        let mut got: Vec<u32> = sim.messages(server)[base as usize..].iter().map(|m| crate::number_of(m)).collect();
+        if !v2 {
+            got.sort_unstable(); // MPGS/1 delivers reliable messages unordered
+        }
+        assert_eq!(got, (base..base + 10).collect::<Vec<_>>(), "seed {seed} round {round}");
+        base += 10;
+        // Leave, and start the next round once the client has let go (its
+        // disconnect linger is 1 s). Rounds 0 and 1 leave
+        // without the server hearing it: it still holds the connection
+        // when the other version arrives from the same address.
+        let silent = round < 2;
+        if silent {
+            sim.partition_one_way(client, server);
+        }
+        sim.disconnect(client, c).unwrap();
+        sim.run_for(Duration::from_millis(1200));
+        if silent {
+            sim.heal();
+        }
+    }
+    assert_eq!(sim.messages(server).len(), 40, "seed {seed}: nothing twice");
+    // Round 1's HELLO2s met round 0's live MPGS/1 connection: dropped,
+    // unanswered, until the server timed it out.
+    assert!(sim.endpoint(server).stats().dropped(DropReason::Mpgs1Address) > 0, "seed {seed}");
+    let disconnected = sim.count_events(server, |e| matches!(e, Event::Disconnected { .. }));
+    assert!(disconnected >= 3, "seed {seed}: the server let go of the earlier connections");
+    sim
+}
+
+#[test]
+fn one_client_address_alternates_mpgs1_and_mpgs2_under_loss() {
+    for seed in [1, 2, 3, 4] {
+        assert_deterministic(seed, alternating_run);
+    }
 }
