@@ -284,6 +284,10 @@ pub struct ConnectionMetrics {
     pub datagrams_lost: u64,
     /// Datagrams acknowledged.
     pub datagrams_acked: u64,
+    /// MPGS/2: reliable messages that waited for the peer's flow window
+    /// (`recv_window` or `conn_recv_window`) before their first byte left
+    /// (MPGS2.md §4.3). Always 0 on MPGS/1.
+    pub flow_blocked: u64,
     /// Completed seconds, at `sec % RATE_HISTORY_SECS`.
     history: Box<[Bucket; RATE_HISTORY_SECS]>,
     /// The bucket of `current_sec`, kept inline so that the per-datagram
@@ -311,6 +315,7 @@ impl Default for ConnectionMetrics {
             datagrams_received: 0,
             datagrams_lost: 0,
             datagrams_acked: 0,
+            flow_blocked: 0,
             history: Box::new([Bucket::default(); RATE_HISTORY_SECS]),
             current: Bucket::default(),
             current_sec: 0,
