@@ -158,6 +158,10 @@ pub struct EndpointStats {
     /// MPGS/2: REJECT 6 (BUSY) among them: per-source bucket, ECDH budget or
     /// pending cap.
     pub v2_hellos_busy: u64,
+    /// MPGS/2: REJECT 1 (FULL) among them because the source address already
+    /// has `max_connections_per_ip` connections and handshakes of both
+    /// versions together.
+    pub v2_hellos_per_ip: u64,
     /// MPGS/2: datagrams not sent because their destination has a live
     /// MPGS/1 connection with this server (§2.2).
     pub v2_suppressed_to_mpgs1: u64,
@@ -216,12 +220,13 @@ impl fmt::Display for EndpointStats {
         if self.v2_handshakes_started + self.v2_hello_retries + self.v2_hellos_rejected > 0 {
             write!(
                 f,
-                "; mpgs2 handshakes {} resent {} retries {} rejected {} (busy {})",
+                "; mpgs2 handshakes {} resent {} retries {} rejected {} (busy {}, per-ip {})",
                 self.v2_handshakes_started,
                 self.v2_hellos_resent,
                 self.v2_hello_retries,
                 self.v2_hellos_rejected,
-                self.v2_hellos_busy
+                self.v2_hellos_busy,
+                self.v2_hellos_per_ip
             )?;
         }
         Ok(())
