@@ -72,13 +72,27 @@ struct Source {
     connections: u32,
     /// Reassembly bytes its connections hold (host entries only).
     reassembly: usize,
+    /// MPGS/2 pending entries (host entries only): they count against
+    /// `max_connections_per_ip` with MPGS/1's, not against MPGS/1's
+    /// pending limits (MPGS/2 has its own, MPGS2.md §2.8).
+    v2_pending: u32,
     bucket: Bucket,
 }
 
 impl Source {
+    /// What counts against `max_connections_per_ip`: pending handshakes and
+    /// connections of both versions.
+    fn load(&self) -> usize {
+        (self.pending as usize).saturating_add(self.connections as usize).saturating_add(self.v2_pending as usize)
+    }
+
     /// Whether nothing needs it any more.
     fn unused(&self, now: Instant) -> bool {
-        self.pending == 0 && self.connections == 0 && self.reassembly == 0 && self.bucket.idle(now)
+        self.pending == 0
+            && self.connections == 0
+            && self.v2_pending == 0
+            && self.reassembly == 0
+            && self.bucket.idle(now)
     }
 }
 
@@ -138,7 +152,7 @@ impl Admission {
         let get = |k| self.sources.get(&k).copied().unwrap_or_default();
         let (h, p) = (get(host), get(prefix));
         if h.pending as usize >= cfg.max_pending_per_ip
-            || (h.pending as usize).saturating_add(h.connections as usize) >= cfg.max_connections_per_ip
+            || h.load() >= cfg.max_connections_per_ip
             || p.pending as usize >= cfg.max_pending_per_prefix
             || !h.bucket.allows(now, cfg.hello_rate_per_ip)
             || !p.bucket.allows(now, cfg.hello_rate_per_prefix)
@@ -176,6 +190,26 @@ impl Admission {
                 if s.unused(now) {
                     self.sources.remove(&key);
                 }
+            }
+        }
+    }
+
+    /// Pending handshakes and connections of both versions from `ip`, as
+    /// `max_connections_per_ip` counts them.
+    pub(crate) fn load_of(&self, ip: IpAddr, cfg: &EndpointConfig) -> usize {
+        let (host, _) = keys_of(ip, cfg);
+        self.sources.get(&host).map_or(0, Source::load)
+    }
+
+    /// An MPGS/2 pending entry from `ip` was created (`up`) or removed.
+    pub(crate) fn v2_pending(&mut self, now: Instant, ip: IpAddr, up: bool, cfg: &EndpointConfig) {
+        let (host, _) = keys_of(ip, cfg);
+        if up {
+            self.sources.entry(host).or_default().v2_pending += 1;
+        } else if let Some(s) = self.sources.get_mut(&host) {
+            s.v2_pending = s.v2_pending.saturating_sub(1);
+            if s.unused(now) {
+                self.sources.remove(&host);
             }
         }
     }

@@ -158,6 +158,10 @@ pub struct EndpointStats {
     /// MPGS/2: REJECT 6 (BUSY) among them: per-source bucket, ECDH budget or
     /// pending cap.
     pub v2_hellos_busy: u64,
+    /// MPGS/2: REJECT 1 (FULL) among them because the source address already
+    /// has `max_connections_per_ip` connections and handshakes of both
+    /// versions together.
+    pub v2_hellos_per_ip: u64,
     /// MPGS/2: datagrams not sent because their destination has a live
     /// MPGS/1 connection with this server (§2.2).
     pub v2_suppressed_to_mpgs1: u64,
@@ -216,12 +220,13 @@ impl fmt::Display for EndpointStats {
         if self.v2_handshakes_started + self.v2_hello_retries + self.v2_hellos_rejected > 0 {
             write!(
                 f,
-                "; mpgs2 handshakes {} resent {} retries {} rejected {} (busy {})",
+                "; mpgs2 handshakes {} resent {} retries {} rejected {} (busy {}, per-ip {})",
                 self.v2_handshakes_started,
                 self.v2_hellos_resent,
                 self.v2_hello_retries,
                 self.v2_hellos_rejected,
-                self.v2_hellos_busy
+                self.v2_hellos_busy,
+                self.v2_hellos_per_ip
             )?;
         }
         Ok(())
@@ -284,6 +289,10 @@ pub struct ConnectionMetrics {
     pub datagrams_lost: u64,
     /// Datagrams acknowledged.
     pub datagrams_acked: u64,
+    /// MPGS/2: reliable messages that waited for the peer's flow window
+    /// (`recv_window` or `conn_recv_window`) before their first byte left
+    /// (MPGS2.md §4.3). Always 0 on MPGS/1.
+    pub flow_blocked: u64,
     /// Completed seconds, at `sec % RATE_HISTORY_SECS`.
     history: Box<[Bucket; RATE_HISTORY_SECS]>,
     /// The bucket of `current_sec`, kept inline so that the per-datagram
@@ -311,6 +320,7 @@ impl Default for ConnectionMetrics {
             datagrams_received: 0,
             datagrams_lost: 0,
             datagrams_acked: 0,
+            flow_blocked: 0,
             history: Box::new([Bucket::default(); RATE_HISTORY_SECS]),
             current: Bucket::default(),
             current_sec: 0,

@@ -212,7 +212,11 @@ impl Endpoint {
             None => self.v2.cookies.insert(CookieKeys::new(now, &mut self.v2.rng)),
         };
         let cookie_ok = t.cookie.is_some_and(|c| cookies.check(now, from, &t.client_random, &c));
-        if !cookie_ok && (policy_wants || !bucket_ok) {
+        // `max_connections_per_ip`, both versions together. An unvalidated
+        // hello over it must bring a cookie first, so spoofed hellos cannot
+        // make a victim's address look full to itself for long.
+        let ip_full = self.admission.load_of(from.ip(), &self.cfg) >= self.cfg.max_connections_per_ip;
+        if !cookie_ok && (policy_wants || !bucket_ok || ip_full) {
             let cookie = cookies.issue(now, from, &t.client_random);
             let mut out = [0u8; HelloRetry::LEN];
             let r = HelloRetry { version: VERSION, client_random: t.client_random, cookie };
@@ -236,7 +240,7 @@ impl Endpoint {
             || self.v2.pending.len() >= self.cfg.max_pending_handshakes
         {
             Some(RejectReason::Busy)
-        } else if self.established + self.pending + self.v2.pending.len() >= self.cfg.max_connections {
+        } else if ip_full || self.established + self.pending + self.v2.pending.len() >= self.cfg.max_connections {
             Some(RejectReason::Full)
         } else {
             None
@@ -250,6 +254,9 @@ impl Endpoint {
             self.stats.v2_hellos_rejected += 1;
             if reason == RejectReason::Busy {
                 self.stats.v2_hellos_busy += 1;
+            }
+            if reason == RejectReason::Full && ip_full {
+                self.stats.v2_hellos_per_ip += 1;
             }
             return Ok(());
         }
@@ -289,6 +296,7 @@ impl Endpoint {
         let conn = session::Connection::server(id, from, now, &self.cfg, established, &server_hello, key, token);
         let id = self.table.insert_cid(cid, Connection::new(Proto::V2(alloc::boxed::Box::new(conn))));
         self.v2.pending.insert(key, id);
+        self.admission.v2_pending(now, from.ip(), true, &self.cfg);
         self.touch(id, now);
         Ok(())
     }
@@ -318,7 +326,9 @@ impl Endpoint {
         let Some(key) = self.table.get(id).and_then(Connection::v2).and_then(|c| c.pending_key().copied()) else {
             return;
         };
-        self.v2.pending.remove(&key);
+        if self.v2.pending.remove(&key).is_some() {
+            self.admission.v2_pending(now, key.0.ip(), false, &self.cfg);
+        }
         let (addr, random, _) = key;
         let siblings: alloc::vec::Vec<ConnectionId> = self
             .v2
@@ -335,9 +345,9 @@ impl Endpoint {
     /// The pending entry of a released MPGS/2 connection goes with it.
     pub(super) fn v2_released(&mut self, conn: &Connection) {
         if let Some(key) = conn.v2().and_then(|c| c.pending_key())
-            && self.v2.pending.contains_key(key)
+            && self.v2.pending.remove(key).is_some()
         {
-            self.v2.pending.remove(key);
+            self.admission.v2_pending(self.now, key.0.ip(), false, &self.cfg);
         }
     }
 }

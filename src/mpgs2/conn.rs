@@ -85,6 +85,22 @@ pub enum ConnEvent {
     Closed(CloseReason),
 }
 
+/// Why [`Connection::try_send`] refused a message; nothing was queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendRefused {
+    /// The connection is closing, draining or closed.
+    Closed,
+    /// Larger than this connection can carry: `max_message_size(ch)` of
+    /// §4.5, the smallest of our `max_message_size` and the peer's
+    /// `max_message_size`, `recv_window` and `conn_recv_window`.
+    TooLarge {
+        /// The largest message accepted.
+        max: u64,
+    },
+    /// Not one of the three `Delivery` channels.
+    UnknownChannel,
+}
+
 /// Which message a receipt names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Msg {
@@ -160,6 +176,11 @@ pub struct Connection {
     reliable_rx: BTreeMap<u8, ReliableRecv>,
     rx_kinds: [Option<ChannelKind>; MAX_CHANNELS as usize],
     conn_window: ConnWindow,
+    /// The peer's `conn_recv_window` (§2.3): reliable bytes from U onward
+    /// over all channels together never exceed it (§4.3).
+    peer_conn_window: u64,
+    /// `max_message_size(ch)` for sending (§4.5).
+    max_send: u64,
     config: ConnConfig,
     records: VecDeque<(u64, Rec)>,
     /// Unreliable receipts: packets outstanding, and whether one was lost.
@@ -171,6 +192,9 @@ pub struct Connection {
     close_code: u16,
     /// CLOSE repeats left (§6.4: 3).
     close_repeats: u8,
+    /// When CLOSE last left: repeats are at most one per PTO (§6.4, RFC
+    /// 9000 §10.2.1).
+    close_sent: Option<Instant>,
     reset_token: Option<[u8; TOKEN_LEN]>,
     /// Server: the token to send in RESET_TOKEN until a packet with it is
     /// acked, and whether such a packet is in flight (resent on loss, §3.4).
@@ -225,6 +249,12 @@ impl Connection {
             reliable_rx: BTreeMap::new(),
             rx_kinds: [None; MAX_CHANNELS as usize],
             conn_window: ConnWindow::new(config.conn_recv_window),
+            peer_conn_window: u64::from(peer.conn_recv_window()),
+            max_send: config
+                .max_message_size
+                .min(u64::from(peer.max_message_size()))
+                .min(u64::from(peer.recv_window()))
+                .min(u64::from(peer.conn_recv_window())),
             config,
             records: VecDeque::new(),
             unrel_pending: BTreeMap::new(),
@@ -234,6 +264,7 @@ impl Connection {
             path_responses: heapless::Vec::new(),
             close_code: 0,
             close_repeats: 3,
+            close_sent: None,
             reset_token: None,
             reset_token_out: None,
             reset_token_in_flight: false,
@@ -303,11 +334,23 @@ impl Connection {
     }
 
     /// Queues a message on one of the three `Delivery` channels; returns its
+    /// receipt id, or `None` when [`try_send`](Self::try_send) refuses it.
+    pub fn send(&mut self, now: Instant, channel: u8, data: Vec<u8>) -> Option<u64> {
+        self.try_send(now, channel, data).ok()
+    }
+
+    /// Queues a message on one of the three `Delivery` channels; returns its
     /// receipt id. An unreliable message too large for unreliable fragments
     /// is promoted to the BestEffort channel (§4.5).
-    pub fn send(&mut self, now: Instant, channel: u8, data: Vec<u8>) -> Option<u64> {
-        if self.state != State::Open || data.len() as u64 > self.config.max_message_size {
-            return None;
+    pub fn try_send(&mut self, now: Instant, channel: u8, data: Vec<u8>) -> Result<u64, SendRefused> {
+        if self.state != State::Open {
+            return Err(SendRefused::Closed);
+        }
+        if channel > CH_RELIABLE {
+            return Err(SendRefused::UnknownChannel);
+        }
+        if data.len() as u64 > self.max_send {
+            return Err(SendRefused::TooLarge { max: self.max_send });
         }
         let receipt = self.next_receipt;
         self.next_receipt += 1;
@@ -316,17 +359,32 @@ impl Connection {
             CH_UNRELIABLE if !oversize => {
                 // Checked above: it fits unreliable fragments.
                 let _ = self.unrel_tx.push(now, receipt, data, self.plpmtu, self.max_unrel_fragments);
-                return Some(receipt);
+                return Ok(receipt);
             }
             // Oversize unreliable messages are promoted to BestEffort (§4.5).
             CH_UNRELIABLE | CH_BEST_EFFORT => {
                 Msg::Reliable { channel: CH_BEST_EFFORT, id: self.reliable_tx[0].push(now, data) }
             }
-            CH_RELIABLE => Msg::Reliable { channel, id: self.reliable_tx[1].push(now, data) },
-            _ => return None,
+            _ => Msg::Reliable { channel: CH_RELIABLE, id: self.reliable_tx[1].push(now, data) },
         };
         self.receipts.insert(msg, receipt);
-        Some(receipt)
+        Ok(receipt)
+    }
+
+    /// The largest message [`try_send`](Self::try_send) accepts (§4.5).
+    pub fn max_message_size(&self) -> u64 {
+        self.max_send
+    }
+
+    /// Reliable messages that had to wait for the peer's `recv_window` or
+    /// `conn_recv_window` before their first byte could leave (§4.3).
+    pub fn flow_blocked(&self) -> u64 {
+        self.reliable_tx.iter().map(ReliableSend::window_waits).sum()
+    }
+
+    /// Reliable bytes counted against the peer's `conn_recv_window` now.
+    pub fn conn_window_used(&self) -> u64 {
+        self.reliable_tx.iter().map(ReliableSend::window_used).sum()
     }
 
     /// Starts closing with `code` (§6.4): CLOSE goes out, then the connection
@@ -381,24 +439,53 @@ impl Connection {
         self.events.pop_front()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) has work next.
+    /// When [`handle_timeout`](Self::handle_timeout) has work next: the
+    /// loss and PTO timer, the idle timeout, the old receive key's discard,
+    /// unreliable partials, message TTLs and the end of closing or draining.
+    /// Deadlines that only a send can meet (ack delay, keep-alive, pacing,
+    /// pending probes) are [`next_transmit`](Self::next_transmit)'s, so after
+    /// `handle_timeout(t)` every timer here is later than `t`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Closed => return None,
             State::Closing(t) | State::Draining(t) => return Some(t),
             State::Open => {}
         }
-        let mut t = [
-            self.rec.timeout(),
-            self.acks.deadline(),
+        // A PTO whose probes wait to be sent restarts when they leave.
+        let rec = self.rec.timeout().filter(|_| !(self.probes > 0 && self.rec.pto_armed()));
+        let t = [
+            rec,
             self.idle_timeout.map(|d| self.last_recv + d),
-            Some(self.last_eliciting_sent + KEEP_ALIVE),
             self.prot.timeout(),
             self.unrel_rx.timeout(Duration::from_micros(self.rec.rtt().srtt())),
-            self.pacer_wait,
+            self.unrel_tx.next_expiry(),
+            self.reliable_tx[0].next_expiry(),
         ];
-        t.sort();
-        t.into_iter().flatten().next()
+        t.into_iter().flatten().min()
+    }
+
+    /// When [`poll_transmit`](Self::poll_transmit) has a datagram to send
+    /// next, if nothing arrives before: `now` or earlier when one is due,
+    /// `None` when only an input (an ACK) can make one due.
+    pub fn next_transmit(&self, now: Instant) -> Option<Instant> {
+        match self.state {
+            State::Closing(_) => return (self.probes > 0).then_some(now),
+            State::Open => {}
+            State::Draining(_) | State::Closed => return None,
+        }
+        if !self.rec.can_record() {
+            return None; // the record is full even for control packets: wait for acks
+        }
+        if self.probes > 0
+            || self.group.is_some()
+            || !self.path_responses.is_empty()
+            || (self.reset_token_out.is_some() && !self.reset_token_in_flight)
+        {
+            return Some(now);
+        }
+        let data = (!self.nothing_to_send() && self.rec.budget() >= self.plpmtu as u64 && self.rec.has_room())
+            .then(|| self.pacer_wait.filter(|&t| t > now).unwrap_or(now));
+        [data, self.acks.deadline(), Some(self.last_eliciting_sent + KEEP_ALIVE)].into_iter().flatten().min()
     }
 
     /// Runs timers.
@@ -426,8 +513,10 @@ impl Connection {
         self.apply(outcomes);
         self.prot.handle_timeout(now);
         self.unrel_rx.handle_timeout(now, Duration::from_micros(self.rec.rtt().srtt()));
-        if self.pacer_wait.is_some_and(|t| now >= t) {
-            self.pacer_wait = None;
+        let mut expired = Vec::new();
+        self.unrel_tx.expire(now, &mut |r| expired.push(r));
+        for r in expired.drain(..) {
+            self.events.push_back(ConnEvent::Lost(r));
         }
         let mut expired = Vec::new();
         self.reliable_tx[0].expire(now, &mut |r| expired.push(r));
@@ -536,8 +625,9 @@ impl Connection {
         self.packets_opened += 1;
         self.last_recv = now;
         if let State::Closing(_) = self.state {
-            // Answer with CLOSE again (§6.4), at most 3 times.
-            if self.close_repeats > 0 && self.probes == 0 {
+            // Answer with CLOSE again (§6.4), at most 3 times and at most
+            // once per PTO, however many packets arrive.
+            if self.close_repeats > 0 && self.probes == 0 && self.close_sent.is_none_or(|t| now >= t + pto) {
                 self.close_repeats -= 1;
                 self.probes = 1;
             }
@@ -692,6 +782,7 @@ impl Connection {
                 }
                 self.probes -= 1;
                 Frame::Close { code: self.close_code, reason: b"" }.emit(&mut w).ok()?;
+                self.close_sent = Some(now);
             } else {
                 let ack_due = self.acks.is_due(now);
                 let probe = self.probes > 0;
@@ -870,7 +961,12 @@ impl Connection {
     fn fill_reliable(&mut self, now: Instant, ch: u8, w: &mut Writer<'_>, recs: &mut heapless::Vec<Rec, 64>) -> bool {
         let i = usize::from(ch == CH_RELIABLE);
         let kind = if i == 1 { ChannelKind::ReliableOrdered } else { ChannelKind::ReliableUnordered };
-        let Some((chunk, data)) = self.reliable_tx[i].next_chunk(now, w.remaining()) else { return false };
+        // What the peer's conn_recv_window leaves beside the other channel.
+        let other = self.reliable_tx[1 - i].window_used();
+        let conn_room = self.peer_conn_window.saturating_sub(other.saturating_add(self.reliable_tx[i].window_used()));
+        let Some((chunk, data)) = self.reliable_tx[i].next_chunk_within(now, w.remaining(), conn_room) else {
+            return false;
+        };
         let f = if chunk.is_whole() {
             Frame::Message { kind, channel: ch, id: Some(chunk.id as u16), data }
         } else {
@@ -902,16 +998,16 @@ mod tests {
     use alloc::vec;
 
     fn pair(seed: u64) -> (Connection, Connection) {
+        pair_with(seed, TransportParams::default(), ConnConfig::default())
+    }
+
+    /// A pair whose client advertises `client_params` and runs with
+    /// `client_config`.
+    fn pair_with(seed: u64, client_params: TransportParams, client_config: ConnConfig) -> (Connection, Connection) {
         let mut rng = Rng::new(Seed::from_u64(seed));
         let root = ServerKey::generate(&mut rng);
         let cookies = CookieKeys::new(Instant::ZERO, &mut rng);
-        let offer = ClientOffer {
-            protocol_id: 1,
-            versions: &[2],
-            suites: &[1],
-            recv_cid: None,
-            params: TransportParams::default(),
-        };
+        let offer = ClientOffer { protocol_id: 1, versions: &[2], suites: &[1], recv_cid: None, params: client_params };
         let client = ClientHandshake::new(&offer, &mut rng).expect("fits");
         let policy = ServerPolicy {
             protocol_id: 1,
@@ -927,7 +1023,7 @@ mod tests {
             panic!("accept")
         };
         let c_est = client.on_server_hello(&server_hello, &[root.public_key()]).expect("verifies");
-        let c = Connection::new(Side::Client, c_est, ConnConfig::default(), Instant::ZERO);
+        let c = Connection::new(Side::Client, c_est, client_config, Instant::ZERO);
         let s = Connection::new(Side::Server, established, ConnConfig::default(), Instant::ZERO);
         (c, s)
     }
@@ -1015,7 +1111,12 @@ mod tests {
                 }
             }
             let next_wire = wire.keys().next().map(|k| k.0);
-            let next_timer = conns.iter().filter_map(Connection::poll_timeout).min();
+            // Transmit times still ahead count as timers, as in the session.
+            let next_timer = conns
+                .iter()
+                .flat_map(|c| [c.poll_timeout(), c.next_transmit(now).filter(|&t| t > now)])
+                .flatten()
+                .min();
             let Some(next) = [next_wire, next_timer].into_iter().flatten().min() else { break };
             if next > Instant::ZERO + until {
                 break;
@@ -1333,6 +1434,94 @@ mod tests {
         assert!(c.is_closed());
         c.handle_datagram(Instant::ZERO, &mut reset[..n]);
         assert!(c.poll_event().is_none(), "exactly once");
+    }
+
+    /// The peer's `conn_recv_window` holds on the send side (§4.3): a server
+    /// sending on both reliable channels to a client that advertises a
+    /// connection window smaller than two channel windows never makes the
+    /// client buffer more than it allows (no FLOW_VIOLATION), the messages
+    /// that had to wait are counted, and everything is delivered.
+    #[test]
+    fn conn_recv_window_is_enforced_on_the_send_side() {
+        let params = TransportParams {
+            recv_window: Some(80_000),
+            conn_recv_window: Some(100_000),
+            max_message_size: Some(70_000),
+            ..TransportParams::default()
+        };
+        let config = ConnConfig {
+            recv_window: 80_000,
+            conn_recv_window: 100_000,
+            max_message_size: 70_000,
+            ..Default::default()
+        };
+        let (mut c, mut s) = pair_with(31, params, config);
+        assert_eq!(s.max_message_size(), 70_000);
+        let now = Instant::ZERO;
+        // Too large for the peer: refused with its limit, nothing queued.
+        assert_eq!(s.try_send(now, CH_RELIABLE, vec![0; 70_001]), Err(SendRefused::TooLarge { max: 70_000 }));
+        assert_eq!(s.try_send(now, 9, vec![0; 1]), Err(SendRefused::UnknownChannel));
+        let msgs: Vec<(u8, Vec<u8>)> =
+            (0..6u8).map(|i| ([CH_RELIABLE, CH_BEST_EFFORT][usize::from(i % 2)], vec![i; 60_000])).collect();
+        for (ch, m) in &msgs {
+            s.try_send(now, *ch, m.clone()).expect("queued");
+        }
+        let mut buf = [0u8; 1500];
+        let mut t = now;
+        let mut got = Vec::new();
+        let mut max_used = 0;
+        for _ in 0..100_000 {
+            while let Some(n) = s.poll_transmit(t, &mut buf) {
+                max_used = max_used.max(s.conn_window_used());
+                c.handle_datagram(t + Duration::from_millis(10), &mut buf[..n]);
+            }
+            while let Some(n) = c.poll_transmit(t, &mut buf) {
+                s.handle_datagram(t + Duration::from_millis(10), &mut buf[..n]);
+            }
+            while let Some(e) = c.poll_event() {
+                assert!(!matches!(e, ConnEvent::Closed(_)), "{e:?}");
+                if let ConnEvent::Message { data, .. } = e {
+                    got.push(data);
+                }
+            }
+            while s.poll_event().is_some() {}
+            if got.len() == msgs.len() {
+                break;
+            }
+            t += Duration::from_millis(1);
+            c.handle_timeout(t);
+            s.handle_timeout(t);
+        }
+        assert_eq!(got.len(), msgs.len(), "every message arrived");
+        assert!(max_used <= 100_000, "{max_used} bytes counted against a 100,000-byte window");
+        assert!(s.flow_blocked() >= 4, "blocked sends waited and were counted: {}", s.flow_blocked());
+    }
+
+    /// While closing, CLOSE is repeated at most once per PTO, and at most 3
+    /// times, however many packets the peer sends (§6.4, RFC 9000 §10.2.1).
+    #[test]
+    fn close_repeats_at_most_once_per_pto() {
+        let (mut c, mut s) = pair(32);
+        let mut buf = [0u8; 1500];
+        let mut t = Instant::from_millis(1);
+        s.close(t, close_code::NORMAL);
+        assert!(s.poll_transmit(t, &mut buf).is_some(), "the first CLOSE");
+        let pto = s.rec.pto();
+        let mut repeats = 0;
+        // 20 packets per PTO for 3 PTOs (the closing period).
+        let step = pto / 20;
+        while !s.is_closed() {
+            let mut d = raw(&mut c, t, &frames(&[Frame::Ping]));
+            s.handle_datagram(t, &mut d);
+            while s.poll_transmit(t, &mut buf).is_some() {
+                repeats += 1;
+            }
+            t += step;
+            s.handle_timeout(t);
+        }
+        // At 20 packets per PTO over 3 PTOs: one repeat per PTO after the
+        // first CLOSE, so at most 3 (never one per packet).
+        assert!((2..=3).contains(&repeats), "{repeats} repeats");
     }
 
     /// Found by the `mpgs2_conn` fuzz target: a stateless reset that arrives

@@ -412,6 +412,12 @@ impl<C: Controller> Recovery<C> {
         self.last_ack_eliciting_sent.map(|t| t.saturating_add(Duration::from_micros(backoff)))
     }
 
+    /// Whether [`timeout`](Self::timeout) is the PTO timer (not the loss
+    /// timer, and armed).
+    pub fn pto_armed(&self) -> bool {
+        self.loss_time.is_none() && self.ack_eliciting_in_flight > 0
+    }
+
     /// Runs the timer (RFC 9002 A.9); an early or spurious call does nothing.
     pub fn on_timeout(&mut self, now: Instant, out: &mut impl FnMut(Outcome)) -> TimerAction {
         let Some(t) = self.timeout() else { return TimerAction::None };

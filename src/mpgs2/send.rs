@@ -105,6 +105,8 @@ struct Out {
     expires: Option<Instant>,
     transmitted: bool,
     done: bool,
+    /// It had to wait for a flow window at least once (counted once).
+    waited: bool,
 }
 
 fn add_range(v: &mut Vec<(u64, u64)>, mut s: u64, mut e: u64) -> u64 {
@@ -135,6 +137,9 @@ pub struct ReliableSend {
     window_used: u64,
     peer_window: u64,
     ttl: Option<crate::Duration>,
+    /// Messages that had to wait for the peer's `recv_window` or
+    /// `conn_recv_window` before their first byte could leave.
+    window_waits: u64,
 }
 
 impl ReliableSend {
@@ -148,6 +153,7 @@ impl ReliableSend {
             window_used: 0,
             peer_window: peer_recv_window,
             ttl: if kind == ChannelKind::ReliableOrdered { None } else { ttl },
+            window_waits: 0,
         }
     }
 
@@ -176,12 +182,31 @@ impl ReliableSend {
             expires: self.ttl.map(|t| now + t),
             transmitted: false,
             done: false,
+            waited: false,
         });
         id
     }
 
+    /// Bytes this channel counts against the peer's windows: every message
+    /// from U onward whose first byte has left (§4.3).
+    pub fn window_used(&self) -> u64 {
+        self.window_used
+    }
+
+    /// Messages that waited for a flow window before their first byte left.
+    pub fn window_waits(&self) -> u64 {
+        self.window_waits
+    }
+
     fn oldest_unacked(&self) -> Option<u64> {
         self.queue.iter().find(|m| !m.done).map(|m| m.id)
+    }
+
+    /// When the next message whose first byte has not left expires (TTL
+    /// channels): deadlines grow with the id, so the first such message has
+    /// the earliest.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.queue.iter().find(|m| !m.done && !m.transmitted).and_then(|m| m.expires)
     }
 
     /// Expires messages whose TTL passed before any byte left (§4.3): each
@@ -210,9 +235,19 @@ impl ReliableSend {
     /// id windows and the peer's window; `None` when nothing may go. The
     /// chunk's bytes are then considered in flight.
     pub fn next_chunk(&mut self, now: Instant, room: usize) -> Option<(Chunk, &[u8])> {
+        self.next_chunk_within(now, room, u64::MAX)
+    }
+
+    /// [`next_chunk`](Self::next_chunk) with `conn_room` bytes left of the
+    /// peer's connection-wide `conn_recv_window` beside every other reliable
+    /// channel: a message whose first byte has not left enters only if its
+    /// whole length fits both windows (§4.3); until then it waits, counted
+    /// once in [`window_waits`](Self::window_waits).
+    pub fn next_chunk_within(&mut self, now: Instant, room: usize, conn_room: u64) -> Option<(Chunk, &[u8])> {
         let u = self.oldest_unacked()?;
         let window = self.window_used;
         let mut pick = None;
+        let mut blocked = None;
         for (i, m) in self.queue.iter().enumerate() {
             if m.done || m.unsent.is_empty() {
                 continue;
@@ -229,13 +264,21 @@ impl ReliableSend {
                 break;
             }
             if !m.transmitted {
-                // The message enters the window at its first byte sent.
-                if window + m.data.len() as u64 > self.peer_window {
+                // The message enters the windows at its first byte sent.
+                let len = m.data.len() as u64;
+                if window + len > self.peer_window || len > conn_room {
+                    blocked = Some(i);
                     break;
                 }
             }
             pick = Some(i);
             break;
+        }
+        if let Some(i) = blocked
+            && !self.queue[i].waited
+        {
+            self.queue[i].waited = true;
+            self.window_waits += 1;
         }
         let i = pick?;
         let m = &mut self.queue[i];
@@ -419,6 +462,22 @@ impl UnreliableSend {
             return Some(m);
         }
         None
+    }
+
+    /// Reports (by receipt id) and drops the messages whose TTL has passed.
+    /// Deadlines are in queue order (one TTL, pushes in time order), so the
+    /// expired ones are a prefix.
+    pub fn expire(&mut self, now: Instant, expired: &mut impl FnMut(u64)) {
+        while self.queue.front().is_some_and(|(_, d)| now >= *d) {
+            if let Some((m, _)) = self.queue.pop_front() {
+                expired(m.receipt);
+            }
+        }
+    }
+
+    /// When the oldest waiting message expires.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.queue.front().map(|(_, d)| *d)
     }
 
     /// Whether the next message is a fragment group.

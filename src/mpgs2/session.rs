@@ -132,11 +132,10 @@ pub(crate) struct Connection {
     queue_messages: usize,
     queue_bytes: usize,
     connected: bool,
-    /// `poll_transmit` found nothing to send since the last input.
-    idle: bool,
+    /// `poll_transmit` found nothing to send at this instant, and no input
+    /// came since: a send due by then waits for one.
+    idle_at: Option<Instant>,
     now: Instant,
-    /// The latest `handle_timeout`, so `poll_timeout` moves past it.
-    last_timeout: Option<Instant>,
     server_key: Option<PublicKey>,
     /// Server: the id clients write on packets to us, and the entry's key.
     cid: Option<[u8; CID_LEN]>,
@@ -174,9 +173,8 @@ impl Connection {
             queue_messages: cfg.send_queue_messages,
             queue_bytes: cfg.send_queue_bytes,
             connected: false,
-            idle: false,
+            idle_at: None,
             now,
-            last_timeout: None,
             server_key: None,
             cid: None,
             pending_key: None,
@@ -256,7 +254,7 @@ impl Connection {
         match &mut self.phase {
             Phase::Pending(p) => {
                 p.due = true;
-                self.idle = false;
+                self.idle_at = None;
                 true
             }
             _ => false,
@@ -343,7 +341,7 @@ impl Connection {
     }
 
     fn input(&mut self, now: Instant) {
-        self.idle = false;
+        self.idle_at = None;
         if now > self.now {
             self.now = now;
         }
@@ -464,7 +462,6 @@ impl Connection {
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.input(now);
-        self.last_timeout = Some(self.last_timeout.map_or(now, |t| t.max(now)));
         match &mut self.phase {
             Phase::Hello(h) if now >= h.deadline => {
                 let reason = if h.bad_signature { ConnectFailure::WrongServerKey } else { ConnectFailure::TimedOut };
@@ -488,30 +485,32 @@ impl Connection {
     }
 
     pub(crate) fn next_transmit(&self, now: Instant, _cfg: &EndpointConfig) -> Option<Instant> {
-        if self.idle {
-            return None;
-        }
-        match &self.phase {
+        let t = match &self.phase {
             Phase::Hello(h) => Some(h.next_send),
             Phase::Pending(p) => p.due.then_some(now),
-            Phase::Open => self.conn.as_ref().filter(|c| !c.is_closed()).map(|_| now),
+            Phase::Open => self.conn.as_ref().and_then(|c| c.next_transmit(now)),
             Phase::Failed => None,
+        }?;
+        // `poll_transmit` found nothing at `idle_at`: what was due by then
+        // cannot be sent before an input changes something.
+        match self.idle_at {
+            Some(idle) if t <= idle => None,
+            _ => Some(t),
         }
     }
 
-    pub(crate) fn poll_timeout(&mut self, _now: Instant, _next_transmit: Option<Instant>) -> Option<Instant> {
-        let t = match &self.phase {
-            Phase::Hello(h) => Some(h.next_send.min(h.deadline)),
+    /// The earliest of the timers `handle_timeout` acts on and a future
+    /// transmit time (as MPGS/1 does): after `handle_timeout(t)` every one
+    /// of them is later than `t`, so no timer is retried blindly.
+    pub(crate) fn poll_timeout(&mut self, now: Instant, next_transmit: Option<Instant>) -> Option<Instant> {
+        let timer = match &self.phase {
+            Phase::Hello(h) => Some(h.deadline),
             Phase::Pending(p) => Some(p.expires),
             Phase::Open => self.conn.as_ref().and_then(conn::Connection::poll_timeout),
             Phase::Failed => None,
-        }?;
-        // A timer the connection cannot act on yet (a send it could not
-        // make) must not fire again at the same instant: retry 1 ms later.
-        Some(match self.last_timeout {
-            Some(last) if t <= last => last + Duration::from_millis(1),
-            _ => t,
-        })
+        };
+        let transmit = next_transmit.filter(|&t| t > now);
+        [timer, transmit].into_iter().flatten().min()
     }
 
     pub(crate) fn poll_transmit(
@@ -557,7 +556,7 @@ impl Connection {
             Some(n) => {
                 self.metrics.on_sent(now, n);
             }
-            None => self.idle = true,
+            None => self.idle_at = Some(now),
         }
         len
     }
@@ -585,20 +584,29 @@ impl Connection {
             Delivery::BestEffort => CH_BEST_EFFORT,
             _ => CH_RELIABLE,
         };
-        let id = MessageId(self.next_id);
-        self.next_id += 1;
         let report = options.report.unwrap_or(self.reports);
-        self.pending_bytes += data.len();
-        self.metrics.messages_sent += 1;
-        self.idle = false;
-        if self.conn.is_none() {
-            // Client before its keys: kept in order until they exist.
+        let id = MessageId(self.next_id);
+        if let Some(c) = self.conn.as_mut() {
+            // Refused here with a typed error, as MPGS/1 refuses, never
+            // accepted and then reported Lost.
+            let receipt = c.try_send(self.now, channel, data.to_vec()).map_err(|e| match e {
+                conn::SendRefused::TooLarge { max } => {
+                    SendError::TooLarge { max: usize::try_from(max).unwrap_or(usize::MAX) }
+                }
+                conn::SendRefused::Closed | conn::SendRefused::UnknownChannel => SendError::Closing,
+            })?;
+            self.outstanding.insert(receipt, Outstanding { id, len: data.len(), report });
+        } else {
+            // Client before its keys: kept in order until they exist. The
+            // peer's limits are unknown yet; a message above them is then
+            // reported Lost (the endpoint's `max_message_size` was checked).
             self.early.push_back((channel, data.to_vec(), id));
             self.outstanding_early(id, data.len(), report);
-            return Ok(id);
         }
-        self.outstanding_early(id, data.len(), report);
-        self.submit(channel, data.to_vec(), id);
+        self.next_id += 1;
+        self.pending_bytes += data.len();
+        self.metrics.messages_sent += 1;
+        self.idle_at = None;
         self.drain();
         Ok(id)
     }
@@ -612,12 +620,12 @@ impl Connection {
     /// Hands message `id` to the connection; a refusal is reported `Lost`.
     fn submit(&mut self, channel: u8, data: Vec<u8>, id: MessageId) {
         let Some(o) = self.outstanding.remove(&(u64::MAX - id.0)) else { return };
-        let receipt = self.conn.as_mut().and_then(|c| c.send(self.now, channel, data));
+        let receipt = self.conn.as_mut().map(|c| c.try_send(self.now, channel, data));
         match receipt {
-            Some(r) => {
+            Some(Ok(r)) => {
                 self.outstanding.insert(r, o);
             }
-            None => self.finish(o, false),
+            _ => self.finish(o, false),
         }
     }
 
@@ -704,6 +712,7 @@ impl Connection {
             }
         }
         if let Some(c) = self.conn.as_ref() {
+            self.metrics.flow_blocked = c.flow_blocked();
             let (srtt, rttvar, latest, has) = c.rtt();
             if has {
                 self.metrics.srtt = Some(Duration::from_micros(srtt));

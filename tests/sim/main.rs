@@ -25,6 +25,7 @@ mod progress;
 mod scale;
 mod simulator;
 mod timeouts;
+mod v2limits;
 
 use std::collections::BTreeMap;
 

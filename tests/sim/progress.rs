@@ -7,7 +7,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mpgameserver::{Delivery, Duration, EndpointConfig, Instant};
+use mpgameserver::{Delivery, Duration, EndpointConfig, Event, Instant, ProtocolVersion};
 use mpgameserver_sim::{LinkConfig, Sim};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
@@ -22,6 +22,8 @@ struct Scenario {
     loss: u8,
     frame_us: [Option<u32>; 2],
     actions: Vec<Action>,
+    /// The client connects over MPGS/2.
+    v2: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +75,7 @@ impl Arbitrary for Scenario {
             loss: *g.choose(&[0, 5, 20, 50]).unwrap(),
             frame_us: [frame(g), frame(g)],
             actions: (0..n).map(|_| Action::arbitrary(g)).collect(),
+            v2: false,
         }
     }
 }
@@ -87,14 +90,31 @@ fn run(s: &Scenario) -> u64 {
     for (node, frame) in [server, client].into_iter().zip(s.frame_us) {
         sim.set_frame_interval(node, frame.map(|us| Duration::from_micros(u64::from(us))));
     }
-    let c = sim.connect(client, server).unwrap();
+    let c = if s.v2 {
+        let (addr, key) = (sim.addr(server), sim.server_key(server).unwrap().clone());
+        sim.with_endpoint(client, |ep, now| ep.connect_with(now, addr, key, ProtocolVersion::V2)).unwrap()
+    } else {
+        sim.connect(client, server).unwrap()
+    };
+    // The server's connection: `conn_of` finds MPGS/1 ones by address; an
+    // MPGS/2 one is found by its `Connected` event.
+    let server_conn = |sim: &Sim| {
+        if s.v2 {
+            sim.events(server).iter().rev().find_map(|e| match e {
+                Event::Connected { conn } => sim.endpoint(server).connection(*conn).map(|_| *conn),
+                _ => None,
+            })
+        } else {
+            sim.conn_of(server, client)
+        }
+    };
     for (i, a) in s.actions.iter().enumerate() {
         match *a {
             Action::Wait(ms) => sim.run_for(Duration::from_millis(u64::from(ms))),
             Action::Send { from_server, size, mode } => {
                 let mode = [Delivery::Unreliable, Delivery::BestEffort, Delivery::Reliable][usize::from(mode)];
                 let data = numbered(i as u32, usize::from(size));
-                let (node, conn) = if from_server { (server, sim.conn_of(server, client)) } else { (client, Some(c)) };
+                let (node, conn) = if from_server { (server, server_conn(&sim)) } else { (client, Some(c)) };
                 if let Some(conn) = conn {
                     let _ = sim.send(node, conn, &data, mode);
                 }
@@ -117,7 +137,7 @@ fn run(s: &Scenario) -> u64 {
                 }
             }
             Action::Disconnect { from_server } => {
-                let (node, conn) = if from_server { (server, sim.conn_of(server, client)) } else { (client, Some(c)) };
+                let (node, conn) = if from_server { (server, server_conn(&sim)) } else { (client, Some(c)) };
                 if let Some(conn) = conn {
                     let _ = sim.disconnect(node, conn);
                 }
@@ -146,6 +166,26 @@ fn poll_timeout_is_later_than_every_handle_timeout() {
         .quickcheck(prop as fn(Scenario) -> TestResult);
     let checks = CHECKS.load(Ordering::Relaxed);
     assert!(checks > 100_000, "{checks}");
+}
+
+/// The same property over MPGS/2 traffic (MPGS2.md §4.1 timers): every
+/// timer an MPGS/2 connection reports is one `handle_timeout` acts on, or a
+/// send time still ahead, so none is retried blindly.
+#[test]
+fn poll_timeout_is_later_than_every_handle_timeout_over_mpgs2() {
+    static CHECKS: AtomicU64 = AtomicU64::new(0);
+    fn prop(mut s: Scenario) -> TestResult {
+        s.v2 = true;
+        CHECKS.fetch_add(run(&s), Ordering::Relaxed);
+        TestResult::passed()
+    }
+    QuickCheck::new()
+        .rng(Gen::from_size_and_seed(100, 0x5eed_0002))
+        .tests(200)
+        .max_tests(200)
+        .quickcheck(prop as fn(Scenario) -> TestResult);
+    let checks = CHECKS.load(Ordering::Relaxed);
+    assert!(checks > 50_000, "{checks}");
 }
 
 #[test]
