@@ -20,6 +20,7 @@ mod hostile;
 mod junk;
 mod keys;
 mod mpgs2;
+mod mpgs2_reset;
 mod progress;
 mod scale;
 mod simulator;
