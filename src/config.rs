@@ -277,6 +277,38 @@ pub struct EndpointConfig {
     /// address (IP and port) that no cookie has validated (default 8/s,
     /// burst 8).
     pub v2_reply_rate_per_address: RateLimit,
+    /// MPGS/2: whether a server speaks MPGS/2 (default true). When false a
+    /// HELLO2 is handled as an MPGS/1-only server handles it (dropped as a
+    /// CLIENT_HELLO of an unknown version), MPGS/2 short headers are dropped
+    /// without a stateless reset, and MPGS/1 SERVER_HELLOs carry no
+    /// downgrade sentinel (MPGS2.md §2.9): the server's bytes are exactly
+    /// those of a server without MPGS/2.
+    pub accept_mpgs2: bool,
+    /// MPGS/2 client: fall back to MPGS/1 after 1 s without any MPGS/2
+    /// reply (default false, MPGS2.md §2.9). A fallback that meets a server
+    /// whose signed MPGS/1 SERVER_HELLO says it speaks MPGS/2 returns to
+    /// MPGS/2, and fails with [`crate::ConnectFailure::DowngradeDetected`]
+    /// if no MPGS/2 connection is made by the connect timeout.
+    pub allow_v1_fallback: bool,
+    /// MPGS/2 server: the secret its stateless reset key is derived from
+    /// (MPGS2.md §6.4). `None` (default): derived from the server's root
+    /// key, so it survives restarts with the same key file. Endpoints that
+    /// share one must have distinct `endpoint_id`s.
+    pub reset_base: Option<ResetBase>,
+    /// MPGS/2 server: this endpoint's id among the endpoints sharing a
+    /// `reset_base` (default 0); stable across restarts.
+    pub endpoint_id: u64,
+}
+
+/// A 32-byte secret from which MPGS/2 stateless reset keys are derived
+/// (used as an HKDF PRK, MPGS2.md §6.4). Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResetBase(pub [u8; 32]);
+
+impl fmt::Debug for ResetBase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResetBase(..)")
+    }
 }
 
 /// When an MPGS/2 server demands a stateless cookie (a HELLO_RETRY round
@@ -340,6 +372,10 @@ impl Default for EndpointConfig {
             v2_hello_rate_per_source: RateLimit::new(4, 8),
             v2_ecdh_rate: RateLimit::new(1500, 150),
             v2_reply_rate_per_address: RateLimit::new(8, 8),
+            accept_mpgs2: true,
+            allow_v1_fallback: false,
+            reset_base: None,
+            endpoint_id: 0,
         }
     }
 }

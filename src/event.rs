@@ -139,6 +139,10 @@ pub enum DisconnectReason {
     /// connections it closes while stopping. Over MPGS/1 a client sees
     /// [`DisconnectReason::Peer`] instead: its DISCONNECT carries no reason.
     Shutdown,
+    /// MPGS/2: the server answered with a stateless reset (MPGS2.md §6.4):
+    /// it no longer knows the connection, usually because it restarted.
+    /// Connect again.
+    Reset,
 }
 
 impl fmt::Display for DisconnectReason {
@@ -148,6 +152,9 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Peer => "closed by the peer",
             DisconnectReason::TimedOut => "timed out: nothing received from the peer",
             DisconnectReason::Shutdown => "the server shut down",
+            DisconnectReason::Reset => {
+                "the server reset the connection (stateless reset: it restarted or lost the connection); connect again"
+            }
         })
     }
 }

@@ -137,7 +137,8 @@ mod tests;
 
 pub use blocklist::{BlockList, IpNet, IpNetParseError};
 pub use config::{
-    ConfigError, CookiePolicy, EndpointConfig, MAX_DATAGRAM, MAX_MESSAGE_SIZE_LIMIT, MAX_MTU, MIN_MTU, RateLimit, Sizes,
+    ConfigError, CookiePolicy, EndpointConfig, MAX_DATAGRAM, MAX_MESSAGE_SIZE_LIMIT, MAX_MTU, MIN_MTU, RateLimit,
+    ResetBase, Sizes,
 };
 pub use endpoint::{Endpoint, Transmit};
 pub use error::{ConnectError, SendError, UnknownConnection};

@@ -165,6 +165,12 @@ pub struct EndpointStats {
     /// MPGS/2: datagrams not sent because their destination has a live
     /// MPGS/1 connection with this server (§2.2).
     pub v2_suppressed_to_mpgs1: u64,
+    /// MPGS/2: stateless resets sent for short packets of unknown
+    /// connection ids (§6.4).
+    pub v2_resets_sent: u64,
+    /// MPGS/2: short packets of unknown connection ids left unanswered: too
+    /// short to answer with a smaller reset, or over the reset rate limits.
+    pub v2_resets_withheld: u64,
     dropped: [u64; DropReason::ALL.len()],
 }
 

@@ -23,7 +23,8 @@ use crate::event::ConnectionId;
 use crate::mpgs2::cookie::CookieKeys;
 use crate::mpgs2::handshake::{ServerAnswer, ServerPolicy, choose, server_answer};
 use crate::mpgs2::hello::{HELLO2_DATA_LEN, HELLO2_DATA_OFFSET, Hello2, HelloRetry, Reject, RejectReason};
-use crate::mpgs2::reset::{ResetKey, default_reset_base};
+use crate::mpgs2::keys::Zeroizing;
+use crate::mpgs2::reset::{MIN_TRIGGER_LEN, ResetKey, TOKEN_LEN, default_reset_base, emit_reset};
 use crate::mpgs2::session::{self, PendingKey};
 use crate::mpgs2::{CID_LEN, VERSION};
 use crate::rng::Rng;
@@ -38,6 +39,10 @@ const RATE_TABLE_MAX: usize = 4096;
 const REPLY_QUEUE_MAX: usize = 4096;
 /// HELLO2s per second above which `UnderLoad` demands cookies (§2.4).
 const UNDER_LOAD_HELLOS: u32 = 100;
+/// Stateless resets to one source (§6.4: at most 1/s).
+const RESET_RATE_PER_SOURCE: RateLimit = RateLimit::new(1, 1);
+/// Stateless resets in total (§6.4: at most 1,000/s).
+const RESET_RATE_TOTAL: RateLimit = RateLimit::new(1000, 1000);
 
 /// A bounded table of token buckets. When full, idle entries are swept and,
 /// if none is idle, the entry whose bucket refills soonest is forgotten
@@ -111,6 +116,9 @@ pub(crate) struct V2State {
     replies: RateTable<SocketAddr>,
     sources: RateTable<u128>,
     ecdh: Bucket,
+    /// Stateless resets: per source and in total (§6.4).
+    reset_sources: RateTable<u128>,
+    resets: Bucket,
     /// HELLO2s in the current second and the previous one.
     hellos: (u64, u32, u32),
 }
@@ -131,6 +139,8 @@ impl V2State {
             replies: RateTable::new(),
             sources: RateTable::new(),
             ecdh: Bucket::FULL,
+            reset_sources: RateTable::new(),
+            resets: Bucket::FULL,
             hellos: (0, 0, 0),
         }
     }
@@ -287,11 +297,7 @@ impl Endpoint {
             // `choose` and `require_cookie: false` rule out the other answers.
             return Err(DropReason::Unexpected);
         };
-        let reset_key = match &self.v2.reset_key {
-            Some(k) => k,
-            None => self.v2.reset_key.insert(ResetKey::new(&default_reset_base(root), 0)),
-        };
-        let token = reset_key.token(&cid);
+        let Some(token) = self.reset_token(&cid) else { return Err(DropReason::UnknownPeer) };
         let id = self.table.vacant();
         let conn = session::Connection::server(id, from, now, &self.cfg, established, &server_hello, key, token);
         let id = self.table.insert_cid(cid, Connection::new(Proto::V2(alloc::boxed::Box::new(conn))));
@@ -299,6 +305,46 @@ impl Endpoint {
         self.admission.v2_pending(now, from.ip(), true, &self.cfg);
         self.touch(id, now);
         Ok(())
+    }
+
+    /// The stateless reset token of `cid` at this server (§6.4), from the
+    /// endpoint's reset key, made on first use: from the configured
+    /// `reset_base`, else from the root key, and the `endpoint_id`.
+    fn reset_token(&mut self, cid: &[u8; CID_LEN]) -> Option<[u8; TOKEN_LEN]> {
+        if self.v2.reset_key.is_none() {
+            let base = match &self.cfg.reset_base {
+                Some(b) => Zeroizing::new(b.0),
+                None => default_reset_base(self.server_key.as_ref()?),
+            };
+            self.v2.reset_key = Some(ResetKey::new(&base, self.cfg.endpoint_id));
+        }
+        self.v2.reset_key.as_ref().map(|k| k.token(cid))
+    }
+
+    /// A short packet of `len` bytes for connection id `cid`, which no
+    /// connection here has, from `from` (which has no live MPGS/1
+    /// connection here): answered with a stateless reset (§6.4) smaller
+    /// than the packet, at most 1/s per source and 1,000/s in all, so
+    /// resets never loop and never amplify. False when withheld.
+    pub(super) fn stateless_reset(&mut self, now: Instant, from: SocketAddr, cid: &[u8; CID_LEN], len: usize) -> bool {
+        let source = source_of(from.ip());
+        if len < MIN_TRIGGER_LEN
+            || self.finals.len() >= REPLY_QUEUE_MAX
+            || !self.v2.resets.allows(now, RESET_RATE_TOTAL)
+            || !self.v2.reset_sources.allows(now, &source, RESET_RATE_PER_SOURCE)
+        {
+            self.stats.v2_resets_withheld += 1;
+            return false;
+        }
+        let Some(token) = self.reset_token(cid) else { return false };
+        let mut out = [0u8; FINAL_DATAGRAM_MAX];
+        let Some(n) = emit_reset(len, &token, &mut self.v2.rng, &mut out) else { return false };
+        let Ok(bytes) = heapless::Vec::from_slice(&out[..n]) else { return false };
+        self.v2.resets.take(now, RESET_RATE_TOTAL);
+        self.v2.reset_sources.take(now, source, RESET_RATE_PER_SOURCE);
+        self.finals.push_back((from, bytes));
+        self.stats.v2_resets_sent += 1;
+        true
     }
 
     /// Queues a HELLO_RETRY or REJECT for `to`; `validated` when a valid

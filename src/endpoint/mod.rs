@@ -38,7 +38,7 @@ use table::Table;
 
 /// Size of the largest final datagram kept for sending after its
 /// connection is gone (a DISCONNECT: 20 + 2 + 16 bytes), or of a stateless
-/// MPGS/2 reply (HELLO_RETRY 39 B, REJECT 20 B).
+/// MPGS/2 reply (HELLO_RETRY 39 B, REJECT 20 B, stateless reset ≤ 43 B).
 const FINAL_DATAGRAM_MAX: usize = 64;
 
 /// A datagram to send: [`Endpoint::poll_transmit`] wrote its `len` bytes at
@@ -400,7 +400,17 @@ impl Endpoint {
                 self.stats.drop(DropReason::Mpgs1Address);
                 return;
             }
-            self.table.by_cid(&cid)
+            if !self.cfg.accept_mpgs2 {
+                // MPGS/2 is off: no connection to route to, no reset.
+                self.stats.drop(DropReason::UnknownPeer);
+                return;
+            }
+            let id = self.table.by_cid(&cid);
+            if id.is_none() {
+                // Perhaps ours before a restart: tell the peer (§6.4).
+                self.stateless_reset(now, from, &cid, datagram.len());
+            }
+            id
         } else {
             self.table.by_addr(from)
         };
@@ -445,7 +455,11 @@ impl Endpoint {
             self.stats.drop(DropReason::Malformed);
             return;
         };
-        if self.is_server() && hdr.ty == mpgs1::wire::MsgType::ClientHello && mpgs2::hello::is_hello2(datagram) {
+        if self.is_server()
+            && self.cfg.accept_mpgs2
+            && hdr.ty == mpgs1::wire::MsgType::ClientHello
+            && mpgs2::hello::is_hello2(datagram)
+        {
             // MPGS/2's hello in MPGS/1's frame (§2.2): decided before any
             // MPGS/1 address state is read or changed.
             if let Err(reason) = self.accept_mpgs2(now, from, datagram) {

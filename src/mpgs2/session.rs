@@ -703,6 +703,7 @@ impl Connection {
                             CloseReason::Local(conn::close_code::NORMAL) => DisconnectReason::Local,
                             CloseReason::IdleTimeout => DisconnectReason::TimedOut,
                             CloseReason::Peer(1) => DisconnectReason::Shutdown,
+                            CloseReason::StatelessReset => DisconnectReason::Reset,
                             // The peer closed, reset, or broke the protocol.
                             _ => DisconnectReason::Peer,
                         };

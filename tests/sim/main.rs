@@ -20,6 +20,7 @@ mod hostile;
 mod junk;
 mod keys;
 mod mpgs2;
+mod mpgs2_reset;
 mod mpgs2_scen;
 mod progress;
 mod scale;
