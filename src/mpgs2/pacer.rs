@@ -1,5 +1,7 @@
 //! The pacer (MPGS2.md §5, RFC 9002 §7.7): releases the congestion window at
-//! `5/4 · cwnd / srtt` with bursts of at most the initial window, in integer
+//! `5/4 · cwnd / srtt` with bursts of what that rate sends in
+//! [`BURST_INTERVAL_MICROS`], at least the initial window and at most
+//! [`MAX_BURST_FACTOR`] times it (Decision in MPGS2.md §5), in integer
 //! bytes and µs. Control frames, PTO probes and one fragment group bypass it
 //! (§4.4); the caller decides which packets ask.
 
@@ -9,19 +11,32 @@ use crate::{Duration, Instant};
 /// no measurable rate between frequent calls.
 const SCALE: u128 = 1000;
 
+/// A burst may hold what the window releases in this long (quinn's 2 ms):
+/// on a fast path (loopback, a LAN) the bucket then covers hundreds of
+/// datagrams, so the sender wakes once per burst instead of once per ten
+/// datagrams, and on a slow one it stays at the initial window.
+pub const BURST_INTERVAL_MICROS: u64 = 2_000;
+
+/// The largest burst, in initial windows: 25 × 10 datagrams, about quinn's
+/// 256.
+pub const MAX_BURST_FACTOR: u64 = 25;
+
 /// A token bucket refilled at `5/4 · cwnd / srtt`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pacer {
     /// Thousandths of a byte.
     tokens: u128,
+    /// The current burst size, from `min_burst` up to `MAX_BURST_FACTOR ×` it.
     capacity: u64,
+    /// The smallest burst (the initial window).
+    min_burst: u64,
     last: Option<Instant>,
 }
 
 impl Pacer {
     /// A full bucket of `burst` bytes (the initial window).
     pub fn new(burst: u64) -> Pacer {
-        Pacer { tokens: u128::from(burst) * SCALE, capacity: burst, last: None }
+        Pacer { tokens: u128::from(burst) * SCALE, capacity: burst, min_burst: burst, last: None }
     }
 
     /// Whole bytes that may leave now.
@@ -32,11 +47,21 @@ impl Pacer {
 
     /// Changes the burst size (after a PMTU change).
     pub fn set_burst(&mut self, burst: u64) {
+        self.min_burst = burst;
         self.capacity = burst;
         self.tokens = self.tokens.min(u128::from(burst) * SCALE);
     }
 
+    /// The burst for `window` and `srtt_micros`: what the pacing rate sends
+    /// in `BURST_INTERVAL_MICROS`, within the window and the bounds.
+    fn burst_for(&self, window: u64, srtt_micros: u64) -> u64 {
+        let by_time = u128::from(window) * 5 * u128::from(BURST_INTERVAL_MICROS) / (4 * u128::from(srtt_micros.max(1)));
+        let max = self.min_burst.saturating_mul(MAX_BURST_FACTOR).min(window.max(self.min_burst));
+        u64::try_from(by_time).unwrap_or(u64::MAX).clamp(self.min_burst, max)
+    }
+
     fn refill(&mut self, now: Instant, window: u64, srtt_micros: u64) {
+        self.capacity = self.burst_for(window, srtt_micros);
         if let Some(last) = self.last {
             let elapsed = u128::from(now.saturating_duration_since(last).as_micros() as u64);
             // 5/4 · window bytes per srtt.
@@ -88,5 +113,24 @@ mod tests {
         assert_eq!(p.tokens(), 12_000);
         p.set_burst(6_000);
         assert_eq!(p.tokens(), 6_000);
+    }
+
+    #[test]
+    fn burst_grows_with_rate_within_bounds() {
+        let mut p = Pacer::new(12_000);
+        let t0 = Instant::from_millis(100);
+        // Loopback: a 1 MB window at 100 µs srtt; the burst is capped at 25 initial windows.
+        p.send_time(t0, 0, 1_000_000, 100);
+        p.send_time(t0 + Duration::from_secs(1), 0, 1_000_000, 100);
+        assert_eq!(p.tokens(), 300_000);
+        // Never more than the window itself.
+        p.send_time(t0 + Duration::from_secs(2), 0, 50_000, 100);
+        assert_eq!(p.tokens(), 50_000);
+        // 20 ms srtt: 2 ms of a 240 KB window is 30 KB.
+        p.send_time(t0 + Duration::from_secs(3), 0, 240_000, 20_000);
+        assert_eq!(p.tokens(), 30_000);
+        // A slow path keeps the initial window.
+        p.send_time(t0 + Duration::from_secs(4), 0, 240_000, 200_000);
+        assert_eq!(p.tokens(), 12_000);
     }
 }
