@@ -17,10 +17,12 @@ use mpgameserver::_internal::wire::{self, Direction, FragmentHeader, Header, Msg
 use mpgameserver::{IpNet, PublicKey, ServerKey};
 
 mod endpoint;
+mod endpoint_v2;
 pub mod heap;
 mod mpgs2;
 mod mpgs2_conn;
 pub use endpoint::endpoint;
+pub use endpoint_v2::endpoint_v2;
 pub use mpgs2::{
     frames as mpgs2_frames, hello2 as mpgs2_hello, long_header as mpgs2_long_header, seeds as mpgs2_seeds,
 };

@@ -19,12 +19,13 @@ fn client(d: &[u8]) {
     mpgameserver_fuzz::endpoint(d, Role::Client)
 }
 
-const TARGETS: [(&str, Entry); 9] = [
+const TARGETS: [(&str, Entry); 10] = [
     ("wire", mpgameserver_fuzz::wire),
     ("handshake", mpgameserver_fuzz::handshake),
     ("keys", mpgameserver_fuzz::keys),
     ("endpoint_server", server),
     ("endpoint_client", client),
+    ("endpoint_v2", mpgameserver_fuzz::endpoint_v2),
     ("mpgs2_hello", mpgameserver_fuzz::mpgs2_hello),
     ("mpgs2_long_header", mpgameserver_fuzz::mpgs2_long_header),
     ("mpgs2_frames", mpgameserver_fuzz::mpgs2_frames),
@@ -79,6 +80,7 @@ smoke!(quickcheck_handshake, mpgameserver_fuzz::handshake);
 smoke!(quickcheck_keys, mpgameserver_fuzz::keys);
 smoke!(quickcheck_endpoint_server, server);
 smoke!(quickcheck_endpoint_client, client);
+smoke!(quickcheck_endpoint_v2, mpgameserver_fuzz::endpoint_v2);
 smoke!(quickcheck_mpgs2_hello, mpgameserver_fuzz::mpgs2_hello);
 smoke!(quickcheck_mpgs2_long_header, mpgameserver_fuzz::mpgs2_long_header);
 smoke!(quickcheck_mpgs2_frames, mpgameserver_fuzz::mpgs2_frames);

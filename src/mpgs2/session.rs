@@ -466,6 +466,7 @@ impl Connection {
             Phase::Hello(h) if now >= h.deadline => {
                 let reason = if h.bad_signature { ConnectFailure::WrongServerKey } else { ConnectFailure::TimedOut };
                 self.phase = Phase::Failed;
+                self.fail_early();
                 self.events.push_back(Event::ConnectFailed { conn: self.id, reason });
             }
             Phase::Pending(p) if now >= p.expires => {
