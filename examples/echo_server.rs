@@ -225,6 +225,9 @@ fn main() -> ExitCode {
         e.max_pending_per_prefix = e.max_pending_handshakes;
         e.max_connections_per_ip = e.max_connections;
         e.max_reassembly_bytes_per_ip = e.max_reassembly_bytes_total;
+        // MPGS/2's: per source address, and the ECDH rate (MPGS/1's hello_rate).
+        e.v2_hello_rate_per_source = RateLimit::UNLIMITED;
+        e.v2_ecdh_rate = RateLimit::UNLIMITED;
     }
     let workers = if args.workers == 0 { default_workers() } else { args.workers };
     let mut server = match Workers::bind(WorkersConfig::new(config, workers), args.bind, key) {

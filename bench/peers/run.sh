@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side by side with renet and quinn, in one run on loopback: ours
-# (examples/echo_server + examples/loadgen, MPGS/1), renet 2 + renet_netcode
+# (examples/echo_server + examples/loadgen; "ours" speaks MPGS/1, "ours2"
+# MPGS/2 to the same server), renet 2 + renet_netcode
 # (secure connect tokens) and quinn 0.11 (QUIC datagrams and streams,
 # pinned self-signed certificate), taking turns on six workloads:
 #
@@ -15,6 +16,8 @@
 #   bash bench/peers/run.sh            # everything, 5-15 minutes (the climbs stop at each knee)
 #   bash bench/peers/run.sh --quick    # 100 and 500 clients, short windows, 3-5 minutes
 #   bash bench/peers/run.sh --tag NAME # results under NAME instead of full/quick
+#   bash bench/peers/run.sh --protocol v2   # ours over MPGS/2 only (v1: MPGS/1 only; default both)
+#   bash bench/peers/run.sh --peers "ours ours2"   # only these peers
 #
 # Needs a Rust toolchain; the first run builds bench/peers (its own cargo
 # workspace) and the examples in release mode. Every server binds
@@ -31,11 +34,26 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 QUICK=0
 TAG=""
+ONLY_OURS=""
+PEERS_ARG=""
+
+# The protocol examples/loadgen and examples/echo_client speak as peer $1.
+proto_of() { if [ "$1" = ours2 ]; then echo v2; else echo v1; fi; }
+is_ours() { [ "$1" = ours ] || [ "$1" = ours2 ]; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --tag) TAG=$2; shift ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        --protocol)
+            case "$2" in
+                v1) ONLY_OURS=ours ;;
+                v2) ONLY_OURS=ours2 ;;
+                both) ONLY_OURS="ours ours2" ;;
+                *) echo "run.sh: --protocol takes v1, v2 or both" >&2; exit 2 ;;
+            esac
+            shift ;;
+        --peers) PEERS_ARG=$2; shift ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -62,10 +80,10 @@ else
 fi
 HZ=60; SIZE=100
 CONNECT_TIMEOUT=20
-PEERS="ours renet quinn"
+PEERS=${PEERS_ARG:-"${ONLY_OURS:-ours ours2} renet quinn"}
 # netcode's NETCODE_MAX_CLIENTS: a renet_netcode server takes at most 1,024 clients.
 RENET_MAX=1024
-PORT_OURS=16101; PORT_RENET=16102; PORT_QUINN=16103; PORT_PROXY=16104
+PORT_OURS=16101; PORT_RENET=16102; PORT_QUINN=16103; PORT_PROXY=16104; PORT_OURS2=16105
 
 # --- housekeeping -----------------------------------------------------------
 
@@ -101,13 +119,13 @@ wait_port() {
 }
 
 port_of() {
-    case "$1" in ours) echo $PORT_OURS ;; renet) echo $PORT_RENET ;; quinn) echo $PORT_QUINN ;; esac
+    case "$1" in ours) echo $PORT_OURS ;; ours2) echo $PORT_OURS2 ;; renet) echo $PORT_RENET ;; quinn) echo $PORT_QUINN ;; esac
 }
 
 # The credential peer $1's clients need.
 key_of() {
     case "$1" in
-        ours) echo "$WORK/keys/root.pub" ;;
+        ours|ours2) echo "$WORK/keys/root.pub" ;;
         renet) echo "$WORK/renet.key" ;;
         quinn) echo "$WORK/quinn/cert.der" ;;
     esac
@@ -119,8 +137,8 @@ start_server() {
     shift 2
     port=$(port_of "$peer")
     case "$peer" in
-        ours) "$EX/echo_server" --bind 127.0.0.1:$port --key "$WORK/keys/root.key" --no-source-limits \
-                  --duration "$seconds" "$@" > "$LOGS/ours.log" 2>&1 & ;;
+        ours|ours2) "$EX/echo_server" --bind 127.0.0.1:$port --key "$WORK/keys/root.key" --no-source-limits \
+                  --duration "$seconds" "$@" > "$LOGS/$peer.log" 2>&1 & ;;
         renet) "$PEERS_BIN" renet-server --bind 127.0.0.1:$port --key "$WORK/renet.key" \
                   --duration "$seconds" "$@" > "$LOGS/renet.log" 2>&1 & ;;
         quinn) "$PEERS_BIN" quinn-server --bind 127.0.0.1:$port --cert "$WORK/quinn" \
@@ -169,8 +187,8 @@ run_load() {
           --delivery "$delivery")
     before=$(load1)
     log "$delivery $peer ${clients}x$HZ (load $before)"
-    if [ "$peer" = ours ]; then
-        out=$(timeout $((life + 10)) "$EX/loadgen" --key "$(key_of ours)" "${args[@]}" 2>>"$LOGS/load.err" || true)
+    if is_ours "$peer"; then
+        out=$(timeout $((life + 10)) "$EX/loadgen" --key "$(key_of ours)" --protocol "$(proto_of "$peer")" "${args[@]}" 2>>"$LOGS/load.err" || true)
     else
         out=$(timeout $((life + 10)) "$PEERS_BIN" load --peer "$peer" --key "$(key_of "$peer")" "${args[@]}" 2>>"$LOGS/load.err" || true)
     fi
@@ -216,8 +234,8 @@ for peer in $PEERS; do
     start_server "$peer" 120
     before=$(load1)
     log "echo $peer 1 MiB x $ECHO_COUNT (load $before)"
-    if [ "$peer" = ours ]; then
-        line=$(timeout 120 "$EX/echo_client" --server 127.0.0.1:$(port_of ours) --key "$(key_of ours)" \
+    if is_ours "$peer"; then
+        line=$(timeout 120 "$EX/echo_client" --server 127.0.0.1:$(port_of "$peer") --key "$(key_of ours)" --protocol "$(proto_of "$peer")" \
             --count $ECHO_COUNT --size 1048576 --timeout 30 2>>"$LOGS/echo.err" | grep '^echoed' || true)
     else
         line=$(timeout 120 "$PEERS_BIN" echo --peer "$peer" --server 127.0.0.1:$(port_of "$peer") --key "$(key_of "$peer")" \
@@ -288,8 +306,8 @@ for delivery in unreliable reliable; do
         log "overhead $delivery $peer ${OH_CLIENTS}x$HZ through the relay (load $before)"
         args=(--server 127.0.0.1:$PORT_PROXY --clients $OH_CLIENTS --hz $HZ --size $SIZE --duration 6 --warmup 2
               --drain 1 --delivery "$delivery")
-        if [ "$peer" = ours ]; then
-            timeout 40 "$EX/loadgen" --key "$(key_of ours)" "${args[@]}" > "$LOGS/overhead.out" 2>>"$LOGS/overhead.err" || true
+        if is_ours "$peer"; then
+            timeout 40 "$EX/loadgen" --key "$(key_of ours)" --protocol "$(proto_of "$peer")" "${args[@]}" > "$LOGS/overhead.out" 2>>"$LOGS/overhead.err" || true
         else
             timeout 40 "$PEERS_BIN" load --peer "$peer" --key "$(key_of "$peer")" "${args[@]}" > "$LOGS/overhead.out" 2>>"$LOGS/overhead.err" || true
         fi

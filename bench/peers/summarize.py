@@ -16,10 +16,11 @@ import sys
 
 NAMES = {
     "ours": "ours (MPGS/1)",
+    "ours2": "ours (MPGS/2)",
     "renet": "renet 2.0.1 + renet_netcode",
     "quinn": "quinn 0.11.12",
 }
-ORDER = ["ours", "renet", "quinn"]
+ORDER = ["ours", "ours2", "renet", "quinn"]
 # IPv4 + UDP headers, added to every datagram's payload for "on the wire".
 HEADERS = 28
 

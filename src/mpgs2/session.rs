@@ -59,9 +59,21 @@ pub(crate) type PendingKey = (SocketAddr, [u8; RANDOM_LEN], [u8; 32]);
 pub(crate) fn local_params(cfg: &EndpointConfig) -> (TransportParams, ConnConfig) {
     let idle_ms = u32::try_from(cfg.connection_timeout.as_millis()).unwrap_or(u32::MAX);
     let mms = u32::try_from(cfg.max_message_size).unwrap_or(u32::MAX);
-    let conn = ConnConfig { max_message_size: u64::from(mms), idle_timeout_ms: idle_ms, ..ConnConfig::default() };
-    let params =
-        TransportParams { idle_timeout_ms: Some(idle_ms), max_message_size: Some(mms), ..TransportParams::DEFAULTS };
+    // EndpointConfig::max_ack_delay, in whole ms as the parameter carries it
+    // (1..=255; Decision in MPGS2.md §4.1).
+    let mad_ms = cfg.max_ack_delay.as_micros().div_ceil(1000).clamp(1, 255) as u8;
+    let conn = ConnConfig {
+        max_message_size: u64::from(mms),
+        idle_timeout_ms: idle_ms,
+        max_ack_delay: Duration::from_millis(u64::from(mad_ms)),
+        ..ConnConfig::default()
+    };
+    let params = TransportParams {
+        idle_timeout_ms: Some(idle_ms),
+        max_message_size: Some(mms),
+        max_ack_delay_ms: Some(mad_ms),
+        ..TransportParams::DEFAULTS
+    };
     (params, conn)
 }
 

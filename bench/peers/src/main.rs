@@ -37,6 +37,8 @@ struct Cli {
 enum Peer {
     /// MPGS/1 (examples/echo_server); --key is its root public key (PEM)
     Ours,
+    /// MPGS/2 against the same server (examples/echo_server); --key as for ours
+    Ours2,
     /// renet + renet_netcode; --key is the netcode private key
     Renet,
     /// quinn; --key is the server's certificate (DER), pinned
@@ -138,6 +140,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// The protocol our clients speak as `peer`.
+fn protocol_of(peer: Peer) -> mpgameserver::ProtocolVersion {
+    if peer == Peer::Ours2 { mpgameserver::ProtocolVersion::V2 } else { mpgameserver::ProtocolVersion::V1 }
+}
+
 fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Cert { out } => quinn_peer::write_cert(&out),
@@ -147,28 +154,41 @@ fn run(command: Command) -> Result<(), String> {
         Command::Load { peer, key, load } => match peer {
             Peer::Renet => renet_peer::load(&load, &key),
             Peer::Quinn => quinn_peer::load(&load, &key),
-            Peer::Ours => Err("ours: use examples/loadgen (bench/peers/run.sh does)".into()),
+            Peer::Ours | Peer::Ours2 => Err("ours: use examples/loadgen (bench/peers/run.sh does)".into()),
         },
         Command::Connect { peer, key, load } => match peer {
             Peer::Renet => renet_peer::connect(&load, &key),
             Peer::Quinn => quinn_peer::connect_run(&load, &key),
-            Peer::Ours => ours::connect(load.server, &key, load.clients, load.concurrency, load.connect_timeout),
+            Peer::Ours | Peer::Ours2 => ours::connect(
+                load.server,
+                &key,
+                load.clients,
+                load.concurrency,
+                load.connect_timeout,
+                protocol_of(peer),
+            ),
         },
         Command::Echo { peer, key, server, size, count, timeout } => {
             let timeout: Duration = secs(timeout)?;
             match peer {
                 Peer::Renet => renet_peer::echo(server, &key, size, count, timeout),
                 Peer::Quinn => quinn_peer::echo(server, &key, size, count, timeout),
-                Peer::Ours => Err("ours: use examples/echo_client (bench/peers/run.sh does)".into()),
+                Peer::Ours | Peer::Ours2 => Err("ours: use examples/echo_client (bench/peers/run.sh does)".into()),
             }
         }
         Command::Bulk { peer, key, server, size, window, seconds, send_interval_us, send_burst, send_window } => {
             match peer {
                 Peer::Renet => renet_peer::bulk(server, &key, size, window, seconds),
                 Peer::Quinn => quinn_peer::bulk(server, &key, size, window, seconds),
-                Peer::Ours => {
-                    ours::bulk(server, &key, size, window, seconds, (send_interval_us, send_burst, send_window))
-                }
+                Peer::Ours | Peer::Ours2 => ours::bulk(
+                    server,
+                    &key,
+                    size,
+                    window,
+                    seconds,
+                    (send_interval_us, send_burst, send_window),
+                    protocol_of(peer),
+                ),
             }
         }
         Command::OursServer(args) => ours::serve(&args),

@@ -1,4 +1,4 @@
-//! Ours (MPGS/1, against `examples/echo_server`) for the workloads that
+//! Ours (MPGS/1 or MPGS/2, against `examples/echo_server`) for the workloads that
 //! `examples/` has no client for: bulk throughput and connect latency. The
 //! load pattern itself is `examples/loadgen`, and the large-message echo
 //! `examples/echo_client`. Clients are the blocking driver's, with its
@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use mpgameserver::{Delivery, Duration, Event, PublicKey};
+use mpgameserver::{Delivery, Duration, Event, ProtocolVersion, PublicKey};
 use mpgameserver_drivers::ClientConfig;
 use mpgameserver_drivers::blocking::Client;
 
@@ -30,12 +30,14 @@ pub fn bulk(
     window: u32,
     seconds: f64,
     pacing: (Option<u64>, Option<u32>, Option<u16>),
+    protocol: ProtocolVersion,
 ) -> Result<(), String> {
     let max = mpgameserver::EndpointConfig::default().max_message_size;
     if !(STAMP..=max).contains(&size) {
         return Err(format!("--size must be in {STAMP}..={max}"));
     }
     let mut config = ClientConfig::default();
+    config.endpoint.protocol = protocol;
     if let Some(us) = pacing.0 {
         config.endpoint.send_interval = Duration::from_micros(us);
     }
@@ -89,7 +91,14 @@ pub fn bulk(
 
 /// Workload 5: `clients` handshakes, `concurrency` at a time (one thread
 /// per handshake in flight, each with the blocking client).
-pub fn connect(server: SocketAddr, key: &Path, clients: u32, concurrency: u32, timeout: f64) -> Result<(), String> {
+pub fn connect(
+    server: SocketAddr,
+    key: &Path,
+    clients: u32,
+    concurrency: u32,
+    timeout: f64,
+    protocol: ProtocolVersion,
+) -> Result<(), String> {
     let key = read_key(key)?;
     let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| "--connect-timeout must be seconds")?;
     let clock = Clock::new();
@@ -102,7 +111,9 @@ pub fn connect(server: SocketAddr, key: &Path, clients: u32, concurrency: u32, t
             scope.spawn(|| {
                 while next.fetch_add(1, Ordering::Relaxed) < clients {
                     let started = clock.us();
-                    let result = Client::connect(server, key.clone(), timeout);
+                    let mut config = ClientConfig::default();
+                    config.endpoint.protocol = protocol;
+                    let result = Client::connect_with(config, server, key.clone(), timeout);
                     let done = clock.us();
                     // A poisoned lock means another thread panicked: the run is void anyway.
                     let mut t = tally.lock().expect("no thread panics holding the tally");
