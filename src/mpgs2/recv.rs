@@ -261,6 +261,31 @@ impl ReliableRecv {
         }
     }
 
+    /// The bytes [`on_piece`](Self::on_piece) would newly charge for `p`:
+    /// its `total_len` when it starts a buffered message, else 0 (a
+    /// duplicate, a piece of a message already buffered, a whole message
+    /// delivered at once, or a frame that ends the connection).
+    pub fn charge_of(&self, p: &Piece<'_>) -> u64 {
+        if p.total_len > self.max_message_size {
+            return 0;
+        }
+        let id = if self.ordered { recover_id(self.next, p.id) } else { recover_id(self.next.saturating_sub(1), p.id) };
+        if self.ordered {
+            if id < self.next {
+                return 0;
+            }
+        } else if let Some(h) = self.next.checked_sub(1)
+            && (id + ID_WINDOW <= h || (id <= h && self.is_delivered(id)))
+        {
+            return 0;
+        }
+        if self.partial.contains_key(&id) {
+            return 0;
+        }
+        let whole = p.offset == 0 && p.data.len() as u64 == p.total_len;
+        if whole && (!self.ordered || id == self.next) { 0 } else { p.total_len }
+    }
+
     /// Takes one frame; delivers every message it completes, in order on an
     /// ordered channel, through `deliver`.
     pub fn on_piece<'a>(
@@ -449,6 +474,20 @@ impl UnreliableRecv {
             self.drop_partial(k);
         }
         true
+    }
+
+    /// The bytes [`on_fragment`](Self::on_fragment) would newly charge: the
+    /// `total_len` of a fragment that starts a partial, else 0.
+    pub fn charge_of(&self, ch: u8, kind: ChannelKind, wire_id: u16, total_len: u64) -> u64 {
+        if total_len > self.max_message_size || total_len > self.cap {
+            return 0;
+        }
+        let slot = self.refs[usize::from(ch % 64)];
+        let id = recover_id(slot.0.unwrap_or(0), wire_id);
+        if kind == ChannelKind::UnreliableSequenced && slot.1.is_some_and(|d| id <= d) {
+            return 0;
+        }
+        if self.partial.contains_key(&(ch, id)) { 0 } else { total_len }
     }
 
     /// An unreliable FRAGMENT.
