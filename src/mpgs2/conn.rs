@@ -22,7 +22,7 @@ use super::handshake::Established;
 use super::pacer::Pacer;
 use super::protect::{OpenError, Protection};
 use super::recovery::{MAX_INFLIGHT_PACKETS, Outcome, Recovery, SentPacket, TimerAction};
-use super::recv::{ConnWindow, Incoming, Piece, ReliableRecv, UNREL_REASSEMBLY_BYTES, UnreliableRecv};
+use super::recv::{ConnWindow, Incoming, Piece, PieceCost, ReliableRecv, UNREL_REASSEMBLY_BYTES, UnreliableRecv};
 use super::reset::{TOKEN_LEN, is_reset};
 use super::send::{Chunk, ReliableSend, UnreliableOut, UnreliableSend};
 use super::{CID_LEN, MIN_UDP_PAYLOAD, Side};
@@ -604,9 +604,11 @@ impl Connection {
     }
 
     /// Bytes held for reassembly: buffered reliable messages (at their whole
-    /// length, as the windows count them) and unreliable partials.
+    /// length, as the windows count them) and unreliable partials, each
+    /// partial with its bookkeeping (`recv::PARTIAL_OVERHEAD`).
     pub fn reassembly_bytes(&self) -> u64 {
-        self.conn_window.used() + self.unrel_rx.used()
+        let partials = self.conn_window.partials() + self.unrel_rx.partials();
+        self.conn_window.used() + self.unrel_rx.used() + partials * super::recv::PARTIAL_OVERHEAD
     }
 
     /// Packets refused because their reassembly bytes did not fit the room
@@ -660,17 +662,23 @@ impl Connection {
         }
         let payload = &datagram[opened.payload];
         let mut eliciting = false;
-        let mut need = 0u64;
+        // What the packet would make us hold, and how many byte ranges it
+        // could open in partial messages (conservatively: all of them in the
+        // fullest partial it touches), before anything is recorded.
+        let (mut need, mut adds, mut fullest) = (0u64, 0usize, 0usize);
         for f in Frames::new(payload) {
             match f {
                 Ok(f) => {
                     eliciting |= f.is_ack_eliciting();
-                    need = need.saturating_add(self.charge_of(&f));
+                    let cost = self.charge_of(&f);
+                    need = need.saturating_add(cost.charge);
+                    adds += usize::from(cost.adds_range);
+                    fullest = fullest.max(cost.ranges);
                 }
                 Err(_) => return self.fail(now, close_code::PROTOCOL_VIOLATION),
             }
         }
-        if need > room {
+        if need > room || (adds > 0 && fullest + adds > super::recv::MAX_RANGES) {
             self.budget_refused += 1;
             return;
         }
@@ -738,7 +746,7 @@ impl Connection {
     }
 
     /// Reassembly bytes frame `f` would start holding (see `recv`).
-    fn charge_of(&self, f: &Frame<'_>) -> u64 {
+    fn charge_of(&self, f: &Frame<'_>) -> PieceCost {
         match *f {
             Frame::Message { kind, channel, id, data } if kind.is_reliable() => {
                 let p = Piece { id: id.unwrap_or(0), total_len: data.len() as u64, offset: 0, data };
@@ -748,14 +756,14 @@ impl Connection {
                 if kind.is_reliable() {
                     self.reliable_charge(kind, channel, &Piece { id, total_len, offset, data })
                 } else {
-                    self.unrel_rx.charge_of(channel, kind, id, total_len)
+                    self.unrel_rx.charge_of(channel, kind, id, total_len, offset, data.len() as u64)
                 }
             }
-            _ => 0,
+            _ => PieceCost::default(),
         }
     }
 
-    fn reliable_charge(&self, kind: ChannelKind, channel: u8, p: &Piece<'_>) -> u64 {
+    fn reliable_charge(&self, kind: ChannelKind, channel: u8, p: &Piece<'_>) -> PieceCost {
         match self.reliable_rx.get(&channel) {
             Some(rx) => rx.charge_of(p),
             // A new channel (E = 0, no H yet): it buffers unless the piece is
@@ -763,7 +771,11 @@ impl Connection {
             None => {
                 let whole = p.offset == 0 && p.data.len() as u64 == p.total_len;
                 let in_order = kind != ChannelKind::ReliableOrdered || p.id == 0;
-                if (whole && in_order) || p.total_len > self.config.max_message_size { 0 } else { p.total_len }
+                if (whole && in_order) || p.total_len > self.config.max_message_size {
+                    PieceCost::default()
+                } else {
+                    PieceCost { charge: p.total_len + super::recv::PARTIAL_OVERHEAD, ranges: 0, adds_range: !whole }
+                }
             }
         }
     }
@@ -1589,7 +1601,7 @@ mod tests {
             s.handle_timeout(t);
             while let Some(n) = c.poll_transmit(t, &mut buf) {
                 s.handle_datagram_within(t, &mut buf[..n], 1 << 20);
-                assert!(s.reassembly_bytes() <= 10_000);
+                assert!(s.reassembly_bytes() <= 10_000 + crate::mpgs2::recv::PARTIAL_OVERHEAD);
             }
             while let Some(n) = s.poll_transmit(t, &mut buf) {
                 c.handle_datagram(t, &mut buf[..n]);
