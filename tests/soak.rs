@@ -127,7 +127,7 @@ fn soak(seed: u64, n: usize, minutes: u64) -> Report {
                     if now_ms >= leave_ms || state.is_none() {
                         let _ = sim.disconnect(nodes[i], conn);
                         *c = Client::Idle { until_ms: now_ms + u64::from(rng.u32() % 60_000) };
-                    } else if state == Some(ConnectionState::Connected) && rng.u32() % 5 == 0 {
+                    } else if state == Some(ConnectionState::Connected) && rng.u32().is_multiple_of(5) {
                         // About 2 messages a second per client.
                         let len = [8usize, 100, 1000, 3000][(rng.u32() % 4) as usize];
                         payload[0] = (messages % 251) as u8;

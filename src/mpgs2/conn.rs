@@ -116,6 +116,15 @@ enum Rec {
     ResetToken,
 }
 
+/// Heap bytes of one frame record (for `memory_bounds`).
+pub(crate) const RECORD_SIZE: usize = core::mem::size_of::<(u64, Rec)>();
+/// Heap bytes of one reliable receive channel with its map entry and, for
+/// reliable-unordered, its 8,192-bit dedup bitmap (for `memory_bounds`).
+pub(crate) const RX_CHANNEL_SIZE: usize =
+    2 * (core::mem::size_of::<ReliableRecv>() + 8) + (super::recv::ID_WINDOW as usize / 8);
+/// Frame records one packet may carry.
+pub(crate) const RECORDS_PER_PACKET: usize = 64;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Open,

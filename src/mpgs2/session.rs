@@ -51,6 +51,12 @@ pub(crate) const SUITES: [u8; 2] = [super::tlv::SUITE_AES128, super::tlv::SUITE_
 /// identity kind 0 and all seven parameters, §2.5).
 const STORED_REPLY_MAX: usize = 400;
 
+/// Heap bytes of one boxed MPGS/2 connection (for `memory_bounds`).
+pub(crate) const CONNECTION_SIZE: usize = core::mem::size_of::<Connection>();
+/// Heap bytes per message accepted by `send` besides its data: its
+/// `outstanding` entry and its sender record with range lists.
+pub(crate) const MESSAGE_OVERHEAD: usize = 2 * (8 + core::mem::size_of::<Outstanding>()) + 160;
+
 /// What identifies a pending entry (§2.5): the source address, the
 /// `client_random` and SHA-256 of the HELLO2 message data.
 pub(crate) type PendingKey = (SocketAddr, [u8; RANDOM_LEN], [u8; 32]);
