@@ -58,6 +58,17 @@ pub struct MemoryBounds {
     /// The part of `endpoint` hostile peers alone can make us hold (no
     /// send queues): what a server's memory must allow for.
     pub endpoint_peer: usize,
+    /// One MPGS/2 connection: the peer's share (every reliable channel
+    /// opened, the reassembly budget of one connection with each partial's
+    /// bookkeeping, the sent-packet record full of acks and keep-alives it
+    /// never acknowledges) plus the application's send queue and the frame
+    /// records of a full in-flight window.
+    pub per_v2_connection: usize,
+    /// The part of `per_v2_connection` the peer alone can make us hold.
+    pub per_v2_connection_peer: usize,
+    /// One MPGS/2 pending handshake at a server: the boxed connection with
+    /// its stored SERVER_HELLO, its pending-table entry and admission entry.
+    pub per_v2_pending_handshake: usize,
 }
 
 impl EndpointConfig {
@@ -126,7 +137,45 @@ impl EndpointConfig {
             .saturating_add(admission)
             .saturating_add(self.max_reassembly_bytes_total)
             .saturating_add(sat(self.max_pending_handshakes, per_pending_handshake));
-        MemoryBounds { per_connection, per_connection_peer: peer, per_pending_handshake, endpoint, endpoint_peer }
+        // MPGS/2 (MPGS2.md §4.1–§4.6). The record of sent packets holds at
+        // most a quarter more than MAX_INFLIGHT_PACKETS (acks and probes may
+        // overdraw), each with up to 64 frame records when the application
+        // fills them, 2 (an ACK, a RESET_TOKEN) when only the peer does.
+        use crate::mpgs2::{conn as c2, recovery as r2, session as s2};
+        let sent = r2::MAX_INFLIGHT_PACKETS + r2::MAX_INFLIGHT_PACKETS / 4 + 1;
+        let v2_fixed =
+            2 * SLOT_SIZE + s2::CONNECTION_SIZE + MAP_ENTRY_SIZE + SOURCE_ENTRY_SIZE + QUEUE_SLACK + OUTPUT_QUEUES;
+        let v2_peer = v2_fixed
+            + 2 * sent * r2::SENT_ENTRY_SIZE
+            + 2 * sent * 2 * c2::RECORD_SIZE
+            + usize::from(crate::mpgs2::frame::MAX_CHANNELS) * c2::RX_CHANNEL_SIZE
+            + reassembly_bytes;
+        let v2_send = arena
+            .saturating_add(sat(self.send_queue_messages, s2::MESSAGE_OVERHEAD))
+            .saturating_add(sat(2 * sent * c2::RECORDS_PER_PACKET, c2::RECORD_SIZE))
+            .saturating_add(events);
+        let per_v2_connection = v2_peer.saturating_add(v2_send);
+        let per_v2_pending_handshake =
+            v2_fixed + 2 * (size_of::<s2::PendingKey>() + size_of::<ConnectionId>()) + 2 * SOURCE_ENTRY_SIZE;
+        // The endpoint totals take the larger of the two versions per slot.
+        let endpoint = endpoint.saturating_add(sat(
+            self.max_connections,
+            per_v2_connection.saturating_sub(reassembly_bytes).saturating_sub(fixed + reassembly_books + send),
+        ));
+        let endpoint_peer = endpoint_peer.saturating_add(sat(
+            self.max_connections,
+            v2_peer.saturating_sub(reassembly_bytes).saturating_sub(fixed + reassembly_books),
+        ));
+        MemoryBounds {
+            per_connection,
+            per_connection_peer: peer,
+            per_pending_handshake,
+            endpoint,
+            endpoint_peer,
+            per_v2_connection,
+            per_v2_connection_peer: v2_peer,
+            per_v2_pending_handshake,
+        }
     }
 }
 
@@ -141,6 +190,11 @@ mod tests {
         assert!(b.per_connection_peer > 4 << 20 && b.per_connection_peer < (4 << 20) + (64 << 10), "{b:?}");
         assert!(b.per_pending_handshake < 16 << 10, "{b:?}");
         assert!(b.per_connection > b.per_connection_peer + (16 << 20));
+        // MPGS/2: the reassembly budget, 64 reliable channels and the sent
+        // record; the pending handshake stays small.
+        assert!(b.per_v2_connection_peer > 4 << 20 && b.per_v2_connection_peer < 6 << 20, "{b:?}");
+        assert!(b.per_v2_pending_handshake < 32 << 10, "{b:?}");
+        assert!(b.endpoint_peer >= 4096 * (b.per_v2_connection_peer - (4 << 20)), "{b:?}");
         std::eprintln!("{b:?}");
     }
 }

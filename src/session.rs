@@ -242,7 +242,7 @@ impl Session for Connection {
     ) -> Result<(), DropReason> {
         match (&mut self.proto, decoded) {
             (Proto::V1(c), Decoded::V1(hdr)) => c.handle_datagram(now, hdr, datagram, cfg, room),
-            (Proto::V2(c), Decoded::V2) => c.handle_datagram(now, datagram, cfg),
+            (Proto::V2(c), Decoded::V2) => c.handle_datagram(now, datagram, cfg, room),
             // The other version's datagram from this connection's address.
             (Proto::V1(_), Decoded::V2) | (Proto::V2(_), Decoded::V1(_)) => Err(DropReason::Unexpected),
         }

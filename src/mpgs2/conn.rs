@@ -22,7 +22,7 @@ use super::handshake::Established;
 use super::pacer::Pacer;
 use super::protect::{OpenError, Protection};
 use super::recovery::{MAX_INFLIGHT_PACKETS, Outcome, Recovery, SentPacket, TimerAction};
-use super::recv::{ConnWindow, Incoming, Piece, ReliableRecv, UNREL_REASSEMBLY_BYTES, UnreliableRecv};
+use super::recv::{ConnWindow, Incoming, Piece, PieceCost, ReliableRecv, UNREL_REASSEMBLY_BYTES, UnreliableRecv};
 use super::reset::{TOKEN_LEN, is_reset};
 use super::send::{Chunk, ReliableSend, UnreliableOut, UnreliableSend};
 use super::{CID_LEN, MIN_UDP_PAYLOAD, Side};
@@ -116,6 +116,15 @@ enum Rec {
     ResetToken,
 }
 
+/// Heap bytes of one frame record (for `memory_bounds`).
+pub(crate) const RECORD_SIZE: usize = core::mem::size_of::<(u64, Rec)>();
+/// Heap bytes of one reliable receive channel with its map entry and, for
+/// reliable-unordered, its 8,192-bit dedup bitmap (for `memory_bounds`).
+pub(crate) const RX_CHANNEL_SIZE: usize =
+    2 * (core::mem::size_of::<ReliableRecv>() + 8) + (super::recv::ID_WINDOW as usize / 8);
+/// Frame records one packet may carry.
+pub(crate) const RECORDS_PER_PACKET: usize = 64;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Open,
@@ -206,6 +215,8 @@ pub struct Connection {
     open_error: Option<OpenError>,
     /// Packets that opened (authenticated and new).
     packets_opened: u64,
+    /// Packets refused by the endpoint's reassembly budget.
+    budget_refused: u64,
 }
 
 impl core::fmt::Debug for Connection {
@@ -272,6 +283,7 @@ impl Connection {
             rr: 0,
             open_error: None,
             packets_opened: 0,
+            budget_refused: 0,
         }
     }
 
@@ -597,6 +609,30 @@ impl Connection {
 
     /// Takes one datagram addressed to this connection (decrypted in place).
     pub fn handle_datagram(&mut self, now: Instant, datagram: &mut [u8]) {
+        self.handle_datagram_within(now, datagram, u64::MAX);
+    }
+
+    /// Bytes held for reassembly: buffered reliable messages (at their whole
+    /// length, as the windows count them) and unreliable partials, each
+    /// partial with its bookkeeping (`recv::PARTIAL_OVERHEAD`).
+    pub fn reassembly_bytes(&self) -> u64 {
+        let partials = self.conn_window.partials() + self.unrel_rx.partials();
+        self.conn_window.used() + self.unrel_rx.used() + partials * super::recv::PARTIAL_OVERHEAD
+    }
+
+    /// Packets refused because their reassembly bytes did not fit the room
+    /// the endpoint's budget left ([`handle_datagram_within`](Self::handle_datagram_within)).
+    pub fn budget_refused(&self) -> u64 {
+        self.budget_refused
+    }
+
+    /// Like [`handle_datagram`](Self::handle_datagram), with at most `room`
+    /// more bytes of reassembly (the endpoint's reassembly budget, per
+    /// connection, per address and in total). A packet whose frames would
+    /// start buffering more is discarded unrecorded, hence unacknowledged,
+    /// and its reliable frames come again in later packets (§4.6); counted
+    /// in [`budget_refused`](Self::budget_refused).
+    pub fn handle_datagram_within(&mut self, now: Instant, datagram: &mut [u8], room: u64) {
         if matches!(self.state, State::Closed | State::Draining(_)) {
             return;
         }
@@ -635,11 +671,25 @@ impl Connection {
         }
         let payload = &datagram[opened.payload];
         let mut eliciting = false;
+        // What the packet would make us hold, and how many byte ranges it
+        // could open in partial messages (conservatively: all of them in the
+        // fullest partial it touches), before anything is recorded.
+        let (mut need, mut adds, mut fullest) = (0u64, 0usize, 0usize);
         for f in Frames::new(payload) {
             match f {
-                Ok(f) => eliciting |= f.is_ack_eliciting(),
+                Ok(f) => {
+                    eliciting |= f.is_ack_eliciting();
+                    let cost = self.charge_of(&f);
+                    need = need.saturating_add(cost.charge);
+                    adds += usize::from(cost.adds_range);
+                    fullest = fullest.max(cost.ranges);
+                }
                 Err(_) => return self.fail(now, close_code::PROTOCOL_VIOLATION),
             }
+        }
+        if need > room || (adds > 0 && fullest + adds > super::recv::MAX_RANGES) {
+            self.budget_refused += 1;
+            return;
         }
         self.acks.on_packet(now, opened.pn, eliciting);
         let peer = self.side.peer();
@@ -701,6 +751,41 @@ impl Connection {
         }
         for (channel, data) in deliveries {
             self.events.push_back(ConnEvent::Message { channel, data });
+        }
+    }
+
+    /// Reassembly bytes frame `f` would start holding (see `recv`).
+    fn charge_of(&self, f: &Frame<'_>) -> PieceCost {
+        match *f {
+            Frame::Message { kind, channel, id, data } if kind.is_reliable() => {
+                let p = Piece { id: id.unwrap_or(0), total_len: data.len() as u64, offset: 0, data };
+                self.reliable_charge(kind, channel, &p)
+            }
+            Frame::Fragment { kind, channel, id, total_len, offset, data } => {
+                if kind.is_reliable() {
+                    self.reliable_charge(kind, channel, &Piece { id, total_len, offset, data })
+                } else {
+                    self.unrel_rx.charge_of(channel, kind, id, total_len, offset, data.len() as u64)
+                }
+            }
+            _ => PieceCost::default(),
+        }
+    }
+
+    fn reliable_charge(&self, kind: ChannelKind, channel: u8, p: &Piece<'_>) -> PieceCost {
+        match self.reliable_rx.get(&channel) {
+            Some(rx) => rx.charge_of(p),
+            // A new channel (E = 0, no H yet): it buffers unless the piece is
+            // a whole message delivered at once.
+            None => {
+                let whole = p.offset == 0 && p.data.len() as u64 == p.total_len;
+                let in_order = kind != ChannelKind::ReliableOrdered || p.id == 0;
+                if (whole && in_order) || p.total_len > self.config.max_message_size {
+                    PieceCost::default()
+                } else {
+                    PieceCost { charge: p.total_len + super::recv::PARTIAL_OVERHEAD, ranges: 0, adds_range: !whole }
+                }
+            }
         }
     }
 
@@ -1495,6 +1580,48 @@ mod tests {
         assert_eq!(got.len(), msgs.len(), "every message arrived");
         assert!(max_used <= 100_000, "{max_used} bytes counted against a 100,000-byte window");
         assert!(s.flow_blocked() >= 4, "blocked sends waited and were counted: {}", s.flow_blocked());
+    }
+
+    /// The endpoint's reassembly budget (§4.6): a packet that would start
+    /// buffering more than the room left is discarded unrecorded (so not
+    /// acknowledged), counted, and its frames arrive later in new packets.
+    #[test]
+    fn reassembly_budget_refuses_packets_unacknowledged() {
+        let (mut c, mut s) = pair(33);
+        let msg: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        c.send(Instant::ZERO, CH_RELIABLE, msg.clone()).expect("queued");
+        let mut buf = [0u8; 1500];
+        let mut t = Instant::ZERO;
+        // First with 1,000 bytes of room: every fragment of the message is refused.
+        let mut refused = 0;
+        while let Some(n) = c.poll_transmit(t, &mut buf) {
+            s.handle_datagram_within(t, &mut buf[..n], 1_000);
+            refused += 1;
+        }
+        assert_eq!(s.budget_refused(), refused);
+        assert_eq!(s.reassembly_bytes(), 0);
+        assert!(s.poll_event().is_none());
+        assert!(!s.acks.is_due(t + Duration::from_secs(1)), "nothing recorded, nothing to acknowledge");
+        // Then with room: the retransmissions (new packets) deliver it.
+        let mut got = None;
+        for _ in 0..10_000 {
+            t += Duration::from_millis(5);
+            c.handle_timeout(t);
+            s.handle_timeout(t);
+            while let Some(n) = c.poll_transmit(t, &mut buf) {
+                s.handle_datagram_within(t, &mut buf[..n], 1 << 20);
+                assert!(s.reassembly_bytes() <= 10_000 + crate::mpgs2::recv::PARTIAL_OVERHEAD);
+            }
+            while let Some(n) = s.poll_transmit(t, &mut buf) {
+                c.handle_datagram(t, &mut buf[..n]);
+            }
+            if let Some(ConnEvent::Message { data, .. }) = s.poll_event() {
+                got = Some(data);
+                break;
+            }
+        }
+        assert_eq!(got, Some(msg));
+        assert_eq!(s.reassembly_bytes(), 0);
     }
 
     /// While closing, CLOSE is repeated at most once per PTO, and at most 3

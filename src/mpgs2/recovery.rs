@@ -94,6 +94,9 @@ struct Entry {
     state: State,
 }
 
+/// Heap bytes of one sent-packet record (for `memory_bounds`).
+pub(crate) const SENT_ENTRY_SIZE: usize = core::mem::size_of::<Entry>();
+
 /// Counters for metrics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryStats {

@@ -29,6 +29,30 @@ pub const ID_WINDOW: u64 = 8192;
 pub const UNORDERED_AHEAD: u64 = 16383;
 /// Default cap on unreliable partial reassemblies per connection (§4.3).
 pub const UNREL_REASSEMBLY_BYTES: u64 = 256 * 1024;
+/// Disjoint byte ranges one partial message may hold. A packet whose pieces
+/// could open more is refused whole (unacknowledged, its frames sent again
+/// later); pieces that fill gaps never add ranges, so a sender keeps making
+/// progress while a hostile one cannot grow the list.
+pub const MAX_RANGES: usize = 32;
+/// Heap bytes a partial message costs besides its data (its map entry and
+/// its range list, allocated whole), charged to the endpoint's reassembly
+/// budget with the data so that many tiny partials are bounded too.
+pub const PARTIAL_OVERHEAD: u64 = 768;
+
+/// What one piece would cost a receiver (see `charge_of`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PieceCost {
+    /// Reassembly-budget bytes it newly takes (a new partial:
+    /// `total_len + PARTIAL_OVERHEAD`).
+    pub charge: u64,
+    /// Ranges its partial holds now (0 for a new one).
+    pub ranges: usize,
+    /// Whether it may open a range that counts toward [`MAX_RANGES`] (it
+    /// goes into a partial and does not merge with one it holds; a whole
+    /// message buffered out of order does not count).
+    pub adds_range: bool,
+}
+
 /// Shortest partial lifetime for unreliable fragments (§4.5).
 pub const MIN_PARTIAL_TIMEOUT: Duration = Duration::from_millis(50);
 
@@ -92,7 +116,15 @@ impl Reassembly {
     /// An empty message of `total` bytes.
     pub fn new(total: u64, now: Instant) -> Reassembly {
         // Callers bound `total` by max_message_size and the windows first.
-        Reassembly { buf: vec![0; total as usize], have: Vec::new(), received: 0, started: now }
+        Reassembly { buf: vec![0; total as usize], have: Vec::with_capacity(MAX_RANGES), received: 0, started: now }
+    }
+
+    /// Whether `[offset, offset + len)` would open a new range, and the
+    /// ranges held now.
+    pub fn adds_range(&self, offset: u64, len: u64) -> (bool, usize) {
+        let (s, e) = (offset, offset + len);
+        let i = self.have.partition_point(|&(_, re)| re < s);
+        (len > 0 && (i == self.have.len() || self.have[i].0 > e), self.have.len())
     }
 
     /// The message length.
@@ -147,12 +179,14 @@ impl Reassembly {
 pub struct ConnWindow {
     used: u64,
     limit: u64,
+    /// Partial messages charged (one per `charge`, one release each).
+    partials: u64,
 }
 
 impl ConnWindow {
     /// A window of `limit` bytes.
     pub fn new(limit: u64) -> ConnWindow {
-        ConnWindow { used: 0, limit }
+        ConnWindow { used: 0, limit, partials: 0 }
     }
 
     /// Bytes charged now.
@@ -160,16 +194,23 @@ impl ConnWindow {
         self.used
     }
 
+    /// Reliable partial messages buffered.
+    pub fn partials(&self) -> u64 {
+        self.partials
+    }
+
     fn charge(&mut self, n: u64) -> Result<(), RecvError> {
         if self.used + n > self.limit {
             return Err(RecvError::FlowViolation);
         }
         self.used += n;
+        self.partials += 1;
         Ok(())
     }
 
     fn release(&mut self, n: u64) {
         self.used -= n;
+        self.partials -= 1;
     }
 }
 
@@ -259,6 +300,37 @@ impl ReliableRecv {
             self.buffered -= r.total();
             conn.release(r.total());
         }
+    }
+
+    /// What [`on_piece`](Self::on_piece) would do with `p`: a new buffered
+    /// message costs `total_len + PARTIAL_OVERHEAD`; a duplicate, a whole
+    /// message delivered at once or a frame that ends the connection costs
+    /// nothing.
+    pub fn charge_of(&self, p: &Piece<'_>) -> PieceCost {
+        let none = PieceCost::default();
+        if p.total_len > self.max_message_size {
+            return none;
+        }
+        let id = if self.ordered { recover_id(self.next, p.id) } else { recover_id(self.next.saturating_sub(1), p.id) };
+        if self.ordered {
+            if id < self.next {
+                return none;
+            }
+        } else if let Some(h) = self.next.checked_sub(1)
+            && (id + ID_WINDOW <= h || (id <= h && self.is_delivered(id)))
+        {
+            return none;
+        }
+        if let Some(r) = self.partial.get(&id) {
+            let (adds_range, ranges) = r.adds_range(p.offset, p.data.len() as u64);
+            return PieceCost { charge: 0, ranges, adds_range };
+        }
+        let whole = p.offset == 0 && p.data.len() as u64 == p.total_len;
+        if whole && (!self.ordered || id == self.next) {
+            return none;
+        }
+        // A whole message buffered out of order holds its one range.
+        PieceCost { charge: p.total_len + PARTIAL_OVERHEAD, ranges: 0, adds_range: !whole }
     }
 
     /// Takes one frame; delivers every message it completes, in order on an
@@ -449,6 +521,40 @@ impl UnreliableRecv {
             self.drop_partial(k);
         }
         true
+    }
+
+    /// What [`on_fragment`](Self::on_fragment) would do with a fragment, as
+    /// [`ReliableRecv::charge_of`].
+    pub fn charge_of(
+        &self,
+        ch: u8,
+        kind: ChannelKind,
+        wire_id: u16,
+        total_len: u64,
+        offset: u64,
+        len: u64,
+    ) -> PieceCost {
+        let none = PieceCost::default();
+        if total_len > self.max_message_size || total_len > self.cap {
+            return none;
+        }
+        let slot = self.refs[usize::from(ch % 64)];
+        let id = recover_id(slot.0.unwrap_or(0), wire_id);
+        if kind == ChannelKind::UnreliableSequenced && slot.1.is_some_and(|d| id <= d) {
+            return none;
+        }
+        match self.partial.get(&(ch, id)) {
+            Some(r) => {
+                let (adds_range, ranges) = r.adds_range(offset, len);
+                PieceCost { charge: 0, ranges, adds_range }
+            }
+            None => PieceCost { charge: total_len + PARTIAL_OVERHEAD, ranges: 0, adds_range: true },
+        }
+    }
+
+    /// Partial messages held.
+    pub fn partials(&self) -> u64 {
+        self.partial.len() as u64
     }
 
     /// An unreliable FRAGMENT.

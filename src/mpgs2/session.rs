@@ -27,6 +27,7 @@ use super::protect::OpenError;
 use super::reset::TOKEN_LEN;
 use super::tlv::TransportParams;
 use super::{CID_LEN, RANDOM_LEN, Side};
+use crate::budget::Room;
 use crate::config::{EndpointConfig, MAX_DATAGRAM};
 use crate::error::SendError;
 use crate::event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId, SendOptions};
@@ -50,6 +51,12 @@ pub(crate) const SUITES: [u8; 2] = [super::tlv::SUITE_AES128, super::tlv::SUITE_
 /// identity kind 0 and all seven parameters, §2.5).
 const STORED_REPLY_MAX: usize = 400;
 
+/// Heap bytes of one boxed MPGS/2 connection (for `memory_bounds`).
+pub(crate) const CONNECTION_SIZE: usize = core::mem::size_of::<Connection>();
+/// Heap bytes per message accepted by `send` besides its data: its
+/// `outstanding` entry and its sender record with range lists.
+pub(crate) const MESSAGE_OVERHEAD: usize = 2 * (8 + core::mem::size_of::<Outstanding>()) + 160;
+
 /// What identifies a pending entry (§2.5): the source address, the
 /// `client_random` and SHA-256 of the HELLO2 message data.
 pub(crate) type PendingKey = (SocketAddr, [u8; RANDOM_LEN], [u8; 32]);
@@ -62,16 +69,27 @@ pub(crate) fn local_params(cfg: &EndpointConfig) -> (TransportParams, ConnConfig
     // EndpointConfig::max_ack_delay, in whole ms as the parameter carries it
     // (1..=255; Decision in MPGS2.md §4.1).
     let mad_ms = cfg.max_ack_delay.as_micros().div_ceil(1000).clamp(1, 255) as u8;
+    // The windows fit the reassembly budget of one connection, so a peer
+    // that keeps to them is never refused by it for reliable data alone;
+    // `validate` keeps `max_reassembly_bytes ≥ max_message_size`, so one
+    // maximal message always fits both (§4.5 max_message_size(ch)).
+    let budget = u32::try_from(cfg.max_reassembly_bytes).unwrap_or(u32::MAX);
+    let conn_recv_window = (4u32 << 20).min(budget).max(mms);
+    let recv_window = (1u32 << 20).max(mms).min(conn_recv_window);
     let conn = ConnConfig {
         max_message_size: u64::from(mms),
         idle_timeout_ms: idle_ms,
         max_ack_delay: Duration::from_millis(u64::from(mad_ms)),
+        recv_window: u64::from(recv_window),
+        conn_recv_window: u64::from(conn_recv_window),
         ..ConnConfig::default()
     };
     let params = TransportParams {
         idle_timeout_ms: Some(idle_ms),
         max_message_size: Some(mms),
         max_ack_delay_ms: Some(mad_ms),
+        recv_window: Some(recv_window),
+        conn_recv_window: Some(conn_recv_window),
         ..TransportParams::DEFAULTS
     };
     (params, conn)
@@ -309,11 +327,11 @@ impl Connection {
         self.state() == ConnectionState::Closed
     }
 
-    /// MPGS/2 reassembly is bounded by the connection's own windows
-    /// (`recv_window`, `conn_recv_window`, unreliable reassembly bytes), not
-    /// booked into the endpoint's MPGS/1 reassembly budget.
+    /// Bytes held for reassembly (buffered reliable messages at their whole
+    /// length, unreliable partials), booked into the endpoint's reassembly
+    /// budget as MPGS/1's are.
     pub(crate) fn reassembly_bytes(&self) -> usize {
-        0
+        self.conn.as_ref().map_or(0, |c| usize::try_from(c.reassembly_bytes()).unwrap_or(usize::MAX))
     }
 
     pub(crate) fn token(&self) -> Option<u32> {
@@ -365,7 +383,8 @@ impl Connection {
         &mut self,
         now: Instant,
         datagram: &mut [u8],
-        _cfg: &EndpointConfig,
+        cfg: &EndpointConfig,
+        room: Room,
     ) -> Result<(), DropReason> {
         self.input(now);
         let first = *datagram.first().ok_or(DropReason::Malformed)?;
@@ -375,7 +394,7 @@ impl Connection {
             (Phase::Hello(_), false) | (Phase::Pending(_) | Phase::Open | Phase::Failed, true) => {
                 Err(DropReason::Unexpected)
             }
-            (Phase::Pending(_) | Phase::Open, false) => self.on_short(now, datagram),
+            (Phase::Pending(_) | Phase::Open, false) => self.on_short(now, datagram, cfg, room),
             (Phase::Failed, false) => Err(DropReason::Unexpected),
         };
         self.drain();
@@ -444,10 +463,21 @@ impl Connection {
         }
     }
 
-    fn on_short(&mut self, now: Instant, datagram: &mut [u8]) -> Result<(), DropReason> {
+    fn on_short(
+        &mut self,
+        now: Instant,
+        datagram: &mut [u8],
+        cfg: &EndpointConfig,
+        room: Room,
+    ) -> Result<(), DropReason> {
         let Some(c) = self.conn.as_mut() else { return Err(DropReason::Unexpected) };
         let opened_before = c.packets_opened();
-        c.handle_datagram(now, datagram);
+        let refused_before = c.budget_refused();
+        // The room the endpoint's budgets leave, within the per-connection cap.
+        let own = usize::try_from(c.reassembly_bytes()).unwrap_or(usize::MAX);
+        let left = room.left(own).min(cfg.max_reassembly_bytes.saturating_sub(own));
+        c.handle_datagram_within(now, datagram, u64::try_from(left).unwrap_or(u64::MAX));
+        let refused = c.budget_refused() > refused_before;
         let err = c.take_open_error();
         let opened = c.packets_opened() > opened_before;
         if opened {
@@ -463,6 +493,11 @@ impl Connection {
             self.connected = true;
             self.events.push_back(Event::Connected { conn: self.id });
             self.endpoint_events.push_back(EndpointEvent::HandshakeCompleted);
+        }
+        if refused {
+            // Unrecorded, so unacknowledged: the peer sends its frames again.
+            self.endpoint_events.push_back(EndpointEvent::ReassemblyBudgetRefused);
+            return Err(DropReason::Rate);
         }
         match err {
             None => Ok(()),
