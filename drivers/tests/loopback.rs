@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
 use mpgameserver::{
-    ConnectionId, Delivery, DisconnectReason, Duration, Event, Instant, ProtocolVersion, PublicKey, Rng, ServerKey,
+    ConnectFailure, ConnectionId, Delivery, DisconnectReason, Duration, Event, Instant, ProtocolVersion, PublicKey,
+    Rng, ServerKey,
 };
 use mpgameserver_drivers::blocking::{Client, Server};
 use mpgameserver_drivers::{
@@ -203,6 +204,26 @@ fn echo_over_ipv6() {
 #[test]
 fn echo_over_mpgs2() {
     echo_round_trip("127.0.0.1:0", ProtocolVersion::V2);
+}
+
+/// A full MPGS/2 server's REJECT reaches the driver as the refusal it is,
+/// at once, not as a timeout.
+#[test]
+fn a_v2_reject_is_a_refusal_not_a_timeout() {
+    let mut config = ServerConfig::default();
+    config.endpoint.max_connections = 1;
+    let Some(mut server) = TestServer::start_with("127.0.0.1:0", config) else { return };
+    let mut v2 = ClientConfig::default();
+    v2.endpoint.protocol = ProtocolVersion::V2;
+    let first = Client::connect_with(v2.clone(), server.addr, server.key.clone(), 2 * SECOND).unwrap();
+    let started = std::time::Instant::now();
+    let err = Client::connect_with(v2, server.addr, server.key.clone(), 10 * SECOND).err().expect("the server is full");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "refused at once, not at the timeout");
+    assert!(matches!(err, ConnectError::Rejected { code: 1, .. }), "{err:?}");
+    assert_eq!(err.failure(), Some(ConnectFailure::Rejected(1)));
+    assert!(err.to_string().contains("full"), "{err}");
+    drop(first);
+    server.stop();
 }
 
 #[test]
