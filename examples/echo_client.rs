@@ -19,9 +19,9 @@
 //!
 //! The exit status is 0 only if every message came back intact and in
 //! time, and nothing else came. Run `echo_server` first (see its
-//! documentation). `--protocol v2` connects with MPGS/2 (the crate's
-//! native protocol) instead of MPGS/1, the default and the only one the
-//! Python reference speaks.
+//! documentation). It connects with MPGS/2 (the crate's native protocol)
+//! by default; `--protocol v1` connects with MPGS/1, the only protocol a
+//! Python reference server speaks.
 //!
 //! For testing against other servers (`tests/interop/`): `--reply sha256`
 //! expects the SHA-256 digest of each message instead of its echo;
@@ -81,8 +81,8 @@ struct Args {
     /// At the end, wait (up to --timeout) for the server to end the connection instead of disconnecting
     #[arg(long)]
     expect_close: bool,
-    /// Protocol to connect with: v1 (MPGS/1, the Python reference's) or v2 (MPGS/2, this crate's native protocol)
-    #[arg(long, value_name = "v1|v2", default_value_t = ProtocolVersion::V1)]
+    /// Protocol to connect with: v2 (MPGS/2, this crate's native protocol; the default) or v1 (MPGS/1, the only one a Python reference server speaks)
+    #[arg(long, value_name = "v1|v2", default_value_t = ProtocolVersion::V2)]
     protocol: ProtocolVersion,
 }
 

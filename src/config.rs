@@ -257,8 +257,9 @@ pub struct EndpointConfig {
     /// window, §15 rule 16).
     pub send_window: u16,
     /// The protocol [`crate::Endpoint::connect`] uses (default
-    /// [`ProtocolVersion::V1`], which every server of this crate and the
-    /// Python reference speak). Servers accept both whatever this says.
+    /// [`ProtocolVersion::V2`], MPGS/2, which servers of this crate speak).
+    /// Set [`ProtocolVersion::V1`] to reach a Python reference server, which
+    /// speaks only MPGS/1. Servers accept both whatever this says.
     pub protocol: ProtocolVersion,
     /// MPGS/2: the game's protocol id, sent in every HELLO2; a server drops
     /// hellos of any other id (default 0).
@@ -366,7 +367,7 @@ impl Default for EndpointConfig {
             send_queue_bytes: 16 * 1024 * 1024,
             message_window: 1024,
             send_window: 256,
-            protocol: ProtocolVersion::V1,
+            protocol: ProtocolVersion::V2,
             protocol_id: 0,
             cookie_policy: CookiePolicy::UnderLoad,
             v2_hello_rate_per_source: RateLimit::new(4, 8),

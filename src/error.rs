@@ -54,6 +54,10 @@ pub enum ConnectError {
     AlreadyConnected,
     /// The address is on this endpoint's block list.
     Blocked,
+    /// MPGS/2: the offer this configuration makes (versions, suites,
+    /// protocol id and transport parameters) does not fit a 1200-byte
+    /// HELLO2 (MPGS2.md §2.3).
+    OfferTooLarge,
 }
 
 impl fmt::Display for ConnectError {
@@ -66,6 +70,9 @@ impl fmt::Display for ConnectError {
                 "already connected (or connecting) to that address: disconnect first, or reuse the existing connection"
             }
             ConnectError::Blocked => "that address is on the block list: unblock it first",
+            ConnectError::OfferTooLarge => {
+                "the MPGS/2 hello cannot carry this configuration's offer: lower the transport parameters, or connect with ProtocolVersion::V1"
+            }
         })
     }
 }

@@ -177,6 +177,12 @@ pub enum ConnectFailure {
     /// (MPGS2.md §2.5): 1 full, 2–4 connect token refused, 5 no common
     /// version or suite, 6 busy; other codes are passed on as received.
     Rejected(u16),
+    /// MPGS/2 with `allow_v1_fallback`: the client fell back to MPGS/1, the
+    /// server's signed MPGS/1 SERVER_HELLO said it speaks MPGS/2 (MPGS2.md
+    /// §2.9), and no MPGS/2 connection was made by the connect timeout.
+    /// Something on the path drops MPGS/2 hellos (a downgrade attack or a
+    /// broken middlebox).
+    DowngradeDetected,
 }
 
 impl fmt::Display for ConnectFailure {
@@ -196,6 +202,9 @@ impl fmt::Display for ConnectFailure {
             }
             ConnectFailure::Rejected(6) => "the server is busy (handshake limits): retry after a short wait",
             ConnectFailure::Rejected(_) => "the server refused the connection attempt (REJECT with an unknown code)",
+            ConnectFailure::DowngradeDetected => {
+                "the server speaks MPGS/2 but its MPGS/2 replies never arrived (downgrade detected): check the path for something that drops MPGS/2 hellos, or connect with ProtocolVersion::V1 on purpose"
+            }
         })
     }
 }

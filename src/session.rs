@@ -192,6 +192,17 @@ impl Connection {
         with_proto!(&self.proto, c => c.reports_outcomes())
     }
 
+    /// An MPGS/2 client whose MPGS/1 fallback attempt completed its
+    /// handshake (MPGS2.md §2.9) becomes that MPGS/1 connection, under the
+    /// same id and with the messages accepted so far.
+    fn settle_fallback(&mut self) {
+        if let Proto::V2(c) = &mut self.proto
+            && let Some(v1) = c.take_fallback()
+        {
+            self.proto = Proto::V1(v1);
+        }
+    }
+
     /// The MPGS/1 session key, for tests that decode captured datagrams.
     #[cfg(test)]
     pub(crate) fn packet_key(&self) -> Option<&mpgs1::protect::PacketKey> {
@@ -243,13 +254,20 @@ impl Session for Connection {
         match (&mut self.proto, decoded) {
             (Proto::V1(c), Decoded::V1(hdr)) => c.handle_datagram(now, hdr, datagram, cfg, room),
             (Proto::V2(c), Decoded::V2) => c.handle_datagram(now, datagram, cfg, room),
+            // An MPGS/2 client's fallback attempt (MPGS2.md §2.9).
+            (Proto::V2(c), Decoded::V1(hdr)) => {
+                let r = c.handle_v1_datagram(now, hdr, datagram, cfg, room);
+                self.settle_fallback();
+                r
+            }
             // The other version's datagram from this connection's address.
-            (Proto::V1(_), Decoded::V2) | (Proto::V2(_), Decoded::V1(_)) => Err(DropReason::Unexpected),
+            (Proto::V1(_), Decoded::V2) => Err(DropReason::Unexpected),
         }
     }
     #[inline]
     fn handle_timeout(&mut self, now: Instant) {
-        with_proto!(&mut self.proto, c => c.handle_timeout(now))
+        with_proto!(&mut self.proto, c => c.handle_timeout(now));
+        self.settle_fallback();
     }
     #[inline]
     fn next_transmit(&self, now: Instant, cfg: &EndpointConfig) -> Option<Instant> {

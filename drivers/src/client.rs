@@ -99,6 +99,8 @@ impl ClientCore {
             State::Connecting => None,
             State::Connected | State::Closing | State::Closed { .. } => Some(Ok(())),
             State::Failed(ConnectFailure::WrongServerKey) => Some(Err(ConnectError::WrongServerKey { server })),
+            State::Failed(ConnectFailure::Rejected(code)) => Some(Err(ConnectError::Rejected { server, code })),
+            State::Failed(ConnectFailure::DowngradeDetected) => Some(Err(ConnectError::DowngradeDetected { server })),
             State::Failed(_) => Some(Err(ConnectError::TimedOut { server, timeout })),
         }
     }

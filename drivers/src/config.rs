@@ -187,6 +187,21 @@ pub enum ConnectError {
         /// The server's address.
         server: SocketAddr,
     },
+    /// An MPGS/2 server refused the attempt with REJECT and this code (1
+    /// full, 2–4 connect token refused, 5 no common version or suite, 6
+    /// busy; see [`ConnectFailure::Rejected`]).
+    Rejected {
+        /// The server's address.
+        server: SocketAddr,
+        /// The REJECT code.
+        code: u16,
+    },
+    /// The server speaks MPGS/2 but no MPGS/2 connection could be made
+    /// (see [`ConnectFailure::DowngradeDetected`]).
+    DowngradeDetected {
+        /// The server's address.
+        server: SocketAddr,
+    },
 }
 
 impl ConnectError {
@@ -195,6 +210,8 @@ impl ConnectError {
         match self {
             ConnectError::TimedOut { .. } => Some(ConnectFailure::TimedOut),
             ConnectError::WrongServerKey { .. } => Some(ConnectFailure::WrongServerKey),
+            ConnectError::Rejected { code, .. } => Some(ConnectFailure::Rejected(*code)),
+            ConnectError::DowngradeDetected { .. } => Some(ConnectFailure::DowngradeDetected),
             _ => None,
         }
     }
@@ -214,6 +231,12 @@ impl fmt::Display for ConnectError {
                 f,
                 "the server at {server} answered, but its signature does not verify with the pinned key: pin the server's current public key (its .pub file), or suspect an impostor"
             ),
+            ConnectError::Rejected { server, code } => {
+                write!(f, "the server at {server} refused the connection: {}", ConnectFailure::Rejected(*code))
+            }
+            ConnectError::DowngradeDetected { server } => {
+                write!(f, "connecting to {server}: {}", ConnectFailure::DowngradeDetected)
+            }
         }
     }
 }

@@ -136,8 +136,13 @@ impl Workers {
         let local = sockets[0].local_addr().map_err(|error| StartError::Bind { addr: Some(addr), error })?;
         let mut workers: Vec<(ServerCore, UdpSocket)> = Vec::with_capacity(n);
         let mut stop: Option<StopHandle> = None;
-        for socket in sockets {
-            let core = ServerCore::new(config.server.clone(), key.clone())?;
+        for (i, socket) in sockets.into_iter().enumerate() {
+            // Workers share the root key, hence the MPGS/2 reset base: each
+            // needs its own endpoint id, so none holds another's stateless
+            // reset tokens (MPGS2.md §6.4).
+            let mut server = config.server.clone();
+            server.endpoint.endpoint_id = server.endpoint.endpoint_id.wrapping_add(i as u64);
+            let core = ServerCore::new(server, key.clone())?;
             let core = match &stop {
                 Some(stop) => core.with_stop(stop.clone()),
                 None => {

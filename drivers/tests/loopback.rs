@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
 use mpgameserver::{
-    ConnectionId, Delivery, DisconnectReason, Duration, Event, Instant, ProtocolVersion, PublicKey, Rng, ServerKey,
+    ConnectFailure, ConnectionId, Delivery, DisconnectReason, Duration, Event, Instant, ProtocolVersion, PublicKey,
+    Rng, ServerKey,
 };
 use mpgameserver_drivers::blocking::{Client, Server};
 use mpgameserver_drivers::{
@@ -205,6 +206,28 @@ fn echo_over_mpgs2() {
     echo_round_trip("127.0.0.1:0", ProtocolVersion::V2);
 }
 
+/// A full MPGS/2 server's REJECT reaches the driver as the refusal it is,
+/// at once, not as a timeout.
+#[test]
+fn a_v2_reject_is_a_refusal_not_a_timeout() {
+    let mut config = ServerConfig::default();
+    config.endpoint.max_connections = 1;
+    let Some(mut server) = TestServer::start_with("127.0.0.1:0", config) else { return };
+    let mut v2 = ClientConfig::default();
+    v2.endpoint.protocol = ProtocolVersion::V2;
+    let first = Client::connect_with(v2.clone(), server.addr, server.key.clone(), 2 * SECOND).unwrap();
+    let clock = Clock::new();
+    let Err(err) = Client::connect_with(v2, server.addr, server.key.clone(), 10 * SECOND) else {
+        panic!("a full server admitted a second client");
+    };
+    assert!(clock.now() < Instant::from_secs(5), "refused at once, not at the timeout");
+    assert!(matches!(err, ConnectError::Rejected { code: 1, .. }), "{err:?}");
+    assert_eq!(err.failure(), Some(ConnectFailure::Rejected(1)));
+    assert!(err.to_string().contains("full"), "{err}");
+    drop(first);
+    server.stop();
+}
+
 #[test]
 fn one_mib_message_both_ways() {
     let mut server = TestServer::start("127.0.0.1:0").unwrap();
@@ -237,7 +260,11 @@ fn server_side_disconnect_reaches_the_client() {
 #[test]
 fn disconnect_without_waiting_still_closes() {
     let mut server = TestServer::start("127.0.0.1:0").unwrap();
-    let mut client = Client::connect(server.addr, server.key.clone(), 2 * SECOND).unwrap();
+    // MPGS/1's DISCONNECT is confirmed by the peer (PROTOCOL.md §13); an
+    // MPGS/2 close is reported when it begins (MPGS2.md §6.4).
+    let mut config = ClientConfig::default();
+    config.endpoint.protocol = ProtocolVersion::V1;
+    let mut client = Client::connect_with(config, server.addr, server.key.clone(), 2 * SECOND).unwrap();
     assert_eq!(client.disconnect(Duration::ZERO), DisconnectOutcome::Unconfirmed);
     assert!(!client.is_connected());
     // The DISCONNECT went out; the confirmation still arrives with later updates.

@@ -44,9 +44,9 @@
 //! completed their handshake (only those send). `sent` and `echoed` count
 //! the messages sent during the measurement window; `lost = sent - echoed`;
 //! `msgs_per_s` is the echoes received during the window per second.
-//! `--protocol v2` connects the clients with MPGS/2 instead of MPGS/1 (the
-//! default; the Python reference speaks only MPGS/1); the first line ends
-//! with the protocol used.
+//! `--protocol v1|v2` chooses what the clients speak: MPGS/2 by default,
+//! `--protocol v1` for MPGS/1 (the only protocol a Python reference server
+//! speaks); the first line ends with the protocol used.
 //! `--raw` drives the raw baseline server that `--serve-raw ADDR` runs (see
 //! `raw.rs`).
 //!
@@ -126,8 +126,8 @@ struct Args {
     /// The server's process id, to report its CPU use during the window (Linux /proc)
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
-    /// Protocol the clients connect with: v1 (MPGS/1) or v2 (MPGS/2); our echo_server answers both
-    #[arg(long, value_name = "v1|v2", default_value_t = ProtocolVersion::V1, conflicts_with = "raw")]
+    /// Protocol the clients connect with: v2 (MPGS/2, the default) or v1 (MPGS/1); our echo_server answers both
+    #[arg(long, value_name = "v1|v2", default_value_t = ProtocolVersion::V2, conflicts_with = "raw")]
     protocol: ProtocolVersion,
     /// Drive the raw UDP + AES-GCM baseline server instead of an MPGS server
     #[arg(long)]

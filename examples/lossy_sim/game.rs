@@ -70,13 +70,18 @@ fn print_drops(out: &mut String, name: &str, ep: &Endpoint) {
 /// Runs the game for `seed` over links of `preset`, appends what happened
 /// (per connection and on the network) to `out`, and returns the trace
 /// digest (also the report's last line). Everything derives from `seed`.
-/// The clients connect with `protocol` (the server answers both); the
-/// report of an MPGS/1 run is what it was before MPGS/2 existed.
+/// The clients connect with `protocol`; over MPGS/1 the server has MPGS/2
+/// off, so the report of an MPGS/1 run is what it was before MPGS/2 existed.
 pub fn run(seed: u64, preset: Preset, protocol: ProtocolVersion, out: &mut String) -> [u8; 32] {
     let mut sim = Sim::new(seed);
     sim.set_default_link(preset.config());
     let key = ServerKey::generate(&mut Rng::new(Seed::from_u64(seed)));
-    let server = sim.add_server(EndpointConfig::default(), key).expect("the default configuration is valid");
+    // An MPGS/1 run is the pinned golden scenario: its server speaks MPGS/1
+    // only, so its SERVER_HELLOs carry no downgrade sentinel (MPGS2.md
+    // §2.9) and its bytes are those of every run before MPGS/2 existed.
+    let mut server_config = EndpointConfig::default();
+    server_config.accept_mpgs2 = protocol != ProtocolVersion::V1;
+    let server = sim.add_server(server_config, key).expect("the default configuration is valid");
     sim.record_events(server, false);
     // Server logic: echo chat lines, send the map to every new client.
     sim.set_handler(server, |ep, _, ev| match ev {

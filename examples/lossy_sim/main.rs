@@ -19,8 +19,10 @@
 //! cargo run --example lossy_sim -- --seed 8 --preset wifi --protocol v2
 //! ```
 //!
-//! `--protocol v1|v2` chooses what the clients speak (default v1, whose
-//! digests `tests/sim/golden.rs` pins).
+//! `--protocol v1|v2` chooses what the clients speak. The default stays v1,
+//! unlike the other examples (whose default is v2): the default run is the
+//! golden scenario, whose MPGS/1 digests `tests/sim/golden.rs` pins (its
+//! server then has MPGS/2 off, `EndpointConfig::accept_mpgs2 = false`).
 
 mod game;
 
@@ -35,7 +37,8 @@ struct Args {
     protocol: ProtocolVersion,
 }
 
-const USAGE: &str = "usage: lossy_sim [--seed N] [--preset perfect|lan|wifi|mobile-lossy] [--protocol v1|v2]";
+const USAGE: &str = "usage: lossy_sim [--seed N] [--preset perfect|lan|wifi|mobile-lossy] [--protocol v1|v2] \
+                     (default v1: the pinned golden scenario)";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args { seed: 1, preset: Preset::MobileLossy, protocol: ProtocolVersion::V1 };

@@ -64,7 +64,7 @@ impl Endpoint {
             self.stats.server_hello_keys += 1;
         }
         let key = self.hello_key.as_mut().ok_or(DropReason::UnknownPeer)?;
-        let answer = key.answer(x, &mut self.rng, root).ok_or(DropReason::Malformed)?;
+        let answer = key.answer(x, &mut self.rng, root, self.cfg.accept_mpgs2).ok_or(DropReason::Malformed)?;
         let id = self.table.vacant();
         let conn = mpgs1::Connection::server(
             id,

@@ -230,8 +230,8 @@ impl Endpoint {
 
     /// Starts connecting to the server at `addr`, which must sign its
     /// handshake with the root key whose public half is `server_key`, over
-    /// the configuration's [`EndpointConfig::protocol`] (MPGS/1 unless
-    /// changed).
+    /// the configuration's [`EndpointConfig::protocol`] (MPGS/2 unless
+    /// changed; a Python reference server needs [`ProtocolVersion::V1`]).
     ///
     /// `Connected` or `ConnectFailed` follows. Messages may be sent at once;
     /// they wait for the handshake.
@@ -308,8 +308,7 @@ impl Endpoint {
         let now = self.connect_checks(now, addr)?;
         let id = self.table.vacant();
         let rng = self.v2.rng.fork();
-        let conn = mpgs2::session::Connection::client(id, addr, now, &self.cfg, rng, server_key)
-            .map_err(|_| ConnectError::AlreadyConnected)?;
+        let conn = mpgs2::session::Connection::client(id, addr, now, &self.cfg, rng, server_key)?;
         let id = self.table.insert(addr, Connection::new(Proto::V2(alloc::boxed::Box::new(conn))));
         self.touch(id, now);
         Ok(id)

@@ -126,7 +126,7 @@ pub(crate) fn parse_client_hello<'d>(
 }
 
 /// Verifies a CRC-mode datagram and returns its single message.
-pub(super) fn crc_message<'d>(hdr: &Header, datagram: &'d [u8]) -> Result<Message<'d>, DropReason> {
+pub(crate) fn crc_message<'d>(hdr: &Header, datagram: &'d [u8]) -> Result<Message<'d>, DropReason> {
     let end = protect::open_crc(hdr, datagram).map_err(|e| match e {
         OpenError::BadCrc => DropReason::BadCrc,
         OpenError::Malformed | OpenError::AuthFailed => DropReason::Malformed,

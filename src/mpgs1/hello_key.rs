@@ -62,13 +62,27 @@ impl HelloKey {
     }
 
     /// Records the client key with x-coordinate `x` and signs a SERVER_HELLO
-    /// for it with a fresh salt and token.
-    pub(crate) fn answer(&mut self, x: [u8; 32], rng: &mut Rng, root: &ServerKey) -> Option<HelloAnswer> {
+    /// for it with a fresh salt and token. With `sentinel` (a server that
+    /// speaks MPGS/2), the salt's last 8 bytes are overwritten with
+    /// MPGS/2's downgrade sentinel after it is drawn (MPGS2.md §2.9), so the
+    /// random stream, and everything an MPGS/1-only server sends, is
+    /// unchanged.
+    pub(crate) fn answer(
+        &mut self,
+        x: [u8; 32],
+        rng: &mut Rng,
+        root: &ServerKey,
+        sentinel: bool,
+    ) -> Option<HelloAnswer> {
         // `usable` was checked, so there is room; a full list only means
         // the next hello gets a fresh key.
         let _ = self.clients.push(x);
         let mut salt = [0u8; SALT_LEN];
         rng.fill(&mut salt);
+        if sentinel {
+            let n = crate::mpgs2::DOWNGRADE_SENTINEL.len();
+            salt[SALT_LEN - n..].copy_from_slice(&crate::mpgs2::DOWNGRADE_SENTINEL);
+        }
         let token = (rng.u32() & 0x3FFF_FFFF) | 0x4000_0000;
         let mut blob = [0u8; SERVER_BLOB_LEN];
         handshake::emit_server_blob(&mut blob, &self.ephemeral.public_spki(), &salt, token);

@@ -35,7 +35,7 @@ pub mod wire;
 use alloc::collections::VecDeque;
 use core::net::SocketAddr;
 
-pub(crate) use handshake::{SERVER_PENDING_SIZE, parse_client_hello};
+pub(crate) use handshake::{SERVER_PENDING_SIZE, crc_message, parse_client_hello};
 pub(crate) use reassembly::ENTRY_SIZE;
 pub(crate) use send::{MAX_UNITS, MESSAGE_SIZE, OUTCOME_SIZE, SENT_PACKET_SIZE, UNIT_SIZE};
 

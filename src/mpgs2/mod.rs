@@ -69,6 +69,9 @@ use core::fmt;
 
 /// The MPGS/2 version number (§2.3, §2.9).
 pub const VERSION: u8 = 2;
+/// What a server with MPGS/2 enabled writes into the last 8 bytes of the
+/// salt of every MPGS/1 SERVER_HELLO (§2.9): "MPGS/2", 0, 1.
+pub const DOWNGRADE_SENTINEL: [u8; 8] = *b"MPGS/2\x00\x01";
 /// The smallest UDP payload every MPGS/2 path carries, proven both ways by
 /// the handshake (§4.5).
 pub const MIN_UDP_PAYLOAD: usize = 1200;

@@ -37,6 +37,9 @@ use crate::state::{ConnectionState, Role};
 use crate::stats::{ConnectionMetrics, DropReason, EndpointEvent};
 use crate::time::{Duration, Instant};
 
+/// How long a client that may fall back to MPGS/1 waits for any MPGS/2
+/// reply first (§2.9).
+const FALLBACK_AFTER: Duration = Duration::from_secs(1);
 /// First resend of a HELLO2 (§2.1).
 const HELLO_RESEND_FIRST: Duration = Duration::from_millis(250);
 /// Longest interval between HELLO2 resends (§2.1).
@@ -95,6 +98,17 @@ pub(crate) fn local_params(cfg: &EndpointConfig) -> (TransportParams, ConnConfig
     (params, conn)
 }
 
+/// Whether an MPGS/1 SERVER_HELLO (header `hdr`) is signed by `pinned` and
+/// carries MPGS/2's downgrade sentinel in its salt (§2.9).
+fn has_sentinel(hdr: &crate::mpgs1::wire::Header, datagram: &[u8], pinned: &PublicKey) -> bool {
+    use crate::mpgs1::wire::handshake::{parse_server_blob, parse_server_hello};
+    let Ok(msg) = crate::mpgs1::crc_message(hdr, datagram) else { return false };
+    let Ok(sh) = parse_server_hello(msg.data) else { return false };
+    let Ok(blob) = parse_server_blob(sh.blob) else { return false };
+    let n = super::DOWNGRADE_SENTINEL.len();
+    blob.salt[blob.salt.len() - n..] == super::DOWNGRADE_SENTINEL && pinned.verify(sh.blob, sh.signature)
+}
+
 /// A client's attempt before its keys exist.
 #[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct Hello {
@@ -109,6 +123,16 @@ struct Hello {
     /// A SERVER_HELLO failed the signature or identity check.
     bad_signature: bool,
     rng: Rng,
+    /// Any MPGS/2 reply (HELLO_RETRY, REJECT or SERVER_HELLO) arrived.
+    replied: bool,
+    /// When to fall back to MPGS/1 if no MPGS/2 reply came by then
+    /// (`allow_v1_fallback`, §2.9); `None` once fallen back or not allowed.
+    fallback_at: Option<Instant>,
+    /// The MPGS/1 attempt of a fallback, while it handshakes (no HELLO2 is
+    /// sent meanwhile, §2.2).
+    v1: Option<Box<crate::mpgs1::Connection>>,
+    /// A signed MPGS/1 SERVER_HELLO carried the downgrade sentinel (§2.9).
+    downgrade: bool,
 }
 
 /// A server's pending entry.
@@ -212,7 +236,8 @@ impl Connection {
     }
 
     /// A client's attempt to reach `remote`, whose SERVER_HELLO must be
-    /// signed by `pinned`. `Err` only if the offer does not fit a HELLO2.
+    /// signed by `pinned`. `Err(OfferTooLarge)` if the offer does not fit a
+    /// HELLO2 (the only way building the first hello can fail).
     pub(crate) fn client(
         id: ConnectionId,
         remote: SocketAddr,
@@ -220,11 +245,13 @@ impl Connection {
         cfg: &EndpointConfig,
         mut rng: Rng,
         pinned: PublicKey,
-    ) -> Result<Connection, HandshakeError> {
+    ) -> Result<Connection, crate::error::ConnectError> {
         let (params, _) = local_params(cfg);
         let offer =
             ClientOffer { protocol_id: cfg.protocol_id, versions: &VERSIONS, suites: &SUITES, recv_cid: None, params };
-        let hs = ClientHandshake::new(&offer, &mut rng)?;
+        // `ClientHandshake::new` fails only with `Malformed`: the offer
+        // does not fit a HELLO2 (it parses no reply, so no other error).
+        let hs = ClientHandshake::new(&offer, &mut rng).map_err(|_| crate::error::ConnectError::OfferTooLarge)?;
         let mut c = Connection::base(id, Role::Client, remote, now, cfg);
         c.phase = Phase::Hello(Box::new(Hello {
             hs,
@@ -236,6 +263,10 @@ impl Connection {
             first_sent: now,
             bad_signature: false,
             rng,
+            replied: false,
+            fallback_at: cfg.allow_v1_fallback.then(|| now + FALLBACK_AFTER),
+            v1: None,
+            downgrade: false,
         }));
         Ok(c)
     }
@@ -401,6 +432,86 @@ impl Connection {
         r
     }
 
+    /// An MPGS/1 datagram from the server: only a fallback attempt (§2.9)
+    /// takes one. A SERVER_HELLO that verifies with the pinned key and
+    /// carries the downgrade sentinel ends the MPGS/1 attempt before any
+    /// CHALLENGE_RESP and brings back the HELLO2 resends; anything else goes
+    /// to the MPGS/1 attempt.
+    pub(crate) fn handle_v1_datagram(
+        &mut self,
+        now: Instant,
+        hdr: &crate::mpgs1::wire::Header,
+        datagram: &mut [u8],
+        cfg: &EndpointConfig,
+        room: crate::budget::Room,
+    ) -> Result<(), DropReason> {
+        self.input(now);
+        let Phase::Hello(h) = &mut self.phase else { return Err(DropReason::Unexpected) };
+        let Some(v1) = h.v1.as_mut() else { return Err(DropReason::Unexpected) };
+        if hdr.ty == crate::mpgs1::wire::MsgType::ServerHello && has_sentinel(hdr, datagram, &h.pinned) {
+            h.v1 = None;
+            h.downgrade = true;
+            h.next_send = now;
+            return Ok(());
+        }
+        let r = v1.handle_datagram(now, hdr, datagram, cfg, room);
+        self.after_v1();
+        r
+    }
+
+    /// After any input to a fallback attempt: a failed one fails this
+    /// attempt with its reason.
+    fn after_v1(&mut self) {
+        let Phase::Hello(h) = &mut self.phase else { return };
+        let Some(v1) = h.v1.as_mut() else { return };
+        if !v1.is_closed() {
+            return;
+        }
+        let reason = v1
+            .events()
+            .iter()
+            .find_map(|e| match e {
+                Event::ConnectFailed { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .unwrap_or(ConnectFailure::TimedOut);
+        self.phase = Phase::Failed;
+        self.events.push_back(Event::ConnectFailed { conn: self.id, reason });
+        self.drain();
+    }
+
+    /// A fallback attempt that completed its MPGS/1 handshake, with every
+    /// message accepted so far handed to it in send order (they get the
+    /// same ids: both versions number a connection's messages from 0). The
+    /// endpoint's slot then holds it instead of this connection.
+    pub(crate) fn take_fallback(&mut self) -> Option<crate::mpgs1::Connection> {
+        let Phase::Hello(h) = &mut self.phase else { return None };
+        if !h.v1.as_ref().is_some_and(|v1| v1.is_connected()) {
+            return None;
+        }
+        let mut v1 = *h.v1.take()?;
+        self.phase = Phase::Failed;
+        v1.set_outcome_reports(self.reports);
+        while let Some((channel, data, id)) = self.early.pop_front() {
+            let Some(o) = self.outstanding.remove(&(u64::MAX - id.0)) else { continue };
+            let delivery = match channel {
+                CH_UNRELIABLE => Delivery::Unreliable,
+                CH_BEST_EFFORT => Delivery::BestEffort,
+                _ => Delivery::Reliable,
+            };
+            let options = SendOptions { report: Some(o.report), ..SendOptions::new(delivery) };
+            // The MPGS/1 queue has the same limits, which these messages
+            // already met here, so it accepts each under the same id.
+            if v1.send(&data, options).ok() != Some(id) && o.report {
+                v1.events().push_back(Event::Lost { conn: self.id, id });
+            }
+        }
+        let mut ours = core::mem::take(&mut self.events);
+        ours.append(v1.events());
+        *v1.events() = ours;
+        Some(v1)
+    }
+
     fn on_long(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DropReason> {
         let Phase::Hello(h) = &mut self.phase else { return Err(DropReason::Unexpected) };
         let bad = |e: HandshakeError| match e {
@@ -411,7 +522,13 @@ impl Connection {
             _ => DropReason::Unexpected,
         };
         // Invariant: `handle_datagram` routes only non-empty datagrams here.
-        match LongType::from_first_byte(datagram[0]) {
+        let ty = LongType::from_first_byte(datagram[0]);
+        if ty.is_some() {
+            // An MPGS/2 server is there (or someone on the path): no fallback.
+            h.replied = true;
+            h.fallback_at = None;
+        }
+        match ty {
             Some(LongType::HelloRetry) => {
                 let Hello { hs, rng, .. } = &mut **h;
                 hs.on_retry(datagram, rng).map_err(bad)?;
@@ -444,6 +561,8 @@ impl Connection {
                 };
                 let sample = (h.sends == 1).then(|| now.saturating_duration_since(h.first_sent));
                 self.server_key = Some(h.pinned.clone());
+                // A fallback attempt still handshaking is abandoned silently.
+                h.v1 = None;
                 let mut c = conn::Connection::new(Side::Client, est, self.conn_config.clone(), now);
                 if let Some(rtt) = sample {
                     c.handshake_rtt(now, rtt);
@@ -511,10 +630,22 @@ impl Connection {
         self.input(now);
         match &mut self.phase {
             Phase::Hello(h) if now >= h.deadline => {
-                let reason = if h.bad_signature { ConnectFailure::WrongServerKey } else { ConnectFailure::TimedOut };
+                let reason = if h.downgrade {
+                    ConnectFailure::DowngradeDetected
+                } else if h.bad_signature {
+                    ConnectFailure::WrongServerKey
+                } else {
+                    ConnectFailure::TimedOut
+                };
                 self.phase = Phase::Failed;
                 self.fail_early();
                 self.events.push_back(Event::ConnectFailed { conn: self.id, reason });
+            }
+            Phase::Hello(h) if h.v1.is_some() => {
+                if let Some(v1) = h.v1.as_mut() {
+                    v1.handle_timeout(now);
+                }
+                self.after_v1();
             }
             Phase::Pending(p) if now >= p.expires => {
                 // Never confirmed: forgotten silently (the application never
@@ -534,7 +665,12 @@ impl Connection {
 
     pub(crate) fn next_transmit(&self, now: Instant, _cfg: &EndpointConfig) -> Option<Instant> {
         let t = match &self.phase {
-            Phase::Hello(h) => Some(h.next_send),
+            Phase::Hello(h) => match (&h.v1, h.fallback_at) {
+                (Some(v1), _) => v1.next_transmit(now, _cfg),
+                // The MPGS/1 fallback attempt starts in `poll_transmit`.
+                (None, Some(at)) => Some(h.next_send.min(at)),
+                (None, None) => Some(h.next_send),
+            },
             Phase::Pending(p) => p.due.then_some(now),
             Phase::Open => self.conn.as_ref().and_then(|c| c.next_transmit(now)),
             Phase::Failed => None,
@@ -551,8 +687,13 @@ impl Connection {
     /// transmit time (as MPGS/1 does): after `handle_timeout(t)` every one
     /// of them is later than `t`, so no timer is retried blindly.
     pub(crate) fn poll_timeout(&mut self, now: Instant, next_transmit: Option<Instant>) -> Option<Instant> {
-        let timer = match &self.phase {
-            Phase::Hello(h) => Some(h.deadline),
+        let timer = match &mut self.phase {
+            // An MPGS/1 fallback attempt has its own timers; the hello
+            // resends and the fallback instant are transmit times.
+            Phase::Hello(h) => match h.v1.as_mut() {
+                Some(v1) => Some(v1.poll_timeout(now, next_transmit).map_or(h.deadline, |t| t.min(h.deadline))),
+                None => Some(h.deadline),
+            },
             Phase::Pending(p) => Some(p.expires),
             Phase::Open => self.conn.as_ref().and_then(conn::Connection::poll_timeout),
             Phase::Failed => None,
@@ -570,7 +711,22 @@ impl Connection {
         if now > self.now {
             self.now = now;
         }
+        if let Phase::Hello(h) = &mut self.phase
+            && h.v1.is_none()
+            && h.fallback_at.is_some_and(|at| now >= at)
+        {
+            // 1 s without any MPGS/2 reply: MPGS/1 from now on (§2.9).
+            h.fallback_at = None;
+            let auth = crate::state::ServerAuth::Pinned(h.pinned.clone());
+            let v1 = crate::mpgs1::Connection::client(self.id, self.remote, now, _cfg, h.rng.fork(), auth);
+            h.v1 = Some(Box::new(v1));
+        }
         let len = match &mut self.phase {
+            Phase::Hello(h) if h.v1.is_some() => {
+                let n = h.v1.as_mut().and_then(|v1| v1.poll_transmit(now, buf, _cfg));
+                self.after_v1();
+                n
+            }
             Phase::Hello(h) if now >= h.next_send => {
                 let hello = h.hs.hello();
                 buf[..hello.len()].copy_from_slice(hello);

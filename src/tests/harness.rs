@@ -11,7 +11,8 @@ use std::string::String;
 use crate::mpgs1::protect::PacketKey;
 use crate::mpgs1::wire::{Direction, HEADER_LEN, Header, MsgType};
 use crate::{
-    ConnectionId, Duration, Endpoint, EndpointConfig, Event, Instant, MAX_DATAGRAM, PublicKey, Rng, Seed, ServerKey,
+    ConnectionId, Duration, Endpoint, EndpointConfig, Event, Instant, MAX_DATAGRAM, ProtocolVersion, PublicKey, Rng,
+    Seed, ServerKey,
 };
 
 pub(crate) const SERVER: usize = 0;
@@ -70,8 +71,12 @@ impl Net {
         let key = test_key();
         let pinned = key.public_key();
         let mut eps = alloc::vec![Endpoint::server(cfg.clone(), key, Seed::from_u64(seed)).unwrap()];
+        // These tests are about MPGS/1 (PROTOCOL.md): the clients speak it
+        // explicitly, whatever the default.
+        let mut client_cfg = cfg.clone();
+        client_cfg.protocol = ProtocolVersion::V1;
         for i in 0..clients {
-            eps.push(Endpoint::client(cfg.clone(), Seed::from_u64(seed ^ (0x1000 + i as u64))).unwrap());
+            eps.push(Endpoint::client(client_cfg.clone(), Seed::from_u64(seed ^ (0x1000 + i as u64))).unwrap());
         }
         Net {
             now: Instant::ZERO,

@@ -177,8 +177,10 @@ class Scenario:
         return relay, port
 
     def echo_client(self, port, pub, *extra, label="echo_client"):
-        return self.run(label, [self.env.bin / "echo_client", "--server", "127.0.0.1:%d" % port, "--key", pub]
-                        + [str(a) for a in extra])
+        # Our client talks to the reference server here, which speaks only
+        # MPGS/1: say so explicitly (echo_client's default is MPGS/2).
+        return self.run(label, [self.env.bin / "echo_client", "--server", "127.0.0.1:%d" % port, "--key", pub,
+                                "--protocol", "v1"] + [str(a) for a in extra])
 
 
 def free_port():

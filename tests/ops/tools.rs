@@ -190,6 +190,10 @@ fn loadgen_against_echo_server(tag: &str, server_flags: &[&str]) -> Output {
         "0.5",
         "--drain",
         "0.3",
+        // The per-address limits these runs check are MPGS/1's (PROTOCOL.md
+        // §15 rule 10; `--no-source-limits` lifts them): MPGS/1 explicitly.
+        "--protocol",
+        "v1",
     ];
     let out = run_bounded(&example("loadgen"), &args, Duration::from_secs(30));
     drop(server);

@@ -22,6 +22,8 @@ fn two_workers_carry_400_clients_and_every_echo_returns() {
     e.hello_rate_per_prefix = RateLimit::UNLIMITED;
     e.max_pending_per_ip = e.max_pending_handshakes;
     e.max_pending_per_prefix = e.max_pending_handshakes;
+    e.v2_hello_rate_per_source = RateLimit::UNLIMITED;
+    e.v2_ecdh_rate = RateLimit::UNLIMITED;
     e.max_connections_per_ip = e.max_connections;
     let root = key();
     let public = root.public_key();

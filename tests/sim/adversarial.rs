@@ -3,6 +3,8 @@
 //! replayed hellos, CRC-only datagrams spoofed from a client's address,
 //! and garbage from everywhere. Nothing is delivered twice, and the
 //! sessions carry on as if nothing happened.
+//!
+//! These scenarios test MPGS/1 (its wire, timers and PROTOCOL.md rules): their clients speak it explicitly (`crate::v1`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -123,7 +125,7 @@ fn replays_after_the_sequence_number_wraps_are_dropped() {
     // sequence numbers wrap. Datagrams captured at the start are then
     // replayed just when their sequence numbers look new again: only their
     // authenticated ctime, 18 minutes old, gives them away (§15 rule 17).
-    let mut pair = Pair::new(63, LinkConfig::lan(), EndpointConfig::default());
+    let mut pair = Pair::new(63, LinkConfig::lan(), crate::v1(EndpointConfig::default()));
     let (client, server, c) = (pair.client, pair.server, pair.c);
     let client_addr = pair.sim.addr(client);
     pair.sim.set_trace_capacity(1000);
@@ -175,7 +177,7 @@ fn pair_capturing_hellos(seed: u64) -> (Pair, Vec<Datagram>) {
     let mut sim = Sim::new(seed);
     sim.set_default_link(LinkConfig::default().latency(Duration::from_millis(10)));
     let server = sim.add_server(EndpointConfig::default(), server_key(seed)).unwrap();
-    let client = sim.add_client(EndpointConfig::default()).unwrap();
+    let client = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
     sim.capture(|d| !is_aead(d));
     let c = sim.connect(client, server).unwrap();
     assert!(sim.run_until(|s| s.events(client).contains(&Event::Connected { conn: c }), Duration::from_secs(5)));
@@ -191,7 +193,7 @@ fn a_forged_client_hello_from_an_established_address_is_ignored() {
     let mut session = Session::with(pair);
     // A genuine CLIENT_HELLO with another key: from a second client that
     // never reaches the server.
-    let intruder = session.pair.sim.add_client(EndpointConfig::default()).unwrap();
+    let intruder = session.pair.sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
     let server = session.pair.server;
     session.pair.sim.partition(&[intruder], &[server]);
     session.pair.sim.capture(|d| d.msg_type() == Some(MsgType::ClientHello));
@@ -344,7 +346,7 @@ fn replays_after_a_fast_sequence_wrap_are_dropped() {
     // sequence budget (at most 32,000 datagrams per connection_timeout +
     // 2 s) now makes a wrap take longer than the tolerance, so by the time
     // the sequence numbers come round, the old datagrams' ctime gives them away.
-    let mut cfg = EndpointConfig::default();
+    let mut cfg = crate::v1(EndpointConfig::default());
     cfg.send_interval = Duration::ZERO;
     let mut pair = Pair::new(68, LinkConfig::lan(), cfg);
     let (client, server, c) = (pair.client, pair.server, pair.c);

@@ -203,7 +203,8 @@ fn unreliable_is_sent_once_and_reported_once() {
     // Over a lossy path, 200 Unreliable messages: none is sent twice, each
     // gets exactly one Delivered or Lost, and Delivered ones arrived.
     let mut pair =
-        Pair::new(11, LinkConfig::default().latency(Duration::from_millis(30)).loss(0.2), EndpointConfig::default());
+        // MPGS/1's Unreliable: sent once, Lost only after its ack timeout.
+        Pair::new(11, LinkConfig::default().latency(Duration::from_millis(30)).loss(0.2), crate::v1(EndpointConfig::default()));
     let (client, server) = (pair.client, pair.server);
     let ids = send_numbered(&mut pair, client, 0, 200, Delivery::Unreliable);
     pair.sim.run_for(Duration::from_secs(3)); // past the 1 s ack timeout
@@ -243,7 +244,8 @@ fn unreliable_is_sent_once_and_reported_once() {
 #[test]
 fn best_effort_repeats_until_acked_or_the_ack_timeout() {
     let mut pair =
-        Pair::new(12, LinkConfig::default().latency(Duration::from_millis(30)).loss(0.3), EndpointConfig::default());
+        // MPGS/1's BestEffort: repeated until acked or its ack timeout.
+        Pair::new(12, LinkConfig::default().latency(Duration::from_millis(30)).loss(0.3), crate::v1(EndpointConfig::default()));
     let (client, server) = (pair.client, pair.server);
     let ids = send_numbered(&mut pair, client, 0, 200, Delivery::BestEffort);
     pair.sim.run_for(Duration::from_secs(3));

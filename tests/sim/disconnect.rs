@@ -13,7 +13,8 @@ fn disconnects(pair: &Pair, node: NodeId) -> Vec<Event> {
 /// `closer` sends messages, disconnects, and both sides see exactly one
 /// `Disconnected`; every message gets exactly one outcome.
 fn graceful(seed: u64, link: LinkConfig, closer_is_client: bool) {
-    let mut pair = Pair::new(seed, link, EndpointConfig::default());
+    // MPGS/1's DISCONNECT handshake (PROTOCOL.md §13).
+    let mut pair = Pair::new(seed, link, crate::v1(EndpointConfig::default()));
     let closer = if closer_is_client { pair.client } else { pair.server };
     let other = pair.peer(closer);
     let ids = send_numbered(&mut pair, closer, 0, 30, Delivery::Reliable);

@@ -13,7 +13,8 @@ fn fragmented_messages_from_1_kib_to_1_mib_arrive_intact_under_20_percent_loss()
     // A faster pacer than the 60 Hz default (a Rust-to-Rust link), so the
     // megabyte takes seconds rather than a virtual minute; the loss and
     // the datagram count are the same either way.
-    let mut cfg = EndpointConfig::default();
+    // MPGS/1's fragmentation (PROTOCOL.md §8).
+    let mut cfg = crate::v1(EndpointConfig::default());
     cfg.send_interval = Duration::from_millis(2);
     let mut pair = Pair::new(21, link, cfg);
     let (client, server) = (pair.client, pair.server);

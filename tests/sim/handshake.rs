@@ -1,5 +1,7 @@
 //! Handshakes under loss, timeouts when nobody answers, address families,
 //! presets.
+//!
+//! These scenarios test MPGS/1 (its wire, timers and PROTOCOL.md rules): their clients speak it explicitly (`crate::v1`).
 
 use std::net::SocketAddr;
 
@@ -34,7 +36,7 @@ fn connect_under_loss(seed: u64, loss: f64, cfg: &EndpointConfig) -> Option<(Ins
 
 #[test]
 fn handshake_completes_under_0_10_30_and_50_percent_loss() {
-    let default = EndpointConfig::default();
+    let default = crate::v1(EndpointConfig::default());
     for loss in [0.0, 0.1, 0.3] {
         let mut slowest = Instant::ZERO;
         for seed in 0..25 {
@@ -52,7 +54,7 @@ fn handshake_completes_under_0_10_30_and_50_percent_loss() {
     // probability 1/4 per 250 ms try, so the handshake takes 2 s on
     // average and longer than the default 5 s connect timeout about once
     // in fifty. Give the client 10 s and the server's pending entry 5 s.
-    let mut cfg = EndpointConfig::default();
+    let mut cfg = crate::v1(EndpointConfig::default());
     cfg.connect_timeout = Duration::from_secs(10);
     cfg.handshake_timeout = Duration::from_secs(5);
     let mut times = Vec::new();
@@ -74,7 +76,7 @@ fn a_server_hello_that_gets_through_late_still_completes_the_handshake() {
     let mut sim = Sim::new(1);
     sim.set_default_link(LinkConfig::default().latency(Duration::from_millis(20)));
     let server = sim.add_server(EndpointConfig::default(), server_key(1)).unwrap();
-    let client = sim.add_client(EndpointConfig::default()).unwrap();
+    let client = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
     // The answers to the hellos of 0 to 1.25 s are lost; the one to the
     // hello of 1.5 s arrives at 1.54 s.
     sim.drop_next(server, client, 6);
@@ -104,7 +106,7 @@ fn a_client_recovers_when_the_server_forgot_its_pending_handshake() {
     let mut sim = Sim::new(2);
     sim.set_default_link(LinkConfig::default().latency(Duration::from_millis(20)));
     let server = sim.add_server(EndpointConfig::default(), server_key(2)).unwrap();
-    let client = sim.add_client(EndpointConfig::default()).unwrap();
+    let client = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
     let c = sim.connect(client, server).unwrap();
     sim.run_for(Duration::from_millis(30)); // the hello has arrived
     sim.drop_next(client, server, 10);
@@ -118,7 +120,7 @@ fn a_client_recovers_when_the_server_forgot_its_pending_handshake() {
 fn connect_times_out_when_the_server_is_unreachable() {
     // Nobody at the address: every hello is dropped for lack of a route.
     let mut sim = Sim::new(3);
-    let client = sim.add_client(EndpointConfig::default()).unwrap();
+    let client = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
     let nowhere: SocketAddr = "10.9.9.9:4000".parse().unwrap();
     let c = sim.connect_to(client, nowhere, server_key(3).public_key()).unwrap();
     let queued = sim.send(client, c, b"never delivered", Delivery::Reliable).unwrap();
@@ -139,7 +141,7 @@ fn connect_times_out_when_the_server_is_unreachable() {
     for one_way in [false, true] {
         let mut sim = Sim::new(4);
         let server = sim.add_server(EndpointConfig::default(), server_key(4)).unwrap();
-        let client = sim.add_client(EndpointConfig::default()).unwrap();
+        let client = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
         if one_way {
             sim.partition_one_way(server, client);
         } else {
@@ -161,7 +163,7 @@ fn connect_times_out_when_the_server_is_unreachable() {
 fn a_wrong_pinned_key_fails_with_wrong_server_key() {
     let mut sim = Sim::new(5);
     let server = sim.add_server(EndpointConfig::default(), server_key(5)).unwrap();
-    let client = sim.add_client(EndpointConfig::default()).unwrap();
+    let client = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
     let c = sim.connect_to(client, sim.addr(server), server_key(6).public_key()).unwrap();
     sim.run_for(Duration::from_secs(6));
     assert_eq!(
@@ -180,9 +182,9 @@ fn handshake_and_echo_over_ipv6_and_over_every_preset() {
     sim.use_ipv6(true);
     let server = sim.add_server(EndpointConfig::default(), server_key(6)).unwrap();
     assert!(sim.addr(server).is_ipv6());
-    let c6 = sim.add_client(EndpointConfig::default()).unwrap();
-    let c4 = sim.add_client_at("192.0.2.7:6000".parse().unwrap(), EndpointConfig::default()).unwrap();
-    let c6b = sim.add_client_at("[2001:db8::1]:6000".parse().unwrap(), EndpointConfig::default()).unwrap();
+    let c6 = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
+    let c4 = sim.add_client_at("192.0.2.7:6000".parse().unwrap(), crate::v1(EndpointConfig::default())).unwrap();
+    let c6b = sim.add_client_at("[2001:db8::1]:6000".parse().unwrap(), crate::v1(EndpointConfig::default())).unwrap();
     sim.set_default_link(LinkConfig::wifi());
     sim.set_handler(server, |ep, _, ev| {
         if let Event::Message { conn, payload } = ev {
@@ -202,7 +204,7 @@ fn handshake_and_echo_over_ipv6_and_over_every_preset() {
 
     // Every preset: connect, then 20 Reliable messages each way, exactly once.
     for preset in Preset::ALL {
-        let mut pair = crate::Pair::new(7, preset.config(), EndpointConfig::default());
+        let mut pair = crate::Pair::new(7, preset.config(), crate::v1(EndpointConfig::default()));
         let (client, server) = (pair.client, pair.server);
         crate::send_numbered(&mut pair, client, 0, 20, Delivery::Reliable);
         crate::send_numbered(&mut pair, server, 100, 20, Delivery::Reliable);

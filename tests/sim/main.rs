@@ -20,6 +20,7 @@ mod hostile;
 mod junk;
 mod keys;
 mod mpgs2;
+mod mpgs2_downgrade;
 mod mpgs2_reset;
 mod mpgs2_scen;
 mod progress;
@@ -30,7 +31,9 @@ mod v2limits;
 
 use std::collections::BTreeMap;
 
-use mpgameserver::{ConnectionId, Delivery, Duration, EndpointConfig, Event, MessageId, Rng, Seed, ServerKey};
+use mpgameserver::{
+    ConnectionId, Delivery, Duration, EndpointConfig, Event, MessageId, ProtocolVersion, Rng, Seed, ServerKey,
+};
 use mpgameserver_sim::{LinkConfig, NodeId, Sim};
 
 /// A server root key from a small seed.
@@ -56,6 +59,14 @@ pub fn number_of(payload: &[u8]) -> u32 {
     u32::from_be_bytes(payload[..4].try_into().unwrap())
 }
 
+/// `cfg` with clients connecting over MPGS/1, explicitly: for the scenarios
+/// that test MPGS/1 (its wire, timers and PROTOCOL.md rules) now that the
+/// default is MPGS/2.
+pub fn v1(mut cfg: EndpointConfig) -> EndpointConfig {
+    cfg.protocol = ProtocolVersion::V1;
+    cfg
+}
+
 /// A server and one client over `link` (both directions), connected.
 pub struct Pair {
     /// The simulation.
@@ -73,6 +84,9 @@ pub struct Pair {
 impl Pair {
     /// Connects a client to a server over `link`; panics if the handshake
     /// does not complete within 20 virtual seconds.
+    ///
+    /// The client speaks `cfg.protocol`; the scenarios written for MPGS/1
+    /// (its wire, timers and PROTOCOL.md rules) pass [`v1`] configurations.
     pub fn new(seed: u64, link: LinkConfig, cfg: EndpointConfig) -> Pair {
         let mut sim = Sim::new(seed);
         sim.set_default_link(link);
@@ -88,9 +102,10 @@ impl Pair {
         Pair { sim, server, client, c, s }
     }
 
-    /// A pair over a perfect 10 ms link with the default configuration.
+    /// An MPGS/1 pair over a perfect 10 ms link with the default
+    /// configuration otherwise.
     pub fn simple(seed: u64) -> Pair {
-        Pair::new(seed, LinkConfig::default().latency(Duration::from_millis(10)), EndpointConfig::default())
+        Pair::new(seed, LinkConfig::default().latency(Duration::from_millis(10)), v1(EndpointConfig::default()))
     }
 
     /// The connection of `node` (client or server) in this pair.

@@ -22,6 +22,13 @@ pub(crate) fn connect_v2(sim: &mut Sim, client: NodeId, server: NodeId) -> Conne
     sim.with_endpoint(client, |ep, now| ep.connect_with(now, addr, key, ProtocolVersion::V2)).unwrap()
 }
 
+/// Connects `client` to `server` over MPGS/1, explicitly.
+fn connect_v1(sim: &mut Sim, client: NodeId, server: NodeId) -> ConnectionId {
+    let addr = sim.addr(server);
+    let key = sim.server_key(server).unwrap().clone();
+    sim.with_endpoint(client, |ep, now| ep.connect_with(now, addr, key, ProtocolVersion::V1)).unwrap()
+}
+
 /// The server's connection ids, in the order they connected.
 pub(crate) fn server_conns(sim: &Sim, server: NodeId) -> Vec<ConnectionId> {
     sim.events(server)
@@ -266,7 +273,7 @@ fn shared_port_run(seed: u64) -> Sim {
     let mut clients = Vec::new();
     for k in 0..6 {
         let node = sim.add_client(EndpointConfig::default()).unwrap();
-        let conn = if k % 2 == 0 { sim.connect(node, server).unwrap() } else { connect_v2(&mut sim, node, server) };
+        let conn = if k % 2 == 0 { connect_v1(&mut sim, node, server) } else { connect_v2(&mut sim, node, server) };
         clients.push((node, conn, k % 2 == 1));
     }
     let all_up = |sim: &Sim| {

@@ -1,4 +1,6 @@
 //! A thousand clients on one server.
+//!
+//! These scenarios test MPGS/1 (its wire, timers and PROTOCOL.md rules): their clients speak it explicitly (`crate::v1`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -42,7 +44,7 @@ fn a_thousand_clients_exchange_messages_at_60_hz_for_10_virtual_seconds() {
     let counts = Rc::new(RefCell::new(vec![Counts::default(); CLIENTS]));
     let mut clients = Vec::new();
     for k in 0..CLIENTS {
-        let c = sim.add_client(EndpointConfig::default()).unwrap();
+        let c = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
         sim.record_events(c, false);
         let counts = counts.clone();
         sim.set_handler(c, move |_, _, ev| {

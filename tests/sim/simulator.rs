@@ -1,5 +1,7 @@
 //! The simulator's own promises: loss models, MTU, bandwidth, duplication,
 //! corruption, reordering, hold/release, injection, the trace.
+//!
+//! These scenarios test MPGS/1 (its wire, timers and PROTOCOL.md rules): their clients speak it explicitly (`crate::v1`).
 
 use std::net::SocketAddr;
 
@@ -12,7 +14,7 @@ use crate::{Pair, numbered, received_numbers, server_key};
 /// A pair over a perfect 5 ms link with an unpaced client (one datagram
 /// per full-size message), then `up` as the client-to-server link.
 fn blaster(seed: u64, up: LinkConfig) -> Pair {
-    let mut cfg = EndpointConfig::default();
+    let mut cfg = crate::v1(EndpointConfig::default());
     cfg.send_interval = Duration::from_micros(500);
     let mut pair = Pair::new(seed, LinkConfig::default().latency(Duration::from_millis(5)), cfg);
     pair.sim.set_link(pair.client, pair.server, up);
@@ -79,14 +81,14 @@ fn the_mtu_drops_oversize_datagrams() {
     let mut sim = Sim::new(83);
     sim.set_default_link(LinkConfig::default().latency(Duration::from_millis(5)).mtu(1000));
     let server = sim.add_server(EndpointConfig::default(), server_key(83)).unwrap();
-    let client = sim.add_client(EndpointConfig::default()).unwrap();
+    let client = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
     sim.connect(client, server).unwrap();
     sim.run_for(Duration::from_secs(6));
     assert_eq!(sim.stats().dropped(DropCause::Mtu), 20);
     assert!(sim.events(server).is_empty());
 
     // Endpoints configured for that MTU work over it, fragments and all.
-    let mut cfg = EndpointConfig::default();
+    let mut cfg = crate::v1(EndpointConfig::default());
     cfg.mtu = 1000;
     let mut pair = Pair::new(84, LinkConfig::default().latency(Duration::from_millis(5)).mtu(1000), cfg);
     pair.sim.send(pair.client, pair.c, &numbered(1, 20_000), Delivery::Reliable).unwrap();
@@ -230,8 +232,8 @@ fn injection_needs_a_destination_and_drop_next_counts() {
 fn links_are_per_direction_and_the_default_applies_to_the_rest() {
     let mut sim = Sim::new(92);
     let a = sim.add_server(EndpointConfig::default(), server_key(92)).unwrap();
-    let b = sim.add_client(EndpointConfig::default()).unwrap();
-    let c = sim.add_client(EndpointConfig::default()).unwrap();
+    let b = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
+    let c = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
     sim.set_link(b, a, LinkConfig::wifi());
     sim.set_default_link(LinkConfig::lan());
     assert_eq!(*sim.link_config(b, a), LinkConfig::wifi());
@@ -248,13 +250,13 @@ fn links_are_per_direction_and_the_default_applies_to_the_rest() {
     assert!(!sim.is_partitioned(c, a));
     assert_eq!(sim.node_at(sim.addr(c)), Some(c));
     assert_eq!(sim.node_count(), 3);
-    assert!(sim.add_client_at(sim.addr(c), EndpointConfig::default()).is_err(), "address in use");
+    assert!(sim.add_client_at(sim.addr(c), crate::v1(EndpointConfig::default())).is_err(), "address in use");
     let _: NodeId = c;
 }
 
 #[test]
 fn the_trace_records_every_datagram_event_and_digests_them() {
-    let mut pair = Pair::new(93, LinkConfig::mobile_lossy(), EndpointConfig::default());
+    let mut pair = Pair::new(93, LinkConfig::mobile_lossy(), crate::v1(EndpointConfig::default()));
     let client = pair.client;
     crate::send_numbered(&mut pair, client, 0, 100, Delivery::Reliable);
     pair.sim.run_for(Duration::from_secs(3));

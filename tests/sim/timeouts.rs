@@ -1,5 +1,7 @@
 //! Idle connections, keep-alives, handshake and connection timeouts, all in
 //! virtual time: a 30-second timeout costs milliseconds.
+//!
+//! These scenarios test MPGS/1 (its wire, timers and PROTOCOL.md rules): their clients speak it explicitly (`crate::v1`).
 
 use mpgameserver::_internal::wire::MsgType;
 use mpgameserver::{DisconnectReason, Duration, EndpointConfig, Event, Instant};
@@ -9,7 +11,7 @@ use crate::{Pair, lifecycle_events, server_key};
 
 #[test]
 fn an_idle_connection_lives_on_keep_alives_for_ten_virtual_minutes() {
-    let mut pair = Pair::new(31, LinkConfig::wifi(), EndpointConfig::default());
+    let mut pair = Pair::new(31, LinkConfig::wifi(), crate::v1(EndpointConfig::default()));
     let start = pair.sim.now();
     pair.sim.run_for(Duration::from_secs(600));
     assert_eq!(pair.sim.now(), start + Duration::from_secs(600));
@@ -28,7 +30,7 @@ fn an_idle_connection_lives_on_keep_alives_for_ten_virtual_minutes() {
 
 #[test]
 fn keep_alives_go_out_at_the_keep_alive_interval() {
-    let mut cfg = EndpointConfig::default();
+    let mut cfg = crate::v1(EndpointConfig::default());
     cfg.keep_alive_interval = Duration::from_millis(250);
     let mut pair = Pair::new(32, LinkConfig::lan(), cfg);
     let from = pair.sim.now() + Duration::from_secs(1);
@@ -51,7 +53,7 @@ fn keep_alives_go_out_at_the_keep_alive_interval() {
 
 #[test]
 fn a_silent_peer_times_out_after_a_30_s_connection_timeout() {
-    let mut cfg = EndpointConfig::default();
+    let mut cfg = crate::v1(EndpointConfig::default());
     cfg.connection_timeout = Duration::from_secs(30);
     let mut pair = Pair::new(33, LinkConfig::default().latency(Duration::from_millis(10)), cfg);
     pair.sim.run_for(Duration::from_secs(1));
@@ -84,7 +86,7 @@ fn a_silent_peer_times_out_after_a_30_s_connection_timeout() {
 
 #[test]
 fn a_short_partition_does_not_end_a_connection() {
-    let mut pair = Pair::new(34, LinkConfig::wifi(), EndpointConfig::default());
+    let mut pair = Pair::new(34, LinkConfig::wifi(), crate::v1(EndpointConfig::default()));
     pair.sim.partition(&[pair.client], &[pair.server]);
     pair.sim.run_for(Duration::from_secs(4)); // under the 5 s connection timeout
     pair.sim.heal();
@@ -102,7 +104,7 @@ fn a_pending_handshake_is_forgotten_after_the_handshake_timeout() {
     let mut sim = Sim::new(35);
     sim.set_default_link(LinkConfig::default().latency(Duration::from_millis(20)));
     let server = sim.add_server(EndpointConfig::default(), server_key(35)).unwrap();
-    let client = sim.add_client(EndpointConfig::default()).unwrap();
+    let client = sim.add_client(crate::v1(EndpointConfig::default())).unwrap();
     let c = sim.connect(client, server).unwrap();
     sim.run_for(Duration::from_millis(30)); // the hello arrived at 20 ms
     sim.partition_one_way(client, server);
@@ -129,7 +131,7 @@ fn a_sixty_hz_game_loop_calling_handle_timeout_every_frame_changes_nothing() {
     // 60 Hz loop that also calls handle_timeout every frame: the same
     // messages arrive and nobody times out.
     let run = |frames: bool| {
-        let mut pair = Pair::new(36, LinkConfig::wifi(), EndpointConfig::default());
+        let mut pair = Pair::new(36, LinkConfig::wifi(), crate::v1(EndpointConfig::default()));
         if frames {
             for node in [pair.client, pair.server] {
                 pair.sim.set_frame_interval(node, Some(Duration::from_micros(16_667)));

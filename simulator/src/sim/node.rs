@@ -225,10 +225,15 @@ impl Sim {
         self.with_endpoint(node, |ep, now| ep.disconnect(now, conn))
     }
 
-    /// The connection `at` has with node `peer` (a server's pending
-    /// handshakes included), if any.
+    /// The connection `at` has with node `peer`, if any: an MPGS/1
+    /// connection (a server's pending handshakes included) by its address
+    /// route, else a server's MPGS/2 connection (routed by connection id,
+    /// so found among its connections by address; pending ones excluded).
     pub fn conn_of(&self, at: NodeId, peer: NodeId) -> Option<ConnectionId> {
-        self.endpoint(at).connection_by_addr(self.addr(peer))
+        let ep = self.endpoint(at);
+        let addr = self.addr(peer);
+        ep.connection_by_addr(addr)
+            .or_else(|| ep.connections().find(|&id| ep.connection(id).is_some_and(|c| c.remote() == addr)))
     }
 
     /// Every event the node's endpoint produced, in order (unless recording
