@@ -139,7 +139,8 @@ run_load() {
     args=(--server "127.0.0.1:$SERVER_PORT" --clients "$clients" --hz "$hz" --size 100
           --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" --connect-timeout "$CONNECT_TIMEOUT"
           --server-pid "$SERVER_PID")
-    if [ "$kind" = raw ]; then args+=(--raw); else args+=(--key "$KEYS/root.pub"); fi
+    # MPGS/1: what the Python reference speaks (the client default is MPGS/2).
+    if [ "$kind" = raw ]; then args+=(--raw); else args+=(--key "$KEYS/root.pub" --protocol v1); fi
     before=$(load1)
     log "$kind ${clients}x${hz} (load $before)"
     out=$(timeout $((life + 10)) target/release/examples/loadgen "${args[@]}" 2>>"$LOGS/loadgen.err" || true)
@@ -211,7 +212,7 @@ for kind in $BULK_SERVERS; do
         start_server "$kind" $((per * count + 15))
         before=$(load1)
         log "$kind: echo of ${size} B x $count (load $before)"
-        line=$(timeout $((per * count + 20)) target/release/examples/echo_client --server "127.0.0.1:$SERVER_PORT" \
+        line=$(timeout $((per * count + 20)) target/release/examples/echo_client --protocol v1 --server "127.0.0.1:$SERVER_PORT" \
             --key "$KEYS/root.pub" --count "$count" --size "$size" --timeout "$per" 2>>"$LOGS/echo_client.err" | grep '^echoed' | tail -1 || true)
         stop_server
         log "  $line"

@@ -39,7 +39,7 @@ for round in $(seq "$ROUNDS"); do
             --duration $((DURATION + 40)) > /dev/null 2>&1 &
         pid=$!
         sleep 0.5
-        out=$(timeout $((DURATION + 60)) target/release/examples/loadgen --server 127.0.0.1:$PORT --key "$KEYS/root.pub" \
+        out=$(timeout $((DURATION + 60)) target/release/examples/loadgen --protocol v1 --server 127.0.0.1:$PORT --key "$KEYS/root.pub" \
             --clients "$CLIENTS" --hz "$HZ" --duration "$DURATION" --server-pid "$pid" 2>/dev/null || true)
         kill -TERM "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
