@@ -217,6 +217,12 @@ pub struct Connection {
     packets_opened: u64,
     /// Packets refused by the endpoint's reassembly budget.
     budget_refused: u64,
+    /// Scratch for an ACK's or a timer's outcomes, kept between packets so
+    /// that processing one allocates nothing (always empty between calls).
+    outcomes: Vec<Outcome>,
+    /// Scratch for one packet's messages before they become events (always
+    /// empty between calls; its capacity is kept).
+    deliveries: Vec<(u8, Vec<u8>)>,
 }
 
 impl core::fmt::Debug for Connection {
@@ -284,6 +290,8 @@ impl Connection {
             open_error: None,
             packets_opened: 0,
             budget_refused: 0,
+            outcomes: Vec::new(),
+            deliveries: Vec::new(),
         }
     }
 
@@ -518,11 +526,12 @@ impl Connection {
             self.events.push_back(ConnEvent::Closed(CloseReason::IdleTimeout));
             return;
         }
-        let mut outcomes = Vec::new();
+        let mut outcomes = core::mem::take(&mut self.outcomes);
         if let TimerAction::Probe(n) = self.rec.on_timeout(now, &mut |o| outcomes.push(o)) {
             self.probes = n;
         }
-        self.apply(outcomes);
+        self.apply(&mut outcomes);
+        self.outcomes = outcomes;
         self.prot.handle_timeout(now);
         self.unrel_rx.handle_timeout(now, Duration::from_micros(self.rec.rtt().srtt()));
         let mut expired = Vec::new();
@@ -541,17 +550,21 @@ impl Connection {
         }
     }
 
-    fn apply(&mut self, outcomes: Vec<Outcome>) {
-        for o in outcomes {
+    /// Acts on `outcomes` and empties it (its capacity is kept).
+    fn apply(&mut self, outcomes: &mut Vec<Outcome>) {
+        for o in outcomes.drain(..) {
             let (pn, acked) = match o {
                 Outcome::Acked { pn, .. } => (pn, true),
                 Outcome::Lost { pn, .. } => (pn, false),
             };
-            let start = self.records.partition_point(|(p, _)| *p < pn);
-            let recs: Vec<Rec> =
-                self.records.iter().skip(start).take_while(|(p, _)| *p == pn).map(|(_, r)| *r).collect();
-            for r in recs {
+            // A packet's records are contiguous; `on_record` never touches
+            // `records`, so they are read in place, without a copy.
+            let mut k = self.records.partition_point(|(p, _)| *p < pn);
+            while let Some(&(p, r)) = self.records.get(k)
+                && p == pn
+            {
                 self.on_record(r, acked);
+                k += 1;
             }
         }
         let oldest = self.rec.oldest_recorded();
@@ -565,15 +578,14 @@ impl Connection {
             Rec::Reliable { channel, chunk } => {
                 let i = usize::from(channel == CH_RELIABLE);
                 if acked {
-                    let mut done = Vec::new();
-                    self.reliable_tx[i].on_acked(chunk, &mut |x| done.push(x));
-                    for x in done {
+                    let (receipts, events) = (&mut self.receipts, &mut self.events);
+                    self.reliable_tx[i].on_acked(chunk, &mut |x| {
                         if let super::send::Receipt::Delivered(id) = x
-                            && let Some(rc) = self.receipts.remove(&Msg::Reliable { channel, id })
+                            && let Some(rc) = receipts.remove(&Msg::Reliable { channel, id })
                         {
-                            self.events.push_back(ConnEvent::Delivered(rc));
+                            events.push_back(ConnEvent::Delivered(rc));
                         }
-                    }
+                    });
                 } else {
                     self.reliable_tx[i].on_lost(chunk);
                 }
@@ -692,30 +704,60 @@ impl Connection {
             return;
         }
         self.acks.on_packet(now, opened.pn, eliciting);
+        let mut deliveries = core::mem::take(&mut self.deliveries);
+        let done = self.frames_in(now, pto, payload, &mut deliveries);
+        match done {
+            Ok(()) => {
+                for (channel, data) in deliveries.drain(..) {
+                    self.events.push_back(ConnEvent::Message { channel, data });
+                }
+            }
+            // A packet that breaks the protocol, or closes, delivers nothing.
+            Err(stop) => {
+                deliveries.clear();
+                if let Some(code) = stop {
+                    self.fail(now, code);
+                }
+            }
+        }
+        self.deliveries = deliveries;
+    }
+
+    /// Acts on a validated packet's frames, its messages into `deliveries`;
+    /// `Err(Some(code))`: the connection must fail with `code`; `Err(None)`:
+    /// stop here (CLOSE).
+    fn frames_in(
+        &mut self,
+        now: Instant,
+        pto: Duration,
+        payload: &[u8],
+        deliveries: &mut Vec<(u8, Vec<u8>)>,
+    ) -> Result<(), Option<u16>> {
         let peer = self.side.peer();
-        let mut deliveries: Vec<(u8, Vec<u8>)> = Vec::new();
         let mut r = Reader::new(payload);
         while !r.is_empty() {
             // Validated in the pass above.
-            let Ok(f) = Frame::parse(&mut r) else { return };
+            let Ok(f) = Frame::parse(&mut r) else { return Err(None) };
             if !f.allowed_from(peer) {
-                return self.fail(now, close_code::PROTOCOL_VIOLATION);
+                return Err(Some(close_code::PROTOCOL_VIOLATION));
             }
             let res = match f {
                 Frame::Ack(a) => {
-                    let mut outcomes = Vec::new();
+                    let mut outcomes = core::mem::take(&mut self.outcomes);
                     let app_limited = self.nothing_to_send();
-                    if self.rec.on_ack(now, &a, app_limited, &mut |o| outcomes.push(o)).is_err() {
-                        return self.fail(now, close_code::PROTOCOL_VIOLATION);
+                    let acked = self.rec.on_ack(now, &a, app_limited, &mut |o| outcomes.push(o));
+                    if acked.is_ok() {
+                        self.apply(&mut outcomes);
                     }
-                    self.apply(outcomes);
-                    Ok(())
+                    outcomes.clear();
+                    self.outcomes = outcomes;
+                    acked.map_err(|_| close_code::PROTOCOL_VIOLATION)
                 }
                 Frame::Close { code, .. } => {
                     self.state = State::Draining(now + pto * 3);
                     self.finish_messages();
                     self.events.push_back(ConnEvent::Closed(CloseReason::Peer(code)));
-                    return;
+                    return Err(None);
                 }
                 Frame::PathChallenge(d) => {
                     let _ = self.path_responses.push(d);
@@ -732,26 +774,16 @@ impl Connection {
                     id,
                     Piece { id: id.unwrap_or(0), total_len: data.len() as u64, offset: 0, data },
                     true,
-                    &mut deliveries,
+                    deliveries,
                 ),
-                Frame::Fragment { kind, channel, id, total_len, offset, data } => self.receive(
-                    now,
-                    kind,
-                    channel,
-                    Some(id),
-                    Piece { id, total_len, offset, data },
-                    false,
-                    &mut deliveries,
-                ),
+                Frame::Fragment { kind, channel, id, total_len, offset, data } => {
+                    self.receive(now, kind, channel, Some(id), Piece { id, total_len, offset, data }, false, deliveries)
+                }
                 _ => Ok(()),
             };
-            if let Err(code) = res {
-                return self.fail(now, code);
-            }
+            res.map_err(Some)?;
         }
-        for (channel, data) in deliveries {
-            self.events.push_back(ConnEvent::Message { channel, data });
-        }
+        Ok(())
     }
 
     /// Reassembly bytes frame `f` would start holding (see `recv`).
@@ -944,9 +976,9 @@ impl Connection {
         }
         let len = self.prot.finish(begun, buf, written).ok()?;
         let meta = pn;
-        for r in recs {
-            self.records.push_back((pn, r));
-        }
+        // By reference: moving the 64-entry array into an iterator would
+        // copy all of it (2.5 KB) for the one or two records a packet has.
+        self.records.extend(recs.iter().map(|&r| (pn, r)));
         let packet = SentPacket {
             time: now,
             size: len as u32,
