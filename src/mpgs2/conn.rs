@@ -107,6 +107,56 @@ enum Msg {
     Reliable { channel: u8, id: u64 },
 }
 
+/// Unreliable messages in flight by receipt: packets outstanding, and
+/// whether one was lost. Receipts are taken in increasing order and
+/// messages leave in queue order, so entries are appended in key order and
+/// found by binary search; a finished entry becomes a hole until it reaches
+/// the front. One message costs no tree node allocation and no rebalancing.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
+#[derive(Debug, Default)]
+struct UnrelPending {
+    /// `(receipt, Some((packets left, lost)))`, receipts increasing;
+    /// `None`: finished. The front entry is never a hole.
+    q: VecDeque<(u64, Option<(u32, bool)>)>,
+}
+
+impl UnrelPending {
+    fn index(&self, receipt: u64) -> Option<usize> {
+        self.q.binary_search_by_key(&receipt, |e| e.0).ok().filter(|&i| self.q[i].1.is_some())
+    }
+
+    fn insert(&mut self, receipt: u64, v: (u32, bool)) {
+        match self.q.binary_search_by_key(&receipt, |e| e.0) {
+            Ok(i) => self.q[i].1 = Some(v),
+            // At the back, except if a caller ever queues out of order.
+            Err(i) => self.q.insert(i, (receipt, Some(v))),
+        }
+    }
+
+    fn get_mut(&mut self, receipt: u64) -> Option<&mut (u32, bool)> {
+        let i = self.index(receipt)?;
+        self.q[i].1.as_mut()
+    }
+
+    fn remove(&mut self, receipt: u64) -> Option<(u32, bool)> {
+        let i = self.index(receipt)?;
+        let v = self.q[i].1.take();
+        while self.q.front().is_some_and(|e| e.1.is_none()) {
+            self.q.pop_front();
+        }
+        v
+    }
+
+    fn contains(&self, receipt: u64) -> bool {
+        self.index(receipt).is_some()
+    }
+
+    /// The receipts held, increasing.
+    fn receipts(&self) -> impl Iterator<Item = u64> + '_ {
+        self.q.iter().filter(|e| e.1.is_some()).map(|e| e.0)
+    }
+}
+
 /// What one packet carried, for retransmission by frame (§4.2).
 #[derive(Clone, Copy, Debug)]
 enum Rec {
@@ -193,7 +243,7 @@ pub struct Connection {
     config: ConnConfig,
     records: VecDeque<(u64, Rec)>,
     /// Unreliable receipts: packets outstanding, and whether one was lost.
-    unrel_pending: BTreeMap<u64, (u32, bool)>,
+    unrel_pending: UnrelPending,
     receipts: BTreeMap<Msg, u64>,
     next_receipt: u64,
     probes: u8,
@@ -274,7 +324,7 @@ impl Connection {
                 .min(u64::from(peer.conn_recv_window())),
             config,
             records: VecDeque::new(),
-            unrel_pending: BTreeMap::new(),
+            unrel_pending: UnrelPending::default(),
             receipts: BTreeMap::new(),
             next_receipt: 0,
             probes: 0,
@@ -436,15 +486,15 @@ impl Connection {
             }
         }
         let pending = core::mem::take(&mut self.unrel_pending);
-        for receipt in pending.keys() {
-            self.events.push_back(ConnEvent::Lost(*receipt));
+        for receipt in pending.receipts() {
+            self.events.push_back(ConnEvent::Lost(receipt));
         }
         while let Some(m) = self.unrel_tx.pop(Instant::ZERO, &mut |_| {}) {
             self.events.push_back(ConnEvent::Lost(m.receipt));
         }
         // A group being sent is in `pending` already (reported above).
         if let Some((g, _)) = self.group.take()
-            && !pending.contains_key(&g.receipt)
+            && !pending.contains(g.receipt)
         {
             self.events.push_back(ConnEvent::Lost(g.receipt));
         }
@@ -591,12 +641,12 @@ impl Connection {
                 }
             }
             Rec::Unreliable { receipt } => {
-                if let Some((left, lost)) = self.unrel_pending.get_mut(&receipt) {
+                if let Some((left, lost)) = self.unrel_pending.get_mut(receipt) {
                     *left -= 1;
                     *lost |= !acked;
                     if *left == 0 {
                         let lost = *lost;
-                        self.unrel_pending.remove(&receipt);
+                        self.unrel_pending.remove(receipt);
                         self.events.push_back(if lost {
                             ConnEvent::Lost(receipt)
                         } else {
@@ -1011,7 +1061,7 @@ impl Connection {
             if f.emit(w).is_err() {
                 // Cannot happen with the fragment first in the packet; if it
                 // did, the whole group is lost, reported once.
-                if self.unrel_pending.remove(&g.receipt).is_some() {
+                if self.unrel_pending.remove(g.receipt).is_some() {
                     self.events.push_back(ConnEvent::Lost(g.receipt));
                 }
                 return false;
