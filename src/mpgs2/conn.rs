@@ -15,7 +15,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
 use super::ack::AckState;
-use super::buf::{Reader, Writer};
+use super::buf::Writer;
 use super::cc::{Controller, NewReno};
 use super::frame::{ChannelKind, Frame, Frames, MAX_CHANNELS};
 use super::handshake::Established;
@@ -25,7 +25,7 @@ use super::recovery::{MAX_INFLIGHT_PACKETS, Outcome, Recovery, SentPacket, Timer
 use super::recv::{ConnWindow, Incoming, Piece, PieceCost, ReliableRecv, UNREL_REASSEMBLY_BYTES, UnreliableRecv};
 use super::reset::{TOKEN_LEN, is_reset};
 use super::send::{Chunk, ReliableSend, UnreliableOut, UnreliableSend};
-use super::{CID_LEN, MIN_UDP_PAYLOAD, Side};
+use super::{CID_LEN, MIN_UDP_PAYLOAD, Side, WireError};
 use crate::{Duration, Instant};
 
 /// Type, channel and the longest length varint of an unreliable MESSAGE
@@ -156,6 +156,10 @@ impl UnrelPending {
         self.q.iter().filter(|e| e.1.is_some()).map(|e| e.0)
     }
 }
+
+/// Frames of a received packet kept from the validating parse for the pass
+/// that acts on them (a packet usually carries one to three).
+const PARSED_FRAMES: usize = 8;
 
 /// What one packet carried, for retransmission by frame (§4.2).
 #[derive(Clone, Copy, Debug)]
@@ -737,9 +741,14 @@ impl Connection {
         // could open in partial messages (conservatively: all of them in the
         // fullest partial it touches), before anything is recorded.
         let (mut need, mut adds, mut fullest) = (0u64, 0usize, 0usize);
+        // The frames parsed here are kept for the pass that acts on them; a
+        // packet with more than the list holds is parsed again instead.
+        let mut parsed: heapless::Vec<Frame<'_>, PARSED_FRAMES> = heapless::Vec::new();
+        let mut overflow = false;
         for f in Frames::new(payload) {
             match f {
                 Ok(f) => {
+                    overflow |= parsed.push(f).is_err();
                     eliciting |= f.is_ack_eliciting();
                     let cost = self.charge_of(&f);
                     need = need.saturating_add(cost.charge);
@@ -755,7 +764,11 @@ impl Connection {
         }
         self.acks.on_packet(now, opened.pn, eliciting);
         let mut deliveries = core::mem::take(&mut self.deliveries);
-        let done = self.frames_in(now, pto, payload, &mut deliveries);
+        let mut cached = parsed.iter().copied().map(Ok);
+        let mut reparsed = Frames::new(payload);
+        let frames: &mut dyn Iterator<Item = Result<Frame<'_>, WireError>> =
+            if overflow { &mut reparsed } else { &mut cached };
+        let done = self.frames_in(now, pto, frames, &mut deliveries);
         match done {
             Ok(()) => {
                 for (channel, data) in deliveries.drain(..) {
@@ -776,18 +789,17 @@ impl Connection {
     /// Acts on a validated packet's frames, its messages into `deliveries`;
     /// `Err(Some(code))`: the connection must fail with `code`; `Err(None)`:
     /// stop here (CLOSE).
-    fn frames_in(
+    fn frames_in<'a>(
         &mut self,
         now: Instant,
         pto: Duration,
-        payload: &[u8],
+        frames: &mut dyn Iterator<Item = Result<Frame<'a>, WireError>>,
         deliveries: &mut Vec<(u8, Vec<u8>)>,
     ) -> Result<(), Option<u16>> {
         let peer = self.side.peer();
-        let mut r = Reader::new(payload);
-        while !r.is_empty() {
+        for f in frames {
             // Validated in the pass above.
-            let Ok(f) = Frame::parse(&mut r) else { return Err(None) };
+            let Ok(f) = f else { return Err(None) };
             if !f.allowed_from(peer) {
                 return Err(Some(close_code::PROTOCOL_VIOLATION));
             }
