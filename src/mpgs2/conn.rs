@@ -15,7 +15,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
 use super::ack::AckState;
-use super::buf::{Reader, Writer};
+use super::buf::Writer;
 use super::cc::{Controller, NewReno};
 use super::frame::{ChannelKind, Frame, Frames, MAX_CHANNELS};
 use super::handshake::Established;
@@ -25,7 +25,7 @@ use super::recovery::{MAX_INFLIGHT_PACKETS, Outcome, Recovery, SentPacket, Timer
 use super::recv::{ConnWindow, Incoming, Piece, PieceCost, ReliableRecv, UNREL_REASSEMBLY_BYTES, UnreliableRecv};
 use super::reset::{TOKEN_LEN, is_reset};
 use super::send::{Chunk, ReliableSend, UnreliableOut, UnreliableSend};
-use super::{CID_LEN, MIN_UDP_PAYLOAD, Side};
+use super::{CID_LEN, MIN_UDP_PAYLOAD, Side, WireError};
 use crate::{Duration, Instant};
 
 /// Type, channel and the longest length varint of an unreliable MESSAGE
@@ -106,6 +106,60 @@ pub enum SendRefused {
 enum Msg {
     Reliable { channel: u8, id: u64 },
 }
+
+/// Unreliable messages in flight by receipt: packets outstanding, and
+/// whether one was lost. Receipts are taken in increasing order and
+/// messages leave in queue order, so entries are appended in key order and
+/// found by binary search; a finished entry becomes a hole until it reaches
+/// the front. One message costs no tree node allocation and no rebalancing.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
+#[derive(Debug, Default)]
+struct UnrelPending {
+    /// `(receipt, Some((packets left, lost)))`, receipts increasing;
+    /// `None`: finished. The front entry is never a hole.
+    q: VecDeque<(u64, Option<(u32, bool)>)>,
+}
+
+impl UnrelPending {
+    fn index(&self, receipt: u64) -> Option<usize> {
+        self.q.binary_search_by_key(&receipt, |e| e.0).ok().filter(|&i| self.q[i].1.is_some())
+    }
+
+    fn insert(&mut self, receipt: u64, v: (u32, bool)) {
+        match self.q.binary_search_by_key(&receipt, |e| e.0) {
+            Ok(i) => self.q[i].1 = Some(v),
+            // At the back, except if a caller ever queues out of order.
+            Err(i) => self.q.insert(i, (receipt, Some(v))),
+        }
+    }
+
+    fn get_mut(&mut self, receipt: u64) -> Option<&mut (u32, bool)> {
+        let i = self.index(receipt)?;
+        self.q[i].1.as_mut()
+    }
+
+    fn remove(&mut self, receipt: u64) -> Option<(u32, bool)> {
+        let i = self.index(receipt)?;
+        let v = self.q[i].1.take();
+        while self.q.front().is_some_and(|e| e.1.is_none()) {
+            self.q.pop_front();
+        }
+        v
+    }
+
+    fn contains(&self, receipt: u64) -> bool {
+        self.index(receipt).is_some()
+    }
+
+    /// The receipts held, increasing.
+    fn receipts(&self) -> impl Iterator<Item = u64> + '_ {
+        self.q.iter().filter(|e| e.1.is_some()).map(|e| e.0)
+    }
+}
+
+/// Frames of a received packet kept from the validating parse for the pass
+/// that acts on them (a packet usually carries one to three).
+const PARSED_FRAMES: usize = 8;
 
 /// What one packet carried, for retransmission by frame (§4.2).
 #[derive(Clone, Copy, Debug)]
@@ -193,7 +247,7 @@ pub struct Connection {
     config: ConnConfig,
     records: VecDeque<(u64, Rec)>,
     /// Unreliable receipts: packets outstanding, and whether one was lost.
-    unrel_pending: BTreeMap<u64, (u32, bool)>,
+    unrel_pending: UnrelPending,
     receipts: BTreeMap<Msg, u64>,
     next_receipt: u64,
     probes: u8,
@@ -217,6 +271,12 @@ pub struct Connection {
     packets_opened: u64,
     /// Packets refused by the endpoint's reassembly budget.
     budget_refused: u64,
+    /// Scratch for an ACK's or a timer's outcomes, kept between packets so
+    /// that processing one allocates nothing (always empty between calls).
+    outcomes: Vec<Outcome>,
+    /// Scratch for one packet's messages before they become events (always
+    /// empty between calls; its capacity is kept).
+    deliveries: Vec<(u8, Vec<u8>)>,
 }
 
 impl core::fmt::Debug for Connection {
@@ -268,7 +328,7 @@ impl Connection {
                 .min(u64::from(peer.conn_recv_window())),
             config,
             records: VecDeque::new(),
-            unrel_pending: BTreeMap::new(),
+            unrel_pending: UnrelPending::default(),
             receipts: BTreeMap::new(),
             next_receipt: 0,
             probes: 0,
@@ -284,6 +344,8 @@ impl Connection {
             open_error: None,
             packets_opened: 0,
             budget_refused: 0,
+            outcomes: Vec::new(),
+            deliveries: Vec::new(),
         }
     }
 
@@ -428,15 +490,15 @@ impl Connection {
             }
         }
         let pending = core::mem::take(&mut self.unrel_pending);
-        for receipt in pending.keys() {
-            self.events.push_back(ConnEvent::Lost(*receipt));
+        for receipt in pending.receipts() {
+            self.events.push_back(ConnEvent::Lost(receipt));
         }
         while let Some(m) = self.unrel_tx.pop(Instant::ZERO, &mut |_| {}) {
             self.events.push_back(ConnEvent::Lost(m.receipt));
         }
         // A group being sent is in `pending` already (reported above).
         if let Some((g, _)) = self.group.take()
-            && !pending.contains_key(&g.receipt)
+            && !pending.contains(g.receipt)
         {
             self.events.push_back(ConnEvent::Lost(g.receipt));
         }
@@ -518,11 +580,12 @@ impl Connection {
             self.events.push_back(ConnEvent::Closed(CloseReason::IdleTimeout));
             return;
         }
-        let mut outcomes = Vec::new();
+        let mut outcomes = core::mem::take(&mut self.outcomes);
         if let TimerAction::Probe(n) = self.rec.on_timeout(now, &mut |o| outcomes.push(o)) {
             self.probes = n;
         }
-        self.apply(outcomes);
+        self.apply(&mut outcomes);
+        self.outcomes = outcomes;
         self.prot.handle_timeout(now);
         self.unrel_rx.handle_timeout(now, Duration::from_micros(self.rec.rtt().srtt()));
         let mut expired = Vec::new();
@@ -541,17 +604,21 @@ impl Connection {
         }
     }
 
-    fn apply(&mut self, outcomes: Vec<Outcome>) {
-        for o in outcomes {
+    /// Acts on `outcomes` and empties it (its capacity is kept).
+    fn apply(&mut self, outcomes: &mut Vec<Outcome>) {
+        for o in outcomes.drain(..) {
             let (pn, acked) = match o {
                 Outcome::Acked { pn, .. } => (pn, true),
                 Outcome::Lost { pn, .. } => (pn, false),
             };
-            let start = self.records.partition_point(|(p, _)| *p < pn);
-            let recs: Vec<Rec> =
-                self.records.iter().skip(start).take_while(|(p, _)| *p == pn).map(|(_, r)| *r).collect();
-            for r in recs {
+            // A packet's records are contiguous; `on_record` never touches
+            // `records`, so they are read in place, without a copy.
+            let mut k = self.records.partition_point(|(p, _)| *p < pn);
+            while let Some(&(p, r)) = self.records.get(k)
+                && p == pn
+            {
                 self.on_record(r, acked);
+                k += 1;
             }
         }
         let oldest = self.rec.oldest_recorded();
@@ -565,26 +632,25 @@ impl Connection {
             Rec::Reliable { channel, chunk } => {
                 let i = usize::from(channel == CH_RELIABLE);
                 if acked {
-                    let mut done = Vec::new();
-                    self.reliable_tx[i].on_acked(chunk, &mut |x| done.push(x));
-                    for x in done {
+                    let (receipts, events) = (&mut self.receipts, &mut self.events);
+                    self.reliable_tx[i].on_acked(chunk, &mut |x| {
                         if let super::send::Receipt::Delivered(id) = x
-                            && let Some(rc) = self.receipts.remove(&Msg::Reliable { channel, id })
+                            && let Some(rc) = receipts.remove(&Msg::Reliable { channel, id })
                         {
-                            self.events.push_back(ConnEvent::Delivered(rc));
+                            events.push_back(ConnEvent::Delivered(rc));
                         }
-                    }
+                    });
                 } else {
                     self.reliable_tx[i].on_lost(chunk);
                 }
             }
             Rec::Unreliable { receipt } => {
-                if let Some((left, lost)) = self.unrel_pending.get_mut(&receipt) {
+                if let Some((left, lost)) = self.unrel_pending.get_mut(receipt) {
                     *left -= 1;
                     *lost |= !acked;
                     if *left == 0 {
                         let lost = *lost;
-                        self.unrel_pending.remove(&receipt);
+                        self.unrel_pending.remove(receipt);
                         self.events.push_back(if lost {
                             ConnEvent::Lost(receipt)
                         } else {
@@ -675,9 +741,14 @@ impl Connection {
         // could open in partial messages (conservatively: all of them in the
         // fullest partial it touches), before anything is recorded.
         let (mut need, mut adds, mut fullest) = (0u64, 0usize, 0usize);
+        // The frames parsed here are kept for the pass that acts on them; a
+        // packet with more than the list holds is parsed again instead.
+        let mut parsed: heapless::Vec<Frame<'_>, PARSED_FRAMES> = heapless::Vec::new();
+        let mut overflow = false;
         for f in Frames::new(payload) {
             match f {
                 Ok(f) => {
+                    overflow |= parsed.push(f).is_err();
                     eliciting |= f.is_ack_eliciting();
                     let cost = self.charge_of(&f);
                     need = need.saturating_add(cost.charge);
@@ -692,30 +763,63 @@ impl Connection {
             return;
         }
         self.acks.on_packet(now, opened.pn, eliciting);
+        let mut deliveries = core::mem::take(&mut self.deliveries);
+        let mut cached = parsed.iter().copied().map(Ok);
+        let mut reparsed = Frames::new(payload);
+        let frames: &mut dyn Iterator<Item = Result<Frame<'_>, WireError>> =
+            if overflow { &mut reparsed } else { &mut cached };
+        let done = self.frames_in(now, pto, frames, &mut deliveries);
+        match done {
+            Ok(()) => {
+                for (channel, data) in deliveries.drain(..) {
+                    self.events.push_back(ConnEvent::Message { channel, data });
+                }
+            }
+            // A packet that breaks the protocol, or closes, delivers nothing.
+            Err(stop) => {
+                deliveries.clear();
+                if let Some(code) = stop {
+                    self.fail(now, code);
+                }
+            }
+        }
+        self.deliveries = deliveries;
+    }
+
+    /// Acts on a validated packet's frames, its messages into `deliveries`;
+    /// `Err(Some(code))`: the connection must fail with `code`; `Err(None)`:
+    /// stop here (CLOSE).
+    fn frames_in<'a>(
+        &mut self,
+        now: Instant,
+        pto: Duration,
+        frames: &mut dyn Iterator<Item = Result<Frame<'a>, WireError>>,
+        deliveries: &mut Vec<(u8, Vec<u8>)>,
+    ) -> Result<(), Option<u16>> {
         let peer = self.side.peer();
-        let mut deliveries: Vec<(u8, Vec<u8>)> = Vec::new();
-        let mut r = Reader::new(payload);
-        while !r.is_empty() {
+        for f in frames {
             // Validated in the pass above.
-            let Ok(f) = Frame::parse(&mut r) else { return };
+            let Ok(f) = f else { return Err(None) };
             if !f.allowed_from(peer) {
-                return self.fail(now, close_code::PROTOCOL_VIOLATION);
+                return Err(Some(close_code::PROTOCOL_VIOLATION));
             }
             let res = match f {
                 Frame::Ack(a) => {
-                    let mut outcomes = Vec::new();
+                    let mut outcomes = core::mem::take(&mut self.outcomes);
                     let app_limited = self.nothing_to_send();
-                    if self.rec.on_ack(now, &a, app_limited, &mut |o| outcomes.push(o)).is_err() {
-                        return self.fail(now, close_code::PROTOCOL_VIOLATION);
+                    let acked = self.rec.on_ack(now, &a, app_limited, &mut |o| outcomes.push(o));
+                    if acked.is_ok() {
+                        self.apply(&mut outcomes);
                     }
-                    self.apply(outcomes);
-                    Ok(())
+                    outcomes.clear();
+                    self.outcomes = outcomes;
+                    acked.map_err(|_| close_code::PROTOCOL_VIOLATION)
                 }
                 Frame::Close { code, .. } => {
                     self.state = State::Draining(now + pto * 3);
                     self.finish_messages();
                     self.events.push_back(ConnEvent::Closed(CloseReason::Peer(code)));
-                    return;
+                    return Err(None);
                 }
                 Frame::PathChallenge(d) => {
                     let _ = self.path_responses.push(d);
@@ -732,26 +836,16 @@ impl Connection {
                     id,
                     Piece { id: id.unwrap_or(0), total_len: data.len() as u64, offset: 0, data },
                     true,
-                    &mut deliveries,
+                    deliveries,
                 ),
-                Frame::Fragment { kind, channel, id, total_len, offset, data } => self.receive(
-                    now,
-                    kind,
-                    channel,
-                    Some(id),
-                    Piece { id, total_len, offset, data },
-                    false,
-                    &mut deliveries,
-                ),
+                Frame::Fragment { kind, channel, id, total_len, offset, data } => {
+                    self.receive(now, kind, channel, Some(id), Piece { id, total_len, offset, data }, false, deliveries)
+                }
                 _ => Ok(()),
             };
-            if let Err(code) = res {
-                return self.fail(now, code);
-            }
+            res.map_err(Some)?;
         }
-        for (channel, data) in deliveries {
-            self.events.push_back(ConnEvent::Message { channel, data });
-        }
+        Ok(())
     }
 
     /// Reassembly bytes frame `f` would start holding (see `recv`).
@@ -944,9 +1038,9 @@ impl Connection {
         }
         let len = self.prot.finish(begun, buf, written).ok()?;
         let meta = pn;
-        for r in recs {
-            self.records.push_back((pn, r));
-        }
+        // By reference: moving the 64-entry array into an iterator would
+        // copy all of it (2.5 KB) for the one or two records a packet has.
+        self.records.extend(recs.iter().map(|&r| (pn, r)));
         let packet = SentPacket {
             time: now,
             size: len as u32,
@@ -979,7 +1073,7 @@ impl Connection {
             if f.emit(w).is_err() {
                 // Cannot happen with the fragment first in the packet; if it
                 // did, the whole group is lost, reported once.
-                if self.unrel_pending.remove(&g.receipt).is_some() {
+                if self.unrel_pending.remove(g.receipt).is_some() {
                     self.events.push_back(ConnEvent::Lost(g.receipt));
                 }
                 return false;

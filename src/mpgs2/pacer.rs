@@ -33,6 +33,23 @@ pub struct Pacer {
     last: Option<Instant>,
 }
 
+/// `a * b / d`, exact, in 64-bit arithmetic when the operands fit (the
+/// usual case; a 128-bit division is a slow library call), else 128-bit.
+fn mul_div(a: u64, b: u64, d: u128) -> u128 {
+    match (a.checked_mul(b), u64::try_from(d)) {
+        (Some(n), Ok(d)) => u128::from(n / d),
+        _ => u128::from(a) * u128::from(b) / d,
+    }
+}
+
+/// [`mul_div`] with 128-bit operands.
+fn mul_div_wide(a: u128, b: u128, d: u128) -> u128 {
+    match (u64::try_from(a), u64::try_from(b)) {
+        (Ok(a), Ok(b)) => mul_div(a, b, d),
+        _ => a * b / d,
+    }
+}
+
 impl Pacer {
     /// A full bucket of `burst` bytes (the initial window).
     pub fn new(burst: u64) -> Pacer {
@@ -55,7 +72,7 @@ impl Pacer {
     /// The burst for `window` and `srtt_micros`: what the pacing rate sends
     /// in `BURST_INTERVAL_MICROS`, within the window and the bounds.
     fn burst_for(&self, window: u64, srtt_micros: u64) -> u64 {
-        let by_time = u128::from(window) * 5 * u128::from(BURST_INTERVAL_MICROS) / (4 * u128::from(srtt_micros.max(1)));
+        let by_time = mul_div(window, 5 * BURST_INTERVAL_MICROS, 4 * u128::from(srtt_micros.max(1)));
         let max = self.min_burst.saturating_mul(MAX_BURST_FACTOR).min(window.max(self.min_burst));
         u64::try_from(by_time).unwrap_or(u64::MAX).clamp(self.min_burst, max)
     }
@@ -65,7 +82,7 @@ impl Pacer {
         if let Some(last) = self.last {
             let elapsed = u128::from(now.saturating_duration_since(last).as_micros() as u64);
             // 5/4 · window bytes per srtt.
-            let add = elapsed * u128::from(window) * 5 * SCALE / (4 * u128::from(srtt_micros.max(1)));
+            let add = mul_div_wide(elapsed, u128::from(window) * 5 * SCALE, 4 * u128::from(srtt_micros.max(1)));
             self.tokens = (self.tokens + add).min(u128::from(self.capacity) * SCALE);
         }
         self.last = Some(now);

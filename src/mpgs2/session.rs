@@ -885,12 +885,8 @@ impl Connection {
         if let Phase::Failed = self.phase {
             self.fail_early();
         }
-        let Some(c) = self.conn.as_mut() else { return };
-        let mut got = Vec::new();
-        while let Some(e) = c.poll_event() {
-            got.push(e);
-        }
-        for e in got {
+        // One event at a time, straight from the connection: no list.
+        while let Some(e) = self.conn.as_mut().and_then(conn::Connection::poll_event) {
             match e {
                 ConnEvent::Message { data, .. } => {
                     self.metrics.messages_received += 1;
