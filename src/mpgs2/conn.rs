@@ -521,6 +521,7 @@ impl Connection {
         let mut outcomes = Vec::new();
         if let TimerAction::Probe(n) = self.rec.on_timeout(now, &mut |o| outcomes.push(o)) {
             self.probes = n;
+            self.queue_probe_data(n);
         }
         self.apply(outcomes);
         self.prot.handle_timeout(now);
@@ -538,6 +539,32 @@ impl Connection {
             {
                 self.events.push_back(ConnEvent::Lost(rc));
             }
+        }
+    }
+
+    /// PTO probes carry the oldest unacknowledged reliable frames, else a
+    /// PING (§4.1): the reliable chunks of the oldest `packets` packets still
+    /// in flight go back to the head of their channels' unsent bytes. The
+    /// originals stay in flight (an ACK of either copy counts; the receiver
+    /// drops duplicate bytes by offset), so a tail message lost under loss
+    /// leaves again at the PTO instead of after an ACK of a PING declares it
+    /// lost.
+    fn queue_probe_data(&mut self, packets: u8) {
+        let mut left = packets;
+        let mut last = None;
+        for &(pn, r) in &self.records {
+            let Rec::Reliable { channel, chunk } = r else { continue };
+            if !self.rec.is_outstanding(pn) {
+                continue;
+            }
+            if last != Some(pn) {
+                if left == 0 {
+                    break;
+                }
+                left -= 1;
+                last = Some(pn);
+            }
+            self.reliable_tx[usize::from(channel == CH_RELIABLE)].on_lost(chunk);
         }
     }
 
@@ -1626,6 +1653,38 @@ mod tests {
 
     /// While closing, CLOSE is repeated at most once per PTO, and at most 3
     /// times, however many packets the peer sends (§6.4, RFC 9000 §10.2.1).
+    /// A PTO probe carries the oldest unacknowledged reliable frames
+    /// (§4.1): a tail message whose packets were all lost arrives with the
+    /// first probe, without waiting for an ACK of a PING to declare it lost,
+    /// and still gets exactly one receipt.
+    #[test]
+    fn pto_probes_carry_the_oldest_unacked_reliable_data() {
+        let (mut c, mut s) = pair(7);
+        let mut buf = [0u8; 1500];
+        let receipt = c.send(Instant::ZERO, CH_RELIABLE, b"tail".to_vec()).expect("queued");
+        let mut lost = 0;
+        while c.poll_transmit(Instant::ZERO, &mut buf).is_some() {
+            lost += 1; // every datagram of the first flight is lost
+        }
+        assert!(lost >= 1);
+        let t = c.poll_timeout().expect("the PTO is armed");
+        c.handle_timeout(t);
+        assert_eq!(c.rec.pto_count(), 1, "the PTO fired");
+        let n = c.poll_transmit(t, &mut buf).expect("a probe");
+        s.handle_datagram(t, &mut buf[..n]);
+        let got: Vec<_> = core::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(got, [ConnEvent::Message { channel: CH_RELIABLE, data: b"tail".to_vec() }], "the first probe");
+        // The server's ACK settles both copies: one receipt.
+        let (mut t, mut receipts) = (t, Vec::new());
+        while receipts.is_empty() {
+            t = s.next_transmit(t).expect("an ACK is due").max(t);
+            let n = s.poll_transmit(t, &mut buf).expect("the ACK");
+            c.handle_datagram(t, &mut buf[..n]);
+            receipts.extend(core::iter::from_fn(|| c.poll_event()));
+        }
+        assert_eq!(receipts, [ConnEvent::Delivered(receipt)]);
+    }
+
     #[test]
     fn close_repeats_at_most_once_per_pto() {
         let (mut c, mut s) = pair(32);

@@ -243,6 +243,11 @@ impl<C: Controller> Recovery<C> {
         true
     }
 
+    /// Whether packet `pn` is recorded and neither acknowledged nor lost.
+    pub fn is_outstanding(&self, pn: u64) -> bool {
+        self.index(pn).is_some_and(|i| self.sent[i].state == State::Outstanding)
+    }
+
     fn index(&self, pn: u64) -> Option<usize> {
         let i = usize::try_from(pn.checked_sub(self.first_pn)?).ok()?;
         (i < self.sent.len()).then_some(i)
