@@ -149,7 +149,9 @@ fn reliable_messages_arrive_exactly_once_over_any_link() {
     fn prop(case: Case) -> TestResult {
         match reliable_exactly_once(&case) {
             Ok(()) => TestResult::passed(),
-            Err(e) => TestResult::error(e),
+            // `Case` does not shrink, so quickcheck shows no arguments: the
+            // case goes in the message, to be replayed as a test of its own.
+            Err(e) => TestResult::error(format!("{e}\n{case:?}")),
         }
     }
     // Seeded, so the 1,000 cases are the same on every run.
@@ -311,4 +313,33 @@ fn fragmented_unreliable_and_best_effort_messages_get_one_outcome_each() {
     assert_eq!(got.len(), got.iter().collect::<std::collections::BTreeSet<_>>().len(), "no duplicates");
     let lost = reports.values().filter(|r| r.1 == 1).count();
     assert!(lost > 0 && lost < sent.len() / 2, "{lost} of {} lost", sent.len());
+}
+
+#[test]
+fn dbg_case() {
+    let case = Case {
+        seed: 1512756455744742638,
+        up: Direction { latency_ms: 52, jitter_ms: 20, loss: 30, burst: 2, duplicate: 5, reorder: 20, corrupt: 0 },
+        down: Direction { latency_ms: 104, jitter_ms: 20, loss: 30, burst: 1, duplicate: 5, reorder: 5, corrupt: 0 },
+        up_sizes: vec![1],
+        down_sizes: vec![1432],
+    };
+    let mut sim = Sim::new(case.seed);
+    let mut cfg = EndpointConfig::default();
+    cfg.connect_timeout = Duration::from_secs(20);
+    cfg.handshake_timeout = Duration::from_secs(10);
+    let server = sim.add_server(cfg.clone(), crate::server_key(1)).unwrap();
+    let client = sim.add_client(cfg).unwrap();
+    sim.set_link(client, server, case.up.config());
+    sim.set_link(server, client, case.down.config());
+    let c = sim.connect(client, server).unwrap();
+    sim.send(client, c, &numbered(0, 1), Delivery::Reliable).unwrap();
+    sim.run_for(Duration::from_secs(20));
+    eprintln!("client {:?} {:?}", sim.events(client), sim.event_times(client));
+    eprintln!("server {:?} {:?}", sim.events(server), sim.event_times(server));
+    eprintln!("server stats {}", sim.endpoint(server).stats());
+    eprintln!("client stats {}", sim.endpoint(client).stats());
+    for e in sim.trace().entries() {
+        eprintln!("{e}");
+    }
 }
