@@ -176,6 +176,10 @@ pub struct Connection {
     max_unrel_fragments: u8,
     idle_timeout: Option<Duration>,
     last_recv: Instant,
+    /// Client: until the first packet from the server opens, the idle
+    /// timeout does not end the connection before this instant (the
+    /// connect deadline: the server has not confirmed the keys yet).
+    idle_floor: Option<Instant>,
     last_eliciting_sent: Instant,
     unrel_tx: UnreliableSend,
     /// The fragment group being sent, and its next fragment.
@@ -249,6 +253,7 @@ impl Connection {
             max_unrel_fragments: peer.max_unrel_fragments(),
             idle_timeout: idle_ms.map(|ms| Duration::from_millis(u64::from(ms))),
             last_recv: now,
+            idle_floor: None,
             last_eliciting_sent: now,
             unrel_tx: UnreliableSend::new(UNRELIABLE_TTL),
             group: None,
@@ -446,6 +451,21 @@ impl Connection {
         self.close(now, code);
     }
 
+    /// Client: the idle timeout does not close the connection before `t`
+    /// unless a packet from the server opens first (after which the idle
+    /// timeout alone applies). The session sets its connect deadline here:
+    /// the client's key confirmation may need as long as the handshake was
+    /// given to get through (MPGS2.md §2.5).
+    pub fn hold_open_until(&mut self, t: Instant) {
+        self.idle_floor = Some(t);
+    }
+
+    /// When the idle timeout closes the connection.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let t = self.last_recv + self.idle_timeout?;
+        Some(self.idle_floor.map_or(t, |f| t.max(f)))
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ConnEvent> {
         self.events.pop_front()
@@ -467,7 +487,7 @@ impl Connection {
         let rec = self.rec.timeout().filter(|_| !(self.probes > 0 && self.rec.pto_armed()));
         let t = [
             rec,
-            self.idle_timeout.map(|d| self.last_recv + d),
+            self.idle_deadline(),
             self.prot.timeout(),
             self.unrel_rx.timeout(Duration::from_micros(self.rec.rtt().srtt())),
             self.unrel_tx.next_expiry(),
@@ -512,7 +532,7 @@ impl Connection {
             }
             State::Open => {}
         }
-        if self.idle_timeout.is_some_and(|d| now >= self.last_recv + d) {
+        if self.idle_deadline().is_some_and(|t| now >= t) {
             self.state = State::Closed;
             self.finish_messages();
             self.events.push_back(ConnEvent::Closed(CloseReason::IdleTimeout));
@@ -687,6 +707,7 @@ impl Connection {
         };
         self.packets_opened += 1;
         self.last_recv = now;
+        self.idle_floor = None;
         if let State::Closing(_) = self.state {
             // Answer with CLOSE again (§6.4), at most 3 times and at most
             // once per PTO, however many packets arrive.
@@ -1683,6 +1704,36 @@ mod tests {
             receipts.extend(core::iter::from_fn(|| c.poll_event()));
         }
         assert_eq!(receipts, [ConnEvent::Delivered(receipt)]);
+    }
+
+    /// `hold_open_until`: the idle timeout does not end a client before its
+    /// connect deadline while nothing from the server has opened, and
+    /// applies alone once something has.
+    #[test]
+    fn the_idle_timeout_waits_for_the_connect_deadline_until_the_server_answers() {
+        let mut buf = [0u8; 1500];
+        let (mut c, _) = pair(8);
+        c.hold_open_until(Instant::from_secs(20));
+        let mut t = Instant::ZERO;
+        while !c.is_closed() {
+            while c.poll_transmit(t, &mut buf).is_some() {}
+            t = c.poll_timeout().expect("timer");
+            c.handle_timeout(t);
+        }
+        assert_eq!(t, Instant::from_secs(20), "not at the 5 s idle timeout");
+        // A packet from the server opens at 1 s: the idle timeout alone.
+        let (mut c, mut s) = pair(9);
+        c.hold_open_until(Instant::from_secs(20));
+        s.ping();
+        let n = s.poll_transmit(Instant::from_secs(1), &mut buf).expect("a PING");
+        c.handle_datagram(Instant::from_secs(1), &mut buf[..n]);
+        let mut t = Instant::from_secs(1);
+        while !c.is_closed() {
+            while c.poll_transmit(t, &mut buf).is_some() {}
+            t = c.poll_timeout().expect("timer");
+            c.handle_timeout(t);
+        }
+        assert_eq!(t, Instant::from_secs(6));
     }
 
     #[test]
