@@ -85,7 +85,6 @@ pub(crate) fn local_params(cfg: &EndpointConfig) -> (TransportParams, ConnConfig
         max_ack_delay: Duration::from_millis(u64::from(mad_ms)),
         recv_window: u64::from(recv_window),
         conn_recv_window: u64::from(conn_recv_window),
-        ..ConnConfig::default()
     };
     let params = TransportParams {
         idle_timeout_ms: Some(idle_ms),
