@@ -230,6 +230,10 @@ pub struct Connection {
     max_unrel_fragments: u8,
     idle_timeout: Option<Duration>,
     last_recv: Instant,
+    /// Client: until the first packet from the server opens, the idle
+    /// timeout does not end the connection before this instant (the
+    /// connect deadline: the server has not confirmed the keys yet).
+    idle_floor: Option<Instant>,
     last_eliciting_sent: Instant,
     unrel_tx: UnreliableSend,
     /// The fragment group being sent, and its next fragment.
@@ -309,6 +313,7 @@ impl Connection {
             max_unrel_fragments: peer.max_unrel_fragments(),
             idle_timeout: idle_ms.map(|ms| Duration::from_millis(u64::from(ms))),
             last_recv: now,
+            idle_floor: None,
             last_eliciting_sent: now,
             unrel_tx: UnreliableSend::new(UNRELIABLE_TTL),
             group: None,
@@ -508,6 +513,21 @@ impl Connection {
         self.close(now, code);
     }
 
+    /// Client: the idle timeout does not close the connection before `t`
+    /// unless a packet from the server opens first (after which the idle
+    /// timeout alone applies). The session sets its connect deadline here:
+    /// the client's key confirmation may need as long as the handshake was
+    /// given to get through (MPGS2.md §2.5).
+    pub fn hold_open_until(&mut self, t: Instant) {
+        self.idle_floor = Some(t);
+    }
+
+    /// When the idle timeout closes the connection.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let t = self.last_recv + self.idle_timeout?;
+        Some(self.idle_floor.map_or(t, |f| t.max(f)))
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ConnEvent> {
         self.events.pop_front()
@@ -529,7 +549,7 @@ impl Connection {
         let rec = self.rec.timeout().filter(|_| !(self.probes > 0 && self.rec.pto_armed()));
         let t = [
             rec,
-            self.idle_timeout.map(|d| self.last_recv + d),
+            self.idle_deadline(),
             self.prot.timeout(),
             self.unrel_rx.timeout(Duration::from_micros(self.rec.rtt().srtt())),
             self.unrel_tx.next_expiry(),
@@ -574,7 +594,7 @@ impl Connection {
             }
             State::Open => {}
         }
-        if self.idle_timeout.is_some_and(|d| now >= self.last_recv + d) {
+        if self.idle_deadline().is_some_and(|t| now >= t) {
             self.state = State::Closed;
             self.finish_messages();
             self.events.push_back(ConnEvent::Closed(CloseReason::IdleTimeout));
@@ -583,6 +603,7 @@ impl Connection {
         let mut outcomes = core::mem::take(&mut self.outcomes);
         if let TimerAction::Probe(n) = self.rec.on_timeout(now, &mut |o| outcomes.push(o)) {
             self.probes = n;
+            self.queue_probe_data(n);
         }
         self.apply(&mut outcomes);
         self.outcomes = outcomes;
@@ -601,6 +622,32 @@ impl Connection {
             {
                 self.events.push_back(ConnEvent::Lost(rc));
             }
+        }
+    }
+
+    /// PTO probes carry the oldest unacknowledged reliable frames, else a
+    /// PING (§4.1): the reliable chunks of the oldest `packets` packets still
+    /// in flight go back to the head of their channels' unsent bytes. The
+    /// originals stay in flight (an ACK of either copy counts; the receiver
+    /// drops duplicate bytes by offset), so a tail message lost under loss
+    /// leaves again at the PTO instead of after an ACK of a PING declares it
+    /// lost.
+    fn queue_probe_data(&mut self, packets: u8) {
+        let mut left = packets;
+        let mut last = None;
+        for &(pn, r) in &self.records {
+            let Rec::Reliable { channel, chunk } = r else { continue };
+            if !self.rec.is_outstanding(pn) {
+                continue;
+            }
+            if last != Some(pn) {
+                if left == 0 {
+                    break;
+                }
+                left -= 1;
+                last = Some(pn);
+            }
+            self.reliable_tx[usize::from(channel == CH_RELIABLE)].on_lost(chunk);
         }
     }
 
@@ -726,6 +773,7 @@ impl Connection {
         };
         self.packets_opened += 1;
         self.last_recv = now;
+        self.idle_floor = None;
         if let State::Closing(_) = self.state {
             // Answer with CLOSE again (§6.4), at most 3 times and at most
             // once per PTO, however many packets arrive.
@@ -1720,6 +1768,68 @@ mod tests {
 
     /// While closing, CLOSE is repeated at most once per PTO, and at most 3
     /// times, however many packets the peer sends (§6.4, RFC 9000 §10.2.1).
+    /// A PTO probe carries the oldest unacknowledged reliable frames
+    /// (§4.1): a tail message whose packets were all lost arrives with the
+    /// first probe, without waiting for an ACK of a PING to declare it lost,
+    /// and still gets exactly one receipt.
+    #[test]
+    fn pto_probes_carry_the_oldest_unacked_reliable_data() {
+        let (mut c, mut s) = pair(7);
+        let mut buf = [0u8; 1500];
+        let receipt = c.send(Instant::ZERO, CH_RELIABLE, b"tail".to_vec()).expect("queued");
+        let mut lost = 0;
+        while c.poll_transmit(Instant::ZERO, &mut buf).is_some() {
+            lost += 1; // every datagram of the first flight is lost
+        }
+        assert!(lost >= 1);
+        let t = c.poll_timeout().expect("the PTO is armed");
+        c.handle_timeout(t);
+        assert_eq!(c.rec.pto_count(), 1, "the PTO fired");
+        let n = c.poll_transmit(t, &mut buf).expect("a probe");
+        s.handle_datagram(t, &mut buf[..n]);
+        let got: Vec<_> = core::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(got, [ConnEvent::Message { channel: CH_RELIABLE, data: b"tail".to_vec() }], "the first probe");
+        // The server's ACK settles both copies: one receipt.
+        let (mut t, mut receipts) = (t, Vec::new());
+        while receipts.is_empty() {
+            t = s.next_transmit(t).expect("an ACK is due").max(t);
+            let n = s.poll_transmit(t, &mut buf).expect("the ACK");
+            c.handle_datagram(t, &mut buf[..n]);
+            receipts.extend(core::iter::from_fn(|| c.poll_event()));
+        }
+        assert_eq!(receipts, [ConnEvent::Delivered(receipt)]);
+    }
+
+    /// `hold_open_until`: the idle timeout does not end a client before its
+    /// connect deadline while nothing from the server has opened, and
+    /// applies alone once something has.
+    #[test]
+    fn the_idle_timeout_waits_for_the_connect_deadline_until_the_server_answers() {
+        let mut buf = [0u8; 1500];
+        let (mut c, _) = pair(8);
+        c.hold_open_until(Instant::from_secs(20));
+        let mut t = Instant::ZERO;
+        while !c.is_closed() {
+            while c.poll_transmit(t, &mut buf).is_some() {}
+            t = c.poll_timeout().expect("timer");
+            c.handle_timeout(t);
+        }
+        assert_eq!(t, Instant::from_secs(20), "not at the 5 s idle timeout");
+        // A packet from the server opens at 1 s: the idle timeout alone.
+        let (mut c, mut s) = pair(9);
+        c.hold_open_until(Instant::from_secs(20));
+        s.ping();
+        let n = s.poll_transmit(Instant::from_secs(1), &mut buf).expect("a PING");
+        c.handle_datagram(Instant::from_secs(1), &mut buf[..n]);
+        let mut t = Instant::from_secs(1);
+        while !c.is_closed() {
+            while c.poll_transmit(t, &mut buf).is_some() {}
+            t = c.poll_timeout().expect("timer");
+            c.handle_timeout(t);
+        }
+        assert_eq!(t, Instant::from_secs(6));
+    }
+
     #[test]
     fn close_repeats_at_most_once_per_pto() {
         let (mut c, mut s) = pair(32);

@@ -243,6 +243,11 @@ impl<C: Controller> Recovery<C> {
         true
     }
 
+    /// Whether packet `pn` is recorded and neither acknowledged nor lost.
+    pub fn is_outstanding(&self, pn: u64) -> bool {
+        self.index(pn).is_some_and(|i| self.sent[i].state == State::Outstanding)
+    }
+
     fn index(&self, pn: u64) -> Option<usize> {
         let i = usize::try_from(pn.checked_sub(self.first_pn)?).ok()?;
         (i < self.sent.len()).then_some(i)
@@ -422,6 +427,12 @@ impl<C: Controller> Recovery<C> {
     }
 
     /// Runs the timer (RFC 9002 A.9); an early or spurious call does nothing.
+    ///
+    /// Every timer due by `now` runs: the PTO deadline can pass while the
+    /// loss timer hides it, so when the loss timer fires and the PTO it
+    /// uncovers is already due, the PTO fires too (`Probe`, with the losses
+    /// reported). Afterwards [`timeout`](Self::timeout) is later than `now`
+    /// or is the PTO whose probes the caller sends next.
     pub fn on_timeout(&mut self, now: Instant, out: &mut impl FnMut(Outcome)) -> TimerAction {
         let Some(t) = self.timeout() else { return TimerAction::None };
         if now < t {
@@ -430,7 +441,10 @@ impl<C: Controller> Recovery<C> {
         if self.loss_time.is_some() {
             self.detect_lost(now, out);
             self.pop_settled();
-            return TimerAction::Losses;
+            // `detect_lost` leaves the loss timer unset or later than `now`.
+            if !(self.pto_armed() && self.timeout().is_some_and(|t| t <= now)) {
+                return TimerAction::Losses;
+            }
         }
         self.pto_count += 1;
         self.stats.ptos += 1;
@@ -550,6 +564,39 @@ mod tests {
         assert_eq!(r.on_timeout(ms(113), &mut |o| out.push(o)), TimerAction::Losses);
         assert_eq!(lost(&out), [0]);
         assert_eq!(r.timeout(), None);
+    }
+
+    /// The PTO deadline passes while the loss timer hides it: the loss
+    /// timer's call runs both, so no timer is left in the past (a caller
+    /// asking for the next timer after `on_timeout(t)` gets a later one).
+    #[test]
+    fn a_pto_due_under_the_loss_timer_fires_with_it() {
+        let mut r = new();
+        r.on_sent(0, pkt(ms(0)));
+        r.on_sent(1, pkt(ms(10)));
+        r.on_sent(2, pkt(ms(100)));
+        assert!(lost(&ack(&mut r, ms(110), &[1], 0)).is_empty());
+        let loss_at = ms(0) + Duration::from_micros(112_500);
+        assert_eq!(r.timeout(), Some(loss_at), "the loss timer hides the PTO");
+        // srtt 100 ms, rttvar 50 ms: PTO = 100 + 200 + 25 ms after PN 2.
+        let pto_at = ms(100) + Duration::from_micros(r.rtt().pto_base(25_000));
+        assert_eq!(pto_at, ms(425));
+        // A late call (a loaded game loop): both deadlines are behind it.
+        let mut out = Vec::new();
+        assert_eq!(r.on_timeout(ms(500), &mut |o| out.push(o)), TimerAction::Probe(2));
+        assert_eq!(lost(&out), [0], "PN 0 by time (PN 2 is past the largest acked)");
+        assert_eq!(r.pto_count(), 1);
+        // An on-time call of the loss timer alone still reports only losses.
+        let mut r = new();
+        r.on_sent(0, pkt(ms(0)));
+        r.on_sent(1, pkt(ms(10)));
+        r.on_sent(2, pkt(ms(100)));
+        ack(&mut r, ms(110), &[1], 0);
+        let mut out = Vec::new();
+        assert_eq!(r.on_timeout(ms(113), &mut |o| out.push(o)), TimerAction::Losses);
+        assert_eq!(lost(&out), [0]);
+        assert_eq!(r.timeout(), Some(pto_at));
+        assert_eq!(r.pto_count(), 0);
     }
 
     #[test]

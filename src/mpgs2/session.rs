@@ -293,8 +293,10 @@ impl Connection {
         // The unpadded reply: padding is all zero (§2.5), written again on send.
         let end = server_hello.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         let reply = heapless::Vec::from_slice(&server_hello[..end]).unwrap_or_default();
-        c.phase =
-            Phase::Pending(Pending { reply, due: true, sends: 0, first_sent: now, expires: now + PENDING_LIFETIME });
+        // As long as MPGS/1 gives a half-open handshake, and never less
+        // than the spec's 5 s (MPGS2.md §2.5).
+        let expires = now + PENDING_LIFETIME.max(cfg.handshake_timeout);
+        c.phase = Phase::Pending(Pending { reply, due: true, sends: 0, first_sent: now, expires });
         c
     }
 
@@ -566,6 +568,9 @@ impl Connection {
                 if let Some(rtt) = sample {
                     c.handshake_rtt(now, rtt);
                 }
+                // The key confirmation has until the connect deadline to get
+                // through, as the handshake had (§2.5).
+                c.hold_open_until(h.deadline);
                 c.ping();
                 self.conn = Some(c);
                 self.phase = Phase::Open;

@@ -225,6 +225,14 @@ mod typed {
     fn typed_messages_dispatch_and_garbage_is_counted() {
         let (mut sim, server, clients) = world(16, 2, LinkConfig::wifi());
         let h = sim.run_handler(server, Game::default(), 30).unwrap();
+        // Both players must be in the game before one chats: over MPGS/2 a
+        // client is `Connected` at SERVER_HELLO and its queued messages ride
+        // with its key confirmation, so without this wait the line can reach
+        // the server before the other client's confirmation does (a relay
+        // then rightly skips a connection still pending). Which client wins
+        // that race shifts with any change to the datagrams sent.
+        let both = |_: &Sim| h.live_connections().len() == 2;
+        assert!(sim.run_until(both, Duration::from_secs(5)), "both clients connect");
         let (c, conn) = clients[0];
         for _ in 0..5 {
             sim.with_endpoint(c, |ep, _| ep.send_msg(conn, &ToServer::Move { dx: 2, dy: 0 }, Delivery::Reliable))

@@ -13,9 +13,15 @@ use crate::server_key;
 
 /// Connects `client` to `server` over MPGS/2.
 fn connect_v2(sim: &mut Sim, client: NodeId, server: NodeId) -> ConnectionId {
+    connect_with(sim, client, server, ProtocolVersion::V2)
+}
+
+/// Connects `client` to `server` over `version`, explicitly (the client
+/// default does not decide what a scenario tests).
+fn connect_with(sim: &mut Sim, client: NodeId, server: NodeId, version: ProtocolVersion) -> ConnectionId {
     let addr = sim.addr(server);
     let key = sim.server_key(server).unwrap().clone();
-    sim.with_endpoint(client, |ep, now| ep.connect_with(now, addr, key, ProtocolVersion::V2)).unwrap()
+    sim.with_endpoint(client, |ep, now| ep.connect_with(now, addr, key, version)).unwrap()
 }
 
 /// What the bulk transfer measured.
@@ -395,10 +401,10 @@ fn alternating_run(seed: u64) -> Sim {
     let mut base = 0u32;
     for round in 0..4u32 {
         let v2 = round % 2 == 1;
-        let c = if v2 { connect_v2(&mut sim, client, server) } else { sim.connect(client, server).unwrap() };
+        let version = if v2 { ProtocolVersion::V2 } else { ProtocolVersion::V1 };
+        let c = connect_with(&mut sim, client, server, version);
         let up = |sim: &Sim| sim.events(client).contains(&Event::Connected { conn: c });
         assert!(sim.run_until(up, Duration::from_secs(20)), "seed {seed} round {round}: {:?}", sim.events(client));
-        let version = if v2 { ProtocolVersion::V2 } else { ProtocolVersion::V1 };
         assert_eq!(sim.endpoint(client).connection(c).unwrap().version(), version);
         // The server's newest connection (`connection_by_addr` knows
         // MPGS/1 addresses only: MPGS/2 routes by connection id).

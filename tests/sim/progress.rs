@@ -90,12 +90,11 @@ fn run(s: &Scenario) -> u64 {
     for (node, frame) in [server, client].into_iter().zip(s.frame_us) {
         sim.set_frame_interval(node, frame.map(|us| Duration::from_micros(u64::from(us))));
     }
-    let c = if s.v2 {
-        let (addr, key) = (sim.addr(server), sim.server_key(server).unwrap().clone());
-        sim.with_endpoint(client, |ep, now| ep.connect_with(now, addr, key, ProtocolVersion::V2)).unwrap()
-    } else {
-        sim.connect(client, server).unwrap()
-    };
+    // The version is explicit: the client default (MPGS/2) would make the
+    // MPGS/1 property run over MPGS/2 too.
+    let proto = if s.v2 { ProtocolVersion::V2 } else { ProtocolVersion::V1 };
+    let (addr, key) = (sim.addr(server), sim.server_key(server).unwrap().clone());
+    let c = sim.with_endpoint(client, |ep, now| ep.connect_with(now, addr, key, proto)).unwrap();
     // The server's connection: `conn_of` finds MPGS/1 ones by address; an
     // MPGS/2 one is found by its `Connected` event.
     let server_conn = |sim: &Sim| {
