@@ -70,6 +70,15 @@ impl ClientCore {
             SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
         });
         let socket = io::bind(local)?;
+        // A large message arrives as a burst of datagrams as fast as the
+        // server's window and pacer allow (hundreds at once on a LAN or
+        // loopback); the system default (about 200 KB on Linux, some 90
+        // full datagrams) dropped part of every 1 MiB echo on loopback, and
+        // each drop cut the server's congestion window. Best effort.
+        match crate::udp::grow_recv_buffer(&socket, io::CLIENT_RECV_BUFFER) {
+            Ok(size) => tracing::debug!(size, "client receive buffer"),
+            Err(e) => tracing::debug!(error = %e, "could not size the receive buffer"),
+        }
         let clock = Clock::new();
         let mut cfg = config.endpoint;
         cfg.unix_time_origin = clock.unix_time_origin();

@@ -240,3 +240,7 @@ pub(crate) fn bind_to(addr: impl ToSocketAddrs) -> Result<UdpSocket, StartError>
 
 /// Receive buffer a server socket asks for, in bytes.
 pub(crate) const SERVER_RECV_BUFFER: usize = 4 << 20;
+
+/// Receive buffer a client socket asks for, in bytes: room for a burst of
+/// one MPGS/2 connection window (`conn_recv_window`, 4 MiB) of datagrams.
+pub(crate) const CLIENT_RECV_BUFFER: usize = 4 << 20;
