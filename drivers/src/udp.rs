@@ -4,7 +4,12 @@
 //! On Linux a [`RecvBatch`] fills up to [`BATCH`] buffers with one
 //! `recvmmsg(2)` (through `nix`) and a [`SendBatch`] hands up to [`BATCH`]
 //! queued datagrams to one `sendmmsg(2)` (through `rustix`), so a busy
-//! server pays one system call per batch instead of one per datagram.
+//! server pays one system call per batch instead of one per datagram. A
+//! run of full datagrams to one destination (a large message, a bulk
+//! transfer) leaves as one buffer with UDP segmentation offload (GSO, Linux
+//! 4.18+, through `nix`): the kernel routes it once and cuts it into the
+//! same datagrams on the wire; where GSO is refused, the batch falls back
+//! to `sendmmsg` for good.
 //! Elsewhere both fall back to a loop of `recv_from` / `send_to` with the
 //! same interface and the same buffers.
 //!
@@ -48,6 +53,26 @@ use mpgameserver::MAX_DATAGRAM;
 
 /// Datagrams per batch (per system call on Linux).
 pub const BATCH: usize = 32;
+
+/// Most datagrams in one GSO send (the kernel's `UDP_MAX_SEGMENTS`).
+#[cfg(target_os = "linux")]
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Most bytes in one GSO send: the UDP length field's limit, less the
+/// headers.
+#[cfg(target_os = "linux")]
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// Whether a GSO send failed because segmentation offload is not available
+/// (an old kernel, a device without checksum offload, an IPsec route), not
+/// because of the datagrams or the socket.
+#[cfg(target_os = "linux")]
+fn gso_refused(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    e.raw_os_error().is_some_and(|code| {
+        [Errno::INVAL, Errno::IO, Errno::NOPROTOOPT, Errno::OPNOTSUPP].iter().any(|errno| errno.raw_os_error() == code)
+    })
+}
 
 /// Receive buffer length: one byte more than the core ever accepts, so a
 /// longer datagram is recognised (and dropped) instead of being truncated.
@@ -212,12 +237,23 @@ pub struct SendBatch {
     /// Queued datagrams are `head..tail`.
     head: usize,
     tail: usize,
+    /// Linux: whether runs go out with UDP segmentation offload; cleared
+    /// for good when the kernel or the route refuses it.
+    #[cfg(target_os = "linux")]
+    gso: bool,
 }
 
 impl SendBatch {
     /// An empty queue with its buffers allocated.
     pub fn new() -> SendBatch {
-        SendBatch { bufs: Box::new([[0; MAX_DATAGRAM]; BATCH]), meta: [(0, UNSPECIFIED); BATCH], head: 0, tail: 0 }
+        SendBatch {
+            bufs: Box::new([[0; MAX_DATAGRAM]; BATCH]),
+            meta: [(0, UNSPECIFIED); BATCH],
+            head: 0,
+            tail: 0,
+            #[cfg(target_os = "linux")]
+            gso: true,
+        }
     }
 
     /// Datagrams queued and not sent yet.
@@ -281,12 +317,98 @@ impl SendBatch {
     }
 
     /// Sends from `head`; `Ok(n)` with `n ≥ 1`, or the first datagram's error.
+    ///
+    /// A run of datagrams to one destination, all of one length but the
+    /// last (which may be shorter), leaves in one `sendmsg` with UDP
+    /// segmentation offload (GSO, Linux 4.18+): the kernel builds and routes
+    /// one large buffer and cuts it into the same datagrams on the wire (or
+    /// the NIC does), instead of walking its UDP/IP path once per datagram.
+    /// The other datagrams leave together in one `sendmmsg`.
     #[cfg(target_os = "linux")]
-    fn send_some(&self, socket: &UdpSocket) -> io::Result<usize> {
+    fn send_some(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        let run = if self.gso { self.run_at(self.head) } else { 1 };
+        if run >= 2 {
+            match self.send_run(socket, run) {
+                Err(e) if gso_refused(&e) => {
+                    // Not on this kernel or route (no checksum offload, IPsec):
+                    // every datagram alone from now on.
+                    self.gso = false;
+                    tracing::debug!(error = %e, "UDP segmentation offload refused; sending datagrams one by one");
+                }
+                result => return result,
+            }
+        }
+        // Up to the next run.
+        let mut end = self.head + 1;
+        while end < self.tail && (!self.gso || self.run_at(end) < 2) {
+            end += 1;
+        }
+        self.send_each(socket, end)
+    }
+
+    /// How many datagrams from `i` form one GSO run (1: none): the same
+    /// destination, the length of the first, the last possibly shorter,
+    /// within the kernel's bounds (64 segments, a 64 KiB buffer).
+    #[cfg(target_os = "linux")]
+    fn run_at(&self, i: usize) -> usize {
+        let (seg, to) = self.meta[i];
+        let (mut n, mut bytes) = (1, seg);
+        while i + n < self.tail && n < GSO_MAX_SEGMENTS {
+            let (len, next_to) = self.meta[i + n];
+            if next_to != to || len > seg || bytes + len > GSO_MAX_BYTES {
+                break;
+            }
+            n += 1;
+            bytes += len;
+            if len < seg {
+                break; // a shorter datagram ends the run
+            }
+        }
+        n
+    }
+
+    /// Sends the run of `n` datagrams from `head` as one message with a
+    /// `UDP_SEGMENT` control message; `Ok(n)` or the error.
+    #[cfg(target_os = "linux")]
+    fn send_run(&self, socket: &UdpSocket, n: usize) -> io::Result<usize> {
+        use std::cell::RefCell;
+        use std::io::IoSlice;
+        use std::os::fd::AsRawFd;
+
+        use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+
+        thread_local! {
+            // One message header with room for the control message, built
+            // once per thread (it holds raw pointers: see RecvBatch).
+            static HEADERS: RefCell<Option<MultiHeaders<SockaddrStorage>>> = const { RefCell::new(None) };
+        }
+        let (seg, to) = self.meta[self.head];
+        let iovs: [IoSlice<'_>; BATCH] = std::array::from_fn(|k| {
+            let i = self.head + k;
+            IoSlice::new(if k < n { &self.bufs[i][..self.meta[i].0] } else { &[] })
+        });
+        // seg ≤ MAX_DATAGRAM, so it fits a u16.
+        let seg = seg as u16;
+        HEADERS.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let headers = cell.get_or_insert_with(|| MultiHeaders::preallocate(1, Some(nix::cmsg_space!(u16))));
+            let cmsgs = [ControlMessage::UdpGsoSegments(&seg)];
+            let addrs = [Some(SockaddrStorage::from(to))];
+            let sent = sendmmsg(socket.as_raw_fd(), headers, &[&iovs[..n]], addrs, cmsgs, MsgFlags::empty())
+                .map_err(io::Error::from)?
+                .count();
+            if sent == 0 { Err(io::Error::from(io::ErrorKind::WouldBlock)) } else { Ok(n) }
+        })
+    }
+
+    /// Sends datagrams `head..end` in one `sendmmsg`; `Ok(k)` with `k ≥ 1`,
+    /// or the first datagram's error.
+    #[cfg(target_os = "linux")]
+    fn send_each(&self, socket: &UdpSocket, end: usize) -> io::Result<usize> {
         use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny, sendmmsg};
         use std::io::IoSlice;
 
-        let (bufs, meta) = (&self.bufs[self.head..self.tail], &self.meta[self.head..self.tail]);
+        let (bufs, meta) = (&self.bufs[self.head..end], &self.meta[self.head..end]);
         let n = meta.len();
         let addrs: [SocketAddrAny; BATCH] = std::array::from_fn(|i| SocketAddrAny::from(meta[i.min(n - 1)].1));
         let iovs: [[IoSlice<'_>; 1]; BATCH] =
@@ -304,7 +426,7 @@ impl SendBatch {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn send_some(&self, socket: &UdpSocket) -> io::Result<usize> {
+    fn send_some(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         let mut sent = 0;
         for i in self.head..self.tail {
             let (len, to) = self.meta[i];
@@ -343,4 +465,83 @@ pub fn grow_recv_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<usize> {
         let _ = sockopt::set_socket_recv_buffer_size(socket, bytes);
     }
     Ok(sockopt::socket_recv_buffer_size(socket)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(tx: &mut SendBatch, to: SocketAddr, len: usize, tag: u8) {
+        let buf = tx.buf_mut().expect("room in the batch");
+        buf[..len].fill(tag);
+        tx.push(to, len);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn runs_are_one_destination_one_length_the_last_shorter() {
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2000".parse().unwrap();
+        let mut tx = SendBatch::new();
+        // 0: an ack alone; 1-4: a run ending with a shorter datagram; 5-6:
+        // a run broken by the destination; 7: longer than the run before.
+        for (to, len) in [(a, 60), (a, 1200), (a, 1200), (a, 1200), (a, 700), (a, 1200), (b, 1200), (b, 1300)] {
+            queue(&mut tx, to, len, 0);
+        }
+        let runs: Vec<usize> = (0..tx.tail).map(|i| tx.run_at(i)).collect();
+        assert_eq!(runs, [1, 4, 3, 2, 1, 1, 1, 1]);
+        // The bounds: 64 segments and 65,000 bytes.
+        let mut tx = SendBatch::new();
+        for _ in 0..BATCH {
+            queue(&mut tx, a, 2048, 0);
+        }
+        assert_eq!(tx.run_at(0), 31, "31 × 2,048 B fit 65,000 B, 32 do not");
+        let mut tx = SendBatch::new();
+        for _ in 0..BATCH {
+            queue(&mut tx, a, 10, 0);
+        }
+        assert_eq!(tx.run_at(0), BATCH);
+        assert!(gso_refused(&io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error())));
+        assert!(!gso_refused(&io::Error::from(io::ErrorKind::WouldBlock)));
+    }
+
+    /// Whatever the kernel offers (GSO or not), a batch of runs and single
+    /// datagrams arrives as the same datagrams, in order, byte for byte.
+    #[test]
+    fn runs_arrive_as_separate_datagrams() {
+        let rx_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx_socket.set_nonblocking(true).unwrap();
+        let to = rx_socket.local_addr().unwrap();
+        let tx_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let lens = [60, 1200, 1200, 1200, 1200, 431, 1200, 1200, 90];
+        let mut tx = SendBatch::new();
+        for (i, &len) in lens.iter().enumerate() {
+            queue(&mut tx, to, len, i as u8);
+        }
+        let sent = tx.send(&tx_socket, |e, to| panic!("send to {to} failed: {e}"));
+        assert_eq!((sent.sent, sent.failed, sent.blocked), (lens.len(), 0, false));
+        assert!(tx.is_empty());
+        let mut rx = RecvBatch::new();
+        let mut got = Vec::new();
+        let clock = crate::clock::Clock::new();
+        let deadline = clock.now() + mpgameserver::Duration::from_secs(5);
+        while got.len() < lens.len() && clock.now() < deadline {
+            match rx.recv(&rx_socket) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let (from, bytes) = rx.get_mut(i);
+                        assert_eq!(from, tx_socket.local_addr().unwrap());
+                        got.push((bytes.len(), bytes.to_vec()));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("receive failed: {e}"),
+            }
+        }
+        assert_eq!(got.len(), lens.len(), "every datagram arrives on loopback");
+        for (i, (len, bytes)) in got.iter().enumerate() {
+            assert_eq!(*len, lens[i], "datagram {i}");
+            assert!(bytes.iter().all(|&b| b == i as u8), "datagram {i} holds its own bytes");
+        }
+    }
 }
