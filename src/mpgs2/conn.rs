@@ -1057,7 +1057,7 @@ impl Connection {
                 }
                 // A fragment of a group fills a datagram on its own, so it goes
                 // first; then a due ACK, control frames and other data; an ACK
-                // not yet due rides along if it still fits.
+                // not yet due rides along if it still fits and has news.
                 let mut filled = false;
                 if send_data && in_group {
                     eliciting |= self.fill(now, &mut w, &mut recs);
@@ -1090,9 +1090,11 @@ impl Connection {
                 }
                 // Only on a packet that goes anyway: writing an ACK clears the
                 // ack timer, so a packet carrying nothing else must not exist.
+                // And only when a packet arrived since the last ACK: an
+                // unchanged ACK is not repeated (§4.1).
                 if !ack_written
                     && eliciting
-                    && !self.acks.ranges().is_empty()
+                    && self.acks.has_news()
                     && let Ok(largest) = self.acks.write(now, &mut w)
                 {
                     let _ = recs.push(Rec::Ack { largest });
