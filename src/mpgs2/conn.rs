@@ -155,6 +155,11 @@ impl UnrelPending {
     }
 
     fn insert(&mut self, receipt: u64, v: (u32, bool)) {
+        if self.q.back().is_none_or(|b| b.0 < receipt) {
+            // The usual case: receipts are taken in increasing order.
+            self.q.push_back((receipt, Some(v)));
+            return;
+        }
         match self.q.binary_search_by_key(&receipt, |e| e.0) {
             Ok(i) => self.q[i].1 = Some(v),
             // At the back, except if a caller ever queues out of order.
