@@ -434,16 +434,25 @@ impl Endpoint {
     }
 
     fn route_v2(&mut self, now: Instant, id: ConnectionId, datagram: &mut [u8]) {
-        let was_connected = self.table.get(id).is_some_and(Session::is_connected);
-        if let Some(Err(reason)) =
-            self.with_conn(id, |c, cfg, room| c.handle_datagram(now, &Decoded::V2, datagram, cfg, room))
-        {
+        let Some((r, change)) =
+            self.with_conn_keyed(id, |c, cfg, room| c.handle_datagram(now, &Decoded::V2, datagram, cfg, room))
+        else {
+            return;
+        };
+        if let Err(reason) = r {
             self.stats.drop(reason);
         }
-        if !was_connected && self.is_server() && self.table.get(id).is_some_and(Session::is_connected) {
-            self.v2_confirmed(id, now);
+        match change {
+            // Nothing about its state changed: it cannot have closed, and
+            // no handshake was confirmed; only its schedule is stale.
+            None => self.touch_open(id),
+            Some(was_connected) => {
+                if !was_connected && self.is_server() && self.table.get(id).is_some_and(Session::is_connected) {
+                    self.v2_confirmed(id, now);
+                }
+                self.touch(id, now);
+            }
         }
-        self.touch(id, now);
     }
 
     /// MPGS/1's route: by the sender's address; a CLIENT_HELLO from an
@@ -514,16 +523,24 @@ impl Endpoint {
         }
         self.schedule.settle(&mut self.table, now, &self.cfg);
         while let Some((id, due)) = self.schedule.pop_ready(&mut self.table, now) {
-            let sent = if due {
-                self.with_conn(id, |c, cfg, _| Some((c.poll_transmit(now, buf, cfg)?, Session::remote(c)))).flatten()
+            let (sent, changed) = if due {
+                match self.with_conn_keyed(id, |c, cfg, _| Some((c.poll_transmit(now, buf, cfg)?, Session::remote(c))))
+                {
+                    Some((sent, change)) => (sent, change.is_some()),
+                    None => (None, true),
+                }
             } else {
-                None
+                (None, true)
             };
-            self.touch(id, now);
+            if changed {
+                self.touch(id, now);
+            } else {
+                self.touch_open(id);
+            }
             if let Some((len, destination)) = sent {
                 if self.is_server()
-                    && self.table.by_addr(destination).is_some_and(|v1| v1 != id)
                     && self.table.get(id).is_some_and(|c| c.version() == ProtocolVersion::V2)
+                    && self.table.by_addr(destination).is_some_and(|v1| v1 != id)
                 {
                     // An MPGS/1 connection took this address since (§2.2).
                     self.stats.v2_suppressed_to_mpgs1 += 1;
@@ -576,6 +593,18 @@ impl Endpoint {
         id: ConnectionId,
         f: impl FnOnce(&mut Connection, &EndpointConfig, Room) -> R,
     ) -> Option<R> {
+        self.with_conn_keyed(id, f).map(|(r, _)| r)
+    }
+
+    /// [`Endpoint::with_conn`], also telling whether the connection's
+    /// public state changed: `Some(was_connected)` when it did, `None` when
+    /// not (the per-datagram case, which then needs no further look).
+    #[inline]
+    fn with_conn_keyed<R>(
+        &mut self,
+        id: ConnectionId,
+        f: impl FnOnce(&mut Connection, &EndpointConfig, Room) -> R,
+    ) -> Option<(R, Option<bool>)> {
         let conn = self.table.get_mut(id)?;
         // The public state is a function of this cheap key: an unchanged key
         // means no count to update.
@@ -594,8 +623,12 @@ impl Endpoint {
         let r = f(conn, &self.cfg, room);
         let events = conn.events();
         if !events.is_empty() {
-            while let Some(event) = events.pop_front() {
-                self.events.push_back(event);
+            if self.events.is_empty() {
+                // The usual case (the application drains events after every
+                // input): the queues trade buffers, no event is moved.
+                core::mem::swap(&mut self.events, events);
+            } else {
+                self.events.append(events);
             }
             crate::event::shrink_drained(events);
         }
@@ -612,7 +645,7 @@ impl Endpoint {
             self.admission.reassembly_changed(self.now, conn.remote().ip(), bytes_before, bytes_after, &self.cfg);
         }
         if conn.state_key() == key {
-            return Some(r);
+            return Some((r, None));
         }
         let after = (Session::state(conn), conn.is_connected());
         let server = Session::role(conn) == Role::Server;
@@ -628,7 +661,7 @@ impl Endpoint {
         if server && live(before) != live(after) {
             self.admission.connection(self.now, conn.remote().ip(), live(after), &self.cfg);
         }
-        Some(r)
+        Some((r, Some(before.1)))
     }
 
     /// After any input to `id`: releases it at once if it closed (queuing
@@ -640,6 +673,15 @@ impl Endpoint {
         if slot.conn.as_ref().is_some_and(Session::is_closed) {
             self.release_closed(id, now);
         } else {
+            self.schedule.touch(id, &mut slot.sched);
+        }
+    }
+
+    /// [`Endpoint::touch`] for a connection whose state did not change
+    /// since it was last touched open: only its schedule is marked.
+    #[inline]
+    fn touch_open(&mut self, id: ConnectionId) {
+        if let Some(slot) = self.table.slot_mut(id) {
             self.schedule.touch(id, &mut slot.sched);
         }
     }

@@ -4,7 +4,10 @@
 //! An ACK is due once the oldest unacknowledged ack-eliciting packet is
 //! `max_ack_delay` old, at once when an ack-eliciting packet arrives out of
 //! order or after a gap, and at once when 8 ack-eliciting packets are
-//! unacknowledged. Any packet that leaves may carry the current ACK.
+//! unacknowledged. A packet that leaves anyway carries the current ACK when a
+//! packet arrived since the last ACK was written, or while an ack-eliciting
+//! packet's ACK is not known to have arrived; an unchanged ACK of
+//! non-eliciting packets only is not repeated (Decision in MPGS2.md §4.1).
 
 use super::WireError;
 use super::buf::Writer;
@@ -23,6 +26,13 @@ pub struct AckState {
     unacked_eliciting: u32,
     oldest_unacked: Option<Instant>,
     immediate: bool,
+    /// A packet number was recorded since the last ACK was written.
+    news: bool,
+    /// The largest ack-eliciting packet number recorded.
+    largest_eliciting: Option<u64>,
+    /// The largest `largest` of our ACKs that the peer acknowledged: it knows
+    /// we hold every packet number up to it that we recorded.
+    confirmed: Option<u64>,
     max_ack_delay: Duration,
 }
 
@@ -35,6 +45,9 @@ impl AckState {
             unacked_eliciting: 0,
             oldest_unacked: None,
             immediate: false,
+            news: false,
+            largest_eliciting: None,
+            confirmed: None,
             max_ack_delay,
         }
     }
@@ -51,7 +64,11 @@ impl AckState {
         if largest.is_none_or(|l| pn > l) {
             self.largest_recv_time = Some(now);
         }
-        self.ranges.insert(pn);
+        let new = self.ranges.insert(pn);
+        self.news |= new;
+        if new && ack_eliciting {
+            self.largest_eliciting = Some(self.largest_eliciting.map_or(pn, |l| l.max(pn)));
+        }
         if ack_eliciting {
             self.unacked_eliciting += 1;
             self.oldest_unacked.get_or_insert(now);
@@ -72,6 +89,19 @@ impl AckState {
         self.deadline().is_some_and(|d| now >= d)
     }
 
+    /// Whether an ACK not yet due should ride on a packet that leaves
+    /// anyway (§4.1): when a packet arrived since the last ACK was written,
+    /// or while the peer may still be waiting for the ACK of an
+    /// ack-eliciting packet (none of our ACKs covering it has been
+    /// acknowledged yet, so the last one may have been lost). An unchanged
+    /// ACK of non-eliciting packets only is not repeated.
+    pub fn has_news(&self) -> bool {
+        if self.ranges.is_empty() {
+            return false;
+        }
+        self.news || self.largest_eliciting.is_some_and(|e| self.confirmed.is_none_or(|c| e > c))
+    }
+
     /// Writes the current ACK frame (if any range is held and it fits);
     /// returns the `largest` it acknowledges, which the caller records with
     /// the packet so that [`on_ack_acked`](Self::on_ack_acked) can prune.
@@ -80,6 +110,7 @@ impl AckState {
         let largest = self.ranges.largest().ok_or(WireError::BadValue)?;
         let delay = self.largest_recv_time.map_or(0, |t| now.saturating_duration_since(t).as_micros() as u64);
         self.ranges.encode_ack(delay / ACK_DELAY_UNIT_MICROS, w)?;
+        self.news = false;
         self.unacked_eliciting = 0;
         self.oldest_unacked = None;
         self.immediate = false;
@@ -90,6 +121,7 @@ impl AckState {
     /// ranges below it need not be sent again (§4.1).
     pub fn on_ack_acked(&mut self, largest: u64) {
         self.ranges.remove_below(largest);
+        self.confirmed = Some(self.confirmed.map_or(largest, |c| c.max(largest)));
     }
 }
 
@@ -139,5 +171,31 @@ mod tests {
         a.on_ack_acked(3);
         assert_eq!(a.ranges().iter().last(), Some((3, 11)));
         assert_eq!(AckState::new(MAD).write(t, &mut Writer::new(&mut buf)), Err(WireError::BadValue));
+    }
+
+    #[test]
+    fn an_unchanged_ack_rides_again_only_while_an_eliciting_packet_is_unconfirmed() {
+        let t = Instant::from_millis(100);
+        let mut a = AckState::new(MAD);
+        let mut buf = [0u8; 64];
+        assert!(!a.has_news(), "nothing received, nothing to tell");
+        a.on_packet(t, 0, false);
+        assert!(a.has_news(), "a non-eliciting packet is news too (the peer prunes on its ack)");
+        a.write(t, &mut Writer::new(&mut buf)).expect("fits");
+        assert!(!a.has_news(), "an unchanged ACK of non-eliciting packets does not ride again");
+        a.on_packet(t, 0, true);
+        assert!(!a.has_news(), "a duplicate PN is no news");
+        a.on_packet(t, 1, true);
+        assert!(a.has_news());
+        a.write(t, &mut Writer::new(&mut buf)).expect("fits");
+        assert!(a.has_news(), "packet 1 elicits an ACK the peer has not confirmed: it rides again");
+        a.on_ack_acked(0);
+        assert!(a.has_news(), "an ACK below packet 1 confirmed: still unconfirmed");
+        a.on_ack_acked(1);
+        assert!(!a.has_news(), "confirmed: no more repeats");
+        a.on_packet(t, 2, false);
+        assert!(a.has_news());
+        a.write(t, &mut Writer::new(&mut buf)).expect("fits");
+        assert!(!a.has_news());
     }
 }

@@ -122,10 +122,44 @@ struct UnrelPending {
 
 impl UnrelPending {
     fn index(&self, receipt: u64) -> Option<usize> {
-        self.q.binary_search_by_key(&receipt, |e| e.0).ok().filter(|&i| self.q[i].1.is_some())
+        // Packets are usually acknowledged in the order they left, so the
+        // entry sought is usually the front one.
+        let i = match self.q.front() {
+            Some(&(r, _)) if r == receipt => 0,
+            _ => self.q.binary_search_by_key(&receipt, |e| e.0).ok()?,
+        };
+        self.q[i].1.is_some().then_some(i)
+    }
+
+    /// One packet carrying a frame of `receipt` was acked or lost: the
+    /// message's fate (`Some(lost)`) once it was its last packet.
+    fn on_packet(&mut self, receipt: u64, acked: bool) -> Option<bool> {
+        let i = self.index(receipt)?;
+        let (left, lost) = self.q[i].1.as_mut()?;
+        *left -= 1;
+        *lost |= !acked;
+        if *left > 0 {
+            return None;
+        }
+        let lost = *lost;
+        self.take_at(i);
+        Some(lost)
+    }
+
+    fn take_at(&mut self, i: usize) -> Option<(u32, bool)> {
+        let v = self.q[i].1.take();
+        while self.q.front().is_some_and(|e| e.1.is_none()) {
+            self.q.pop_front();
+        }
+        v
     }
 
     fn insert(&mut self, receipt: u64, v: (u32, bool)) {
+        if self.q.back().is_none_or(|b| b.0 < receipt) {
+            // The usual case: receipts are taken in increasing order.
+            self.q.push_back((receipt, Some(v)));
+            return;
+        }
         match self.q.binary_search_by_key(&receipt, |e| e.0) {
             Ok(i) => self.q[i].1 = Some(v),
             // At the back, except if a caller ever queues out of order.
@@ -133,18 +167,9 @@ impl UnrelPending {
         }
     }
 
-    fn get_mut(&mut self, receipt: u64) -> Option<&mut (u32, bool)> {
-        let i = self.index(receipt)?;
-        self.q[i].1.as_mut()
-    }
-
     fn remove(&mut self, receipt: u64) -> Option<(u32, bool)> {
         let i = self.index(receipt)?;
-        let v = self.q[i].1.take();
-        while self.q.front().is_some_and(|e| e.1.is_none()) {
-            self.q.pop_front();
-        }
-        v
+        self.take_at(i)
     }
 
     fn contains(&self, receipt: u64) -> bool {
@@ -653,14 +678,26 @@ impl Connection {
 
     /// Acts on `outcomes` and empties it (its capacity is kept).
     fn apply(&mut self, outcomes: &mut Vec<Outcome>) {
+        // Records are in PN order and a packet's records are contiguous;
+        // outcomes come in runs of increasing PN (the losses, then the
+        // acks), so a cursor walks the records once per run instead of a
+        // search per packet. `on_record` never touches `records`, so they
+        // are read in place, without a copy.
+        let mut k = 0;
+        let mut last: Option<u64> = None;
         for o in outcomes.drain(..) {
             let (pn, acked) = match o {
                 Outcome::Acked { pn, .. } => (pn, true),
                 Outcome::Lost { pn, .. } => (pn, false),
             };
-            // A packet's records are contiguous; `on_record` never touches
-            // `records`, so they are read in place, without a copy.
-            let mut k = self.records.partition_point(|(p, _)| *p < pn);
+            if last.is_none_or(|l| pn < l) {
+                k = self.records.partition_point(|(p, _)| *p < pn);
+            } else {
+                while self.records.get(k).is_some_and(|(p, _)| *p < pn) {
+                    k += 1;
+                }
+            }
+            last = Some(pn);
             while let Some(&(p, r)) = self.records.get(k)
                 && p == pn
             {
@@ -692,18 +729,8 @@ impl Connection {
                 }
             }
             Rec::Unreliable { receipt } => {
-                if let Some((left, lost)) = self.unrel_pending.get_mut(receipt) {
-                    *left -= 1;
-                    *lost |= !acked;
-                    if *left == 0 {
-                        let lost = *lost;
-                        self.unrel_pending.remove(receipt);
-                        self.events.push_back(if lost {
-                            ConnEvent::Lost(receipt)
-                        } else {
-                            ConnEvent::Delivered(receipt)
-                        });
-                    }
+                if let Some(lost) = self.unrel_pending.on_packet(receipt, acked) {
+                    self.events.push_back(if lost { ConnEvent::Lost(receipt) } else { ConnEvent::Delivered(receipt) });
                 }
             }
             Rec::Ack { largest } => {
@@ -1035,7 +1062,7 @@ impl Connection {
                 }
                 // A fragment of a group fills a datagram on its own, so it goes
                 // first; then a due ACK, control frames and other data; an ACK
-                // not yet due rides along if it still fits.
+                // not yet due rides along if it still fits and has news.
                 let mut filled = false;
                 if send_data && in_group {
                     eliciting |= self.fill(now, &mut w, &mut recs);
@@ -1068,9 +1095,11 @@ impl Connection {
                 }
                 // Only on a packet that goes anyway: writing an ACK clears the
                 // ack timer, so a packet carrying nothing else must not exist.
+                // And only when a packet arrived since the last ACK: an
+                // unchanged ACK is not repeated (§4.1).
                 if !ack_written
                     && eliciting
-                    && !self.acks.ranges().is_empty()
+                    && self.acks.has_news()
                     && let Ok(largest) = self.acks.write(now, &mut w)
                 {
                     let _ = recs.push(Rec::Ack { largest });
@@ -1108,8 +1137,10 @@ impl Connection {
     fn fill(&mut self, now: Instant, w: &mut Writer<'_>, recs: &mut heapless::Vec<Rec, 64>) -> bool {
         // An unreliable fragment group sends one fragment per datagram.
         if let Some((g, next)) = self.group.take() {
-            let frags: Vec<(usize, usize)> = g.fragments().collect();
-            let (off, len) = frags[next];
+            // The group's fragments are computed, not listed: no allocation
+            // per datagram.
+            let count = g.fragments().count();
+            let Some((off, len)) = g.fragments().nth(next) else { return false };
             let f = Frame::Fragment {
                 kind: ChannelKind::Unreliable,
                 channel: CH_UNRELIABLE,
@@ -1127,16 +1158,18 @@ impl Connection {
                 return false;
             }
             let _ = recs.push(Rec::Unreliable { receipt: g.receipt });
-            if next + 1 < frags.len() {
+            if next + 1 < count {
                 self.group = Some((g, next + 1));
             }
             return true;
         }
         let mut any = false;
         // Round robin over the three channels, starting one further each packet.
-        self.rr = (self.rr + 1) % 3;
+        self.rr = if self.rr >= 2 { 0 } else { self.rr + 1 };
         for k in 0..3 {
-            let ch = ((self.rr + k) % 3) as u8;
+            // (rr + k) mod 3, without a division per channel.
+            let ch = self.rr + k;
+            let ch = (if ch >= 3 { ch - 3 } else { ch }) as u8;
             loop {
                 if recs.is_full() || w.remaining() < 8 {
                     return any;

@@ -815,7 +815,9 @@ impl Connection {
         self.pending_bytes += data.len();
         self.metrics.messages_sent += 1;
         self.idle_at = None;
-        self.drain();
+        // Queuing changes neither the RTT nor the flow counters: only the
+        // events need moving.
+        self.drain_events();
         Ok(id)
     }
 
@@ -884,8 +886,23 @@ impl Connection {
         }
     }
 
-    /// Moves the connection's events to the crate's.
+    /// Moves the connection's events to the crate's and refreshes the
+    /// metrics it keeps (RTT, flow).
     fn drain(&mut self) {
+        self.drain_events();
+        if let Some(c) = self.conn.as_ref() {
+            self.metrics.flow_blocked = c.flow_blocked();
+            let (srtt, rttvar, latest, has) = c.rtt();
+            if has {
+                self.metrics.srtt = Some(Duration::from_micros(srtt));
+                self.metrics.rttvar = Duration::from_micros(rttvar);
+                self.metrics.latest_rtt = Some(Duration::from_micros(latest));
+            }
+        }
+    }
+
+    /// Moves the connection's events to the crate's.
+    fn drain_events(&mut self) {
         if let Phase::Failed = self.phase {
             self.fail_early();
         }
@@ -914,15 +931,6 @@ impl Connection {
                         self.events.push_back(Event::Disconnected { conn: self.id, reason });
                     }
                 }
-            }
-        }
-        if let Some(c) = self.conn.as_ref() {
-            self.metrics.flow_blocked = c.flow_blocked();
-            let (srtt, rttvar, latest, has) = c.rtt();
-            if has {
-                self.metrics.srtt = Some(Duration::from_micros(srtt));
-                self.metrics.rttvar = Duration::from_micros(rttvar);
-                self.metrics.latest_rtt = Some(Duration::from_micros(latest));
             }
         }
     }
