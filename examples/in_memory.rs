@@ -126,7 +126,7 @@ fn main() -> Result<ExitCode, Box<dyn Error>> {
         // events before transmits lets replies leave in the same instant.)
         while let Some(event) = server.poll_event() {
             match event {
-                Event::Message { conn, payload } => {
+                Event::Message { conn, payload, .. } => {
                     server.send(conn, &payload, Delivery::Reliable)?;
                 }
                 Event::Connected { conn } => {

@@ -3,6 +3,9 @@
 
 use core::fmt;
 
+use alloc::vec::Vec;
+
+use crate::channel::ChannelConfig;
 use crate::state::ProtocolVersion;
 use crate::time::Duration;
 
@@ -299,6 +302,18 @@ pub struct EndpointConfig {
     /// MPGS/2 server: this endpoint's id among the endpoints sharing a
     /// `reset_base` (default 0); stable across restarts.
     pub endpoint_id: u64,
+    /// MPGS/2: the game's own channels, ids 3–63 (default none; MPGS2.md
+    /// §4.3). Channels 0–2 always exist: the [`Delivery`](crate::Delivery)
+    /// modes use them. Configured per direction: each side sends on its own
+    /// list, and receives whatever the peer sends on any channel.
+    pub channels: Vec<ChannelConfig>,
+    /// MPGS/2: bytes of received messages a connection may leave undrained
+    /// in [`Endpoint::poll_event`](crate::Endpoint::poll_event) (default
+    /// 4 MiB). Above it, new packets carrying reliable frames from that peer
+    /// are discarded unacknowledged (the peer resends them later) and
+    /// counted in [`ConnectionMetrics::recv_queue_refused`](crate::ConnectionMetrics::recv_queue_refused)
+    /// (MPGS2.md §4.6).
+    pub recv_queue_bytes: usize,
 }
 
 /// A 32-byte secret from which MPGS/2 stateless reset keys are derived
@@ -377,6 +392,8 @@ impl Default for EndpointConfig {
             allow_v1_fallback: false,
             reset_base: None,
             endpoint_id: 0,
+            channels: Vec::new(),
+            recv_queue_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -443,6 +460,7 @@ impl EndpointConfig {
             (self.hello_rate_per_prefix.per_second as usize, "hello_rate_per_prefix.per_second"),
             (self.hello_rate_per_prefix.burst as usize, "hello_rate_per_prefix.burst"),
             (self.max_reassemblies, "max_reassemblies"),
+            (self.recv_queue_bytes, "recv_queue_bytes"),
             (self.send_queue_messages, "send_queue_messages"),
             (self.v2_hello_rate_per_source.per_second as usize, "v2_hello_rate_per_source.per_second"),
             (self.v2_hello_rate_per_source.burst as usize, "v2_hello_rate_per_source.burst"),
@@ -486,7 +504,16 @@ impl EndpointConfig {
                 max_message_size: self.max_message_size,
             });
         }
+        for c in &self.channels {
+            c.validate(&self.channels)?;
+        }
         Ok(())
+    }
+
+    /// The configuration of channel `id`: one of the three `Delivery`
+    /// channels (0–2) or a configured one.
+    pub fn channel(&self, id: u8) -> Option<&ChannelConfig> {
+        ChannelConfig::DEFAULTS.get(usize::from(id)).or_else(|| self.channels.iter().find(|c| c.id == id))
     }
 }
 
@@ -545,6 +572,16 @@ pub enum ConfigError {
     },
     /// `server_hello_reuse` is above `MAX_SERVER_HELLO_REUSE` (1 s).
     ServerHelloReuse(Duration),
+    /// A channel of [`EndpointConfig::channels`] is invalid: `field` names
+    /// the field, `problem` what is wrong with it.
+    Channel {
+        /// The channel's id.
+        channel: u8,
+        /// The field: `id`, `priority`, `weight`, `ttl`, `queue_limit` or `oversize`.
+        field: &'static str,
+        /// What is wrong, and what to do.
+        problem: &'static str,
+    },
     /// `send_queue_bytes` cannot hold one message of the maximum size.
     SendQueueBytes {
         /// The configured send-queue budget.
@@ -598,6 +635,9 @@ impl fmt::Display for ConfigError {
                 "server_hello_reuse {} ms is above the 1000 ms limit: a shared server ephemeral key must not outlive a short period; lower it (zero disables sharing)",
                 d.as_millis()
             ),
+            ConfigError::Channel { channel, field, problem } => {
+                write!(f, "channel {channel}: {field} {problem}")
+            }
             ConfigError::SendQueueBytes { send_queue_bytes, max_message_size } => write!(
                 f,
                 "send_queue_bytes {send_queue_bytes} is smaller than max_message_size {max_message_size}: a maximal message could never be queued; raise it"

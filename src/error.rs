@@ -13,12 +13,39 @@ pub enum SendError {
         /// The configured `max_message_size`.
         max: usize,
     },
-    /// The connection's send queue is full (messages or bytes).
-    QueueFull,
+    /// A send queue is full: the channel's `queue_limit` (bytes), or the
+    /// connection-wide `send_queue_bytes` or `send_queue_messages`. `queued`
+    /// and `limit` are in the unit of the limit that refused (bytes, or
+    /// messages for `send_queue_messages` and MPGS/1's in-flight units).
+    /// [`Event::Writable`](crate::Event::Writable) follows when it has
+    /// drained below half.
+    QueueFull {
+        /// The channel the message was for.
+        channel: u8,
+        /// What is queued now.
+        queued: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// No such connection (it closed, or the handle is from another endpoint).
     UnknownConnection,
     /// The connection is closing after `disconnect`.
     Closing,
+    /// The channel is neither 0–2 nor in [`EndpointConfig::channels`](crate::EndpointConfig::channels).
+    UnknownChannel {
+        /// The channel asked for.
+        channel: u8,
+    },
+    /// The connection is closing or closed: channel sends need an open one.
+    NotConnected,
+    /// The peer speaks MPGS/1, which has no channel of this kind (MPGS/1
+    /// carries unreliable and reliable-unordered messages only).
+    PeerSpeaksMpgs1 {
+        /// The channel.
+        channel: u8,
+        /// Its kind.
+        kind: crate::ChannelKind,
+    },
 }
 
 impl fmt::Display for SendError {
@@ -28,8 +55,9 @@ impl fmt::Display for SendError {
                 f,
                 "message too large: the maximum is {max} bytes (EndpointConfig::max_message_size, up to 8 MiB); split it or raise the limit on both peers"
             ),
-            SendError::QueueFull => f.write_str(
-                "send queue full: the peer is not acknowledging fast enough; wait for Delivered/Lost events before sending more, or raise EndpointConfig::send_queue_messages/send_queue_bytes",
+            SendError::QueueFull { channel, queued, limit } => write!(
+                f,
+                "send queue full on channel {channel} ({queued} queued, limit {limit}): the peer is not acknowledging fast enough; wait for the Writable event (or Delivered/Lost) before sending more, or raise ChannelConfig::queue_limit or EndpointConfig::send_queue_messages/send_queue_bytes",
             ),
             SendError::UnknownConnection => f.write_str(
                 "unknown connection: it has closed (see the Disconnected event) or the handle belongs to another endpoint",
@@ -37,6 +65,17 @@ impl fmt::Display for SendError {
             SendError::Closing => {
                 f.write_str("the connection is closing after disconnect: no new messages are accepted")
             }
+            SendError::UnknownChannel { channel } => write!(
+                f,
+                "unknown channel {channel}: use 0–2 (the Delivery modes) or add a ChannelConfig with this id to EndpointConfig::channels"
+            ),
+            SendError::NotConnected => {
+                f.write_str("the connection is closing or closed: wait for Connected on a new connection before sending")
+            }
+            SendError::PeerSpeaksMpgs1 { channel, kind } => write!(
+                f,
+                "channel {channel} is {kind:?}, which MPGS/1 cannot carry, and this peer speaks MPGS/1: send on an unreliable or reliable-unordered channel, or connect over MPGS/2"
+            ),
         }
     }
 }

@@ -209,6 +209,33 @@ impl fmt::Display for ConnectFailure {
     }
 }
 
+/// Why a message was [`Event::Lost`] (MPGS2.md §4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LossReason {
+    /// A packet carrying it was lost (unreliable kinds, and MPGS/1 messages
+    /// whose acknowledgement did not come within the ack timeout). It may
+    /// still have arrived: only the acknowledgement may have been lost.
+    PacketLost,
+    /// Its TTL passed before it could leave.
+    Expired,
+    /// A newer message on its sequenced channel replaced it before it left.
+    Superseded,
+    /// The connection closed (or is closing) first.
+    ConnectionClosed,
+}
+
+impl fmt::Display for LossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossReason::PacketLost => "a packet carrying it was lost",
+            LossReason::Expired => "its TTL passed before it could be sent",
+            LossReason::Superseded => "a newer message on its sequenced channel replaced it",
+            LossReason::ConnectionClosed => "the connection closed first",
+        })
+    }
+}
+
 /// Something the application should know about. Drain with
 /// [`crate::Endpoint::poll_event`].
 #[derive(Clone, PartialEq, Eq)]
@@ -231,6 +258,11 @@ pub enum Event {
     Message {
         /// The connection it arrived on.
         conn: ConnectionId,
+        /// The channel it came on (MPGS2.md §4.3): 0–2 for the
+        /// [`Delivery`] modes, 3–63 for the peer's configured channels;
+        /// [`channel::MPGS1`](crate::channel::MPGS1) over MPGS/1, which does not
+        /// say.
+        channel: u8,
         /// Its bytes.
         payload: Vec<u8>,
     },
@@ -248,6 +280,17 @@ pub enum Event {
         conn: ConnectionId,
         /// The id `send` returned.
         id: MessageId,
+        /// Why.
+        reason: LossReason,
+    },
+    /// A channel whose queue refused a send
+    /// ([`SendError::QueueFull`](crate::SendError::QueueFull)) has drained
+    /// below half its limit: send again.
+    Writable {
+        /// The connection.
+        conn: ConnectionId,
+        /// The channel.
+        channel: u8,
     },
     /// The connection ended; the handle is dead. Fires exactly once per
     /// connection that reached `Connected` (and for a local `disconnect` of
@@ -265,11 +308,12 @@ impl fmt::Debug for Event {
         match self {
             Event::Connected { conn } => write!(f, "Connected({conn})"),
             Event::ConnectFailed { conn, reason } => write!(f, "ConnectFailed({conn}, {reason:?})"),
-            Event::Message { conn, payload } => {
-                write!(f, "Message({conn}, {} bytes)", payload.len())
+            Event::Message { conn, channel, payload } => {
+                write!(f, "Message({conn}, channel {channel}, {} bytes)", payload.len())
             }
             Event::Delivered { conn, id } => write!(f, "Delivered({conn}, {})", id.0),
-            Event::Lost { conn, id } => write!(f, "Lost({conn}, {})", id.0),
+            Event::Lost { conn, id, reason } => write!(f, "Lost({conn}, {}, {reason:?})", id.0),
+            Event::Writable { conn, channel } => write!(f, "Writable({conn}, channel {channel})"),
             Event::Disconnected { conn, reason } => write!(f, "Disconnected({conn}, {reason:?})"),
         }
     }
@@ -313,14 +357,31 @@ pub struct SendOptions {
     /// `Some(true)`: a `Delivered` or `Lost` event follows; `Some(false)`:
     /// none (the connection's metrics still count it); `None`: the
     /// connection's default ([`Endpoint::set_outcome_reports`](crate::Endpoint::set_outcome_reports), on unless
-    /// turned off).
+    /// turned off) on channels 0–2, the channel's
+    /// [`receipts`](crate::ChannelConfig::receipts) on configured ones.
     pub report: Option<bool>,
+    /// `Some(ch)`: send on channel `ch` (MPGS2.md §4.3) and ignore
+    /// `delivery`; `None`: the channel of `delivery` (0–2).
+    pub channel: Option<u8>,
 }
 
 impl SendOptions {
     /// `delivery`, with the connection's default for reports.
     pub const fn new(delivery: Delivery) -> SendOptions {
-        SendOptions { delivery, report: None }
+        SendOptions { delivery, report: None, channel: None }
+    }
+
+    /// On channel `ch`, with the channel's default for receipts.
+    pub const fn on_channel(ch: u8) -> SendOptions {
+        SendOptions { delivery: Delivery::Reliable, report: None, channel: Some(ch) }
+    }
+
+    /// The channel these options send on.
+    pub const fn channel(&self) -> u8 {
+        match self.channel {
+            Some(c) => c,
+            None => self.delivery.channel(),
+        }
     }
 
     /// The same, without a `Delivered`/`Lost` event for the message.
@@ -342,6 +403,15 @@ impl From<Delivery> for SendOptions {
 }
 
 impl Delivery {
+    /// The MPGS/2 channel of this mode (MPGS2.md §4.3): 0, 1 or 2.
+    pub const fn channel(self) -> u8 {
+        match self {
+            Delivery::Unreliable => crate::channel::UNRELIABLE,
+            Delivery::BestEffort => crate::channel::BEST_EFFORT,
+            Delivery::Reliable => crate::channel::RELIABLE,
+        }
+    }
+
     /// This mode without a `Delivered`/`Lost` event (fire and forget):
     /// `ep.send_with(conn, bytes, Delivery::Unreliable.unreported())`.
     pub const fn unreported(self) -> SendOptions {

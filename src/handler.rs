@@ -102,6 +102,12 @@ pub trait EventHandler {
         let _ = (ctx, conn, id);
     }
 
+    /// Channel `channel` of `conn`, whose queue refused a send, has
+    /// drained below half its limit (MPGS2.md §4.6): send again.
+    fn writable(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, channel: u8) {
+        let _ = (ctx, conn, channel);
+    }
+
     /// The runner has stopped: every connection was reported to
     /// `disconnect`.
     fn shutdown(&mut self, ctx: &mut Context<'_>) {
@@ -134,6 +140,9 @@ impl<H: EventHandler + ?Sized> EventHandler for &mut H {
     fn lost(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, id: MessageId) {
         (**self).lost(ctx, conn, id);
     }
+    fn writable(&mut self, ctx: &mut Context<'_>, conn: ConnectionId, channel: u8) {
+        (**self).writable(ctx, conn, channel);
+    }
     fn shutdown(&mut self, ctx: &mut Context<'_>) {
         (**self).shutdown(ctx);
     }
@@ -144,9 +153,10 @@ pub fn dispatch<H: EventHandler + ?Sized>(handler: &mut H, ctx: &mut Context<'_>
     match event {
         Event::Connected { conn } => handler.connect(ctx, conn),
         Event::ConnectFailed { conn, reason } => handler.connect_failed(ctx, conn, reason),
-        Event::Message { conn, payload } => handler.handle_message(ctx, conn, payload),
+        Event::Message { conn, payload, .. } => handler.handle_message(ctx, conn, payload),
         Event::Delivered { conn, id } => handler.delivered(ctx, conn, id),
-        Event::Lost { conn, id } => handler.lost(ctx, conn, id),
+        Event::Lost { conn, id, .. } => handler.lost(ctx, conn, id),
+        Event::Writable { conn, channel } => handler.writable(ctx, conn, channel),
         Event::Disconnected { conn, reason } => handler.disconnect(ctx, conn, reason),
     }
 }
@@ -190,6 +200,11 @@ impl<'a> Context<'a> {
         options: impl Into<SendOptions>,
     ) -> Result<MessageId, SendError> {
         self.ep.send_with(conn, data, options)
+    }
+
+    /// Queues a message on channel `channel` of `conn`; see [`Endpoint::send_on`].
+    pub fn send_on(&mut self, conn: ConnectionId, channel: u8, data: &[u8]) -> Result<MessageId, SendError> {
+        self.ep.send_on(conn, channel, data)
     }
 
     /// Sends `data` to every connection; see [`Endpoint::broadcast`].

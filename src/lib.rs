@@ -63,7 +63,7 @@
 //!     }
 //!     // 3. Drain events.
 //!     while let Some(ev) = server.poll_event() {
-//!         if let Event::Message { conn, payload } = ev {
+//!         if let Event::Message { conn, payload, .. } = ev {
 //!             server_got.push(payload.clone());
 //!             server.send(conn, b"hello, client", Delivery::Reliable).unwrap();
 //!         }
@@ -111,6 +111,7 @@ extern crate std;
 mod admission;
 mod blocklist;
 mod budget;
+pub mod channel;
 mod config;
 mod endpoint;
 mod error;
@@ -136,6 +137,7 @@ mod version;
 mod tests;
 
 pub use blocklist::{BlockList, IpNet, IpNetParseError};
+pub use channel::{ChannelConfig, ChannelKind, ChannelMetrics, Oversize};
 pub use config::{
     ConfigError, CookiePolicy, EndpointConfig, MAX_DATAGRAM, MAX_MESSAGE_SIZE_LIMIT, MAX_MTU, MIN_MTU, RateLimit,
     ResetBase, Sizes,
@@ -143,7 +145,9 @@ pub use config::{
 pub use endpoint::{Endpoint, Transmit};
 pub use error::{ConnectError, SendError, UnknownConnection};
 pub use event::SendOptions;
-pub use event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId, ParseDeliveryError};
+pub use event::{
+    ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, LossReason, MessageId, ParseDeliveryError,
+};
 pub use handler::{Context, EventHandler, ServerContext, dispatch};
 pub use keys::{KeyError, PublicKey, ServerKey, Zeroizing};
 pub use memory::MemoryBounds;
@@ -169,9 +173,9 @@ pub mod _internal {
     /// targets.
     pub mod mpgs2 {
         pub use crate::mpgs2::{
-            CID_LEN, MAX_PN, MIN_UDP_PAYLOAD, RANDOM_LEN, Side, TAG_LEN, VERSION, WireError, ack, buf, cc, conn,
-            cookie, frame, handshake, hello, keys, pacer, packet, protect, ranges, recovery, recv, replay, reset, rtt,
-            send, tlv, varint,
+            CID_LEN, MAX_PN, MIN_UDP_PAYLOAD, RANDOM_LEN, Side, TAG_LEN, VERSION, WireError, ack, buf, cc, channels,
+            conn, cookie, frame, handshake, hello, keys, pacer, packet, protect, ranges, recovery, recv, replay, reset,
+            rtt, send, tlv, varint,
         };
     }
 }

@@ -143,8 +143,15 @@ impl EndpointConfig {
         // fills them, 2 (an ACK, a RESET_TOKEN) when only the peer does.
         use crate::mpgs2::{conn as c2, recovery as r2, session as s2};
         let sent = r2::MAX_INFLIGHT_PACKETS + r2::MAX_INFLIGHT_PACKETS / 4 + 1;
-        let v2_fixed =
-            2 * SLOT_SIZE + s2::CONNECTION_SIZE + MAP_ENTRY_SIZE + SOURCE_ENTRY_SIZE + QUEUE_SLACK + OUTPUT_QUEUES;
+        // Every sending channel: the three `Delivery` ones and the configured.
+        let channels = (3 + self.channels.len()) * s2::CHANNEL_SIZE;
+        let v2_fixed = 2 * SLOT_SIZE
+            + s2::CONNECTION_SIZE
+            + MAP_ENTRY_SIZE
+            + SOURCE_ENTRY_SIZE
+            + QUEUE_SLACK
+            + OUTPUT_QUEUES
+            + channels;
         let v2_peer = v2_fixed
             + 2 * sent * r2::SENT_ENTRY_SIZE
             + 2 * sent * 2 * c2::RECORD_SIZE

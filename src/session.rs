@@ -203,6 +203,14 @@ impl Connection {
         }
     }
 
+    /// MPGS/1: whether `send` would take `len` bytes with `options` now.
+    pub(crate) fn v1_can_send(&self, len: usize, options: SendOptions) -> Result<(), SendError> {
+        match &self.proto {
+            Proto::V1(c) => c.can_send(len, options),
+            Proto::V2(_) => Ok(()),
+        }
+    }
+
     /// The MPGS/1 session key, for tests that decode captured datagrams.
     #[cfg(test)]
     pub(crate) fn packet_key(&self) -> Option<&mpgs1::protect::PacketKey> {

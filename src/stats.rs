@@ -299,6 +299,10 @@ pub struct ConnectionMetrics {
     /// (`recv_window` or `conn_recv_window`) before their first byte left
     /// (MPGS2.md §4.3). Always 0 on MPGS/1.
     pub flow_blocked: u64,
+    /// MPGS/2: packets with reliable frames refused, unacknowledged, while
+    /// the application left more than `recv_queue_bytes` of received
+    /// messages undrained (MPGS2.md §4.6). Always 0 on MPGS/1.
+    pub recv_queue_refused: u64,
     /// Completed seconds, at `sec % RATE_HISTORY_SECS`.
     history: Box<[Bucket; RATE_HISTORY_SECS]>,
     /// The bucket of `current_sec`, kept inline so that the per-datagram
@@ -327,6 +331,7 @@ impl Default for ConnectionMetrics {
             datagrams_lost: 0,
             datagrams_acked: 0,
             flow_blocked: 0,
+            recv_queue_refused: 0,
             history: Box::new([Bucket::default(); RATE_HISTORY_SECS]),
             current: Bucket::default(),
             current_sec: 0,

@@ -37,7 +37,7 @@ fn outcomes(ep: &mut Endpoint, conn: ConnectionId) -> (BTreeMap<MessageId, u32>,
     let (mut lost, mut failed) = (BTreeMap::new(), None);
     while let Some(e) = ep.poll_event() {
         match e {
-            Event::Lost { conn: c, id } if c == conn => *lost.entry(id).or_insert(0) += 1,
+            Event::Lost { conn: c, id, .. } if c == conn => *lost.entry(id).or_insert(0) += 1,
             Event::Delivered { conn: c, id } if c == conn => panic!("{id:?} delivered without a connection"),
             Event::ConnectFailed { conn: c, reason } if c == conn => {
                 assert!(failed.is_none(), "ConnectFailed twice");

@@ -67,7 +67,7 @@ fn soak(seed: u64, n: usize, minutes: u64) -> Report {
     sim.record_events(server, false);
     // The server echoes every message, in a mode chosen by its size.
     sim.set_handler(server, |ep, _, ev| {
-        if let Event::Message { conn, payload } = ev {
+        if let Event::Message { conn, payload, .. } = ev {
             let mode = [Delivery::Unreliable, Delivery::BestEffort, Delivery::Reliable][payload.len() % 3];
             let _ = ep.send(*conn, payload, mode);
         }

@@ -255,11 +255,12 @@ impl ServerCore {
                 Event::Disconnected { conn, reason } if live.remove(&conn) => {
                     handler.disconnect(ctx, conn, reason);
                 }
-                Event::Message { conn, payload } if live.contains(&conn) => {
+                Event::Message { conn, payload, .. } if live.contains(&conn) => {
                     handler.handle_message(ctx, conn, payload);
                 }
                 Event::Delivered { conn, id } if live.contains(&conn) => handler.delivered(ctx, conn, id),
-                Event::Lost { conn, id } if live.contains(&conn) => handler.lost(ctx, conn, id),
+                Event::Lost { conn, id, .. } if live.contains(&conn) => handler.lost(ctx, conn, id),
+                Event::Writable { conn, channel } if live.contains(&conn) => handler.writable(ctx, conn, channel),
                 _ => {}
             })
         })

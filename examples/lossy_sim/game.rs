@@ -89,7 +89,7 @@ pub fn run(seed: u64, preset: Preset, protocol: ProtocolVersion, out: &mut Strin
             let map: Vec<u8> = (0..MAP_BYTES).map(|i| (i % 251) as u8).collect();
             ep.send(*conn, &map, Delivery::Reliable).expect("the queue has room for the map");
         }
-        Event::Message { conn, payload } if payload.starts_with(b"chat:") => {
+        Event::Message { conn, payload, .. } if payload.starts_with(b"chat:") => {
             let _ = ep.send(*conn, payload, Delivery::Reliable);
         }
         _ => {}

@@ -264,11 +264,11 @@ impl Reports {
             Event::Disconnected { conn, .. } => {
                 assert!(self.ended.insert(conn), "{who}: {conn} ended twice");
             }
-            Event::Message { conn, payload } => {
+            Event::Message { conn, payload, .. } => {
                 assert!(!self.ended.contains(&conn), "{who}: a message on {conn} after its end");
                 assert!(payload.len() <= MAX_MESSAGE, "{who}: a message over max_message_size");
             }
-            Event::Delivered { conn, id } | Event::Lost { conn, id } => {
+            Event::Delivered { conn, id } | Event::Lost { conn, id, .. } => {
                 let n = self.sent.get_mut(&(conn, id)).unwrap_or_else(|| panic!("{who}: outcome of unsent {id:?}"));
                 *n += 1;
                 assert_eq!(*n, 1, "{who}: a second outcome for {conn} {id:?}");

@@ -53,7 +53,7 @@
 //!
 //! // Game logic on the server: answer every "ping" with a "pong".
 //! sim.set_handler(server, |ep, _now, event| {
-//!     if let Event::Message { conn, payload } = event {
+//!     if let Event::Message { conn, payload, .. } = event {
 //!         if payload == b"ping" {
 //!             ep.send(*conn, b"pong", Delivery::Reliable).unwrap();
 //!         }

@@ -331,12 +331,15 @@ impl Endpoint {
         data: &[u8],
         options: impl Into<SendOptions>,
     ) -> Result<MessageId, SendError> {
-        let options = options.into();
+        let mut options = options.into();
         if data.len() > self.cfg.max_message_size {
             return Err(SendError::TooLarge { max: self.cfg.max_message_size });
         }
         let now = self.now;
         let c = self.table.get_mut(conn).ok_or(SendError::UnknownConnection)?;
+        if options.channel.is_some() {
+            options = crate::channel::resolve(&self.cfg, c, options)?;
+        }
         let id = Session::send(c, data, options)?;
         self.touch(conn, now);
         Ok(id)
@@ -560,7 +563,14 @@ impl Endpoint {
 
     /// The next event for the application, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        // MPGS/2 bounds what the application leaves undrained (§4.6).
+        if let Event::Message { conn, payload, .. } = &event
+            && let Some(c) = self.table.get_mut(*conn).and_then(Connection::v2_mut)
+        {
+            c.drained(payload.len());
+        }
+        Some(event)
     }
 
     /// When to call [`handle_timeout`](Endpoint::handle_timeout) next, if

@@ -298,7 +298,12 @@ impl Connection {
                 }
                 Outcome::Lost(id) => {
                     self.metrics.messages_lost += 1;
-                    self.events.push_back(Event::Lost { conn: self.id, id });
+                    let reason = if self.send.is_closing() {
+                        crate::LossReason::ConnectionClosed
+                    } else {
+                        crate::LossReason::PacketLost
+                    };
+                    self.events.push_back(Event::Lost { conn: self.id, id, reason });
                 }
                 Outcome::Unreported { delivered: true } => self.metrics.messages_acked += 1,
                 Outcome::Unreported { delivered: false } => self.metrics.messages_lost += 1,
@@ -311,6 +316,19 @@ impl Connection {
 
     // ----- commands ------------------------------------------------------
 
+    /// Whether [`send`](Self::send) would take `len` bytes now (no side effect).
+    pub(crate) fn can_send(&self, len: usize, options: SendOptions) -> Result<(), crate::SendError> {
+        match self.state {
+            State::Closing | State::Closed => return Err(crate::SendError::NotConnected),
+            _ => {}
+        }
+        if !self.send.has_room(len) {
+            let (queued, limit) = self.send.full_figures(len);
+            return Err(crate::SendError::QueueFull { channel: options.delivery.channel(), queued, limit });
+        }
+        Ok(())
+    }
+
     /// Queues an application message; its outcome is an event if
     /// `options.report` (else the connection's default) says so.
     pub(crate) fn send(&mut self, data: &[u8], options: SendOptions) -> Result<MessageId, crate::SendError> {
@@ -319,7 +337,8 @@ impl Connection {
             _ => {}
         }
         if !self.send.has_room(data.len()) {
-            return Err(crate::SendError::QueueFull);
+            let (queued, limit) = self.send.full_figures(data.len());
+            return Err(crate::SendError::QueueFull { channel: options.delivery.channel(), queued, limit });
         }
         self.metrics.messages_sent += 1;
         let report = options.report.unwrap_or(self.reports);
@@ -334,6 +353,7 @@ impl Connection {
             }
             State::ServerPending(_) => self.close_silently(),
             State::Established => {
+                self.report_outcomes();
                 self.send.drop_unsent();
                 self.report_outcomes();
                 self.send.push(&[], Delivery::Reliable, MsgType::Disconnect, false);
@@ -349,6 +369,7 @@ impl Connection {
     /// Ends an established (or closing) connection: every undecided message
     /// is lost, and `Disconnected` fires.
     fn close(&mut self, reason: DisconnectReason) {
+        self.report_outcomes();
         self.send.abandon();
         self.report_outcomes();
         self.enter_closed();
@@ -359,6 +380,7 @@ impl Connection {
 
     /// A client's handshake failed: queued messages are lost, then `ConnectFailed`.
     fn fail(&mut self, reason: ConnectFailure) {
+        self.report_outcomes();
         self.send.abandon();
         self.report_outcomes();
         self.enter_closed();
@@ -368,6 +390,7 @@ impl Connection {
     /// A server's pending handshake ends unseen by the application; any
     /// message already queued on it is lost.
     fn close_silently(&mut self) {
+        self.report_outcomes();
         self.send.abandon();
         self.report_outcomes();
         self.enter_closed();

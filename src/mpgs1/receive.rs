@@ -136,14 +136,22 @@ impl Connection {
             match m.ty {
                 MsgType::App => {
                     self.metrics.messages_received += 1;
-                    self.events.push_back(Event::Message { conn: self.id, payload: m.data.to_vec() });
+                    self.events.push_back(Event::Message {
+                        conn: self.id,
+                        channel: crate::channel::MPGS1,
+                        payload: m.data.to_vec(),
+                    });
                 }
                 MsgType::AppFragment => {
                     let left = room.left(self.reassembly.buffered_bytes());
                     match self.reassembly.on_fragment(now, m.msgseq, m.data, left) {
                         reassembly::Outcome::Complete(payload) => {
                             self.metrics.messages_received += 1;
-                            self.events.push_back(Event::Message { conn: self.id, payload });
+                            self.events.push_back(Event::Message {
+                                conn: self.id,
+                                channel: crate::channel::MPGS1,
+                                payload,
+                            });
                         }
                         reassembly::Outcome::Dropped(_) => {
                             self.endpoint_events.push_back(EndpointEvent::FragmentDropped);

@@ -175,6 +175,9 @@ pub(crate) struct SendState {
     send_window: u16,
     max_messages: usize,
     max_bytes: usize,
+    /// The connection is ending: messages lost from now on are lost
+    /// because it closed.
+    closing: bool,
     msgseq: Counter,
     frag_ids: Counter,
     next_msg_id: u64,
@@ -207,6 +210,7 @@ impl SendState {
             send_window,
             max_messages,
             max_bytes,
+            closing: false,
             msgseq: Counter::new(),
             frag_ids: Counter::new(),
             next_msg_id: 0,
@@ -253,6 +257,24 @@ impl SendState {
             self.base_msgseq = seq::next(s);
         }
         s
+    }
+
+    /// Whether messages lost now are lost because the connection is ending.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// What refuses a message of `len` bytes when [`has_room`](Self::has_room)
+    /// says no: `(queued, limit)` of the first limit it hits (messages,
+    /// bytes, or in-flight units).
+    pub(crate) fn full_figures(&self, len: usize) -> (usize, usize) {
+        if self.messages.len() >= self.max_messages {
+            (self.messages.len(), self.max_messages)
+        } else if self.queued_bytes + len > self.max_bytes {
+            (self.queued_bytes, self.max_bytes)
+        } else {
+            (self.units.len(), MAX_UNITS)
+        }
     }
 
     /// Whether a message of `len` bytes can be queued now.
@@ -763,6 +785,7 @@ impl SendState {
     /// Abandons every message not yet sent (local disconnect): each is
     /// reported lost. Units in flight keep their chance to be acknowledged.
     pub(crate) fn drop_unsent(&mut self) {
+        self.closing = true;
         let mut sent_any = alloc::vec![false; self.messages.len()];
         for u in &self.units {
             if let (true, Some(mi)) = (u.sends > 0, self.msg_index(u.msg)) {
@@ -783,6 +806,7 @@ impl SendState {
 
     /// Reports every undecided message lost (the connection is closing).
     pub(crate) fn abandon(&mut self) {
+        self.closing = true;
         let ids: Vec<u64> = self.messages.iter().filter(|m| !m.decided).map(|m| m.id).collect();
         for id in ids {
             self.decide_lost(id);

@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 use super::ack::AckState;
 use super::buf::Writer;
 use super::cc::{Controller, NewReno};
+use super::channels::{Sender, TxTable};
 use super::frame::{ChannelKind, Frame, Frames, MAX_CHANNELS};
 use super::handshake::Established;
 use super::pacer::Pacer;
@@ -24,25 +25,27 @@ use super::protect::{OpenError, Protection};
 use super::recovery::{MAX_INFLIGHT_PACKETS, Outcome, Recovery, SentPacket, TimerAction};
 use super::recv::{ConnWindow, Incoming, Piece, PieceCost, ReliableRecv, UNREL_REASSEMBLY_BYTES, UnreliableRecv};
 use super::reset::{TOKEN_LEN, is_reset};
-use super::send::{Chunk, ReliableSend, UnreliableOut, UnreliableSend};
+use super::send::{Chunk, UnreliableOut};
 use super::{CID_LEN, MIN_UDP_PAYLOAD, Side, WireError};
+use crate::channel::{ChannelConfig, Oversize};
+use crate::event::LossReason;
 use crate::{Duration, Instant};
 
 /// Type, channel and the longest length varint of an unreliable MESSAGE
 /// frame (§4.5 counts 6 with an id; kind 0 has none).
 const MESSAGE_FRAME_MAX_OVERHEAD: usize = 6;
 /// Channel of `Delivery::Unreliable`.
-pub const CH_UNRELIABLE: u8 = 0;
+pub const CH_UNRELIABLE: u8 = crate::channel::UNRELIABLE;
 /// Channel of `Delivery::BestEffort`.
-pub const CH_BEST_EFFORT: u8 = 1;
+pub const CH_BEST_EFFORT: u8 = crate::channel::BEST_EFFORT;
 /// Channel of `Delivery::Reliable`.
-pub const CH_RELIABLE: u8 = 2;
+pub const CH_RELIABLE: u8 = crate::channel::RELIABLE;
 /// Keep-alive PING after this long without an ack-eliciting send (§4.1).
 pub const KEEP_ALIVE: Duration = Duration::from_millis(250);
 /// TTL of the BestEffort channel (§4.3).
-pub const BEST_EFFORT_TTL: Duration = Duration::from_secs(1);
+pub const BEST_EFFORT_TTL: Duration = crate::channel::BEST_EFFORT_TTL;
 /// TTL of unreliable messages (§4.3).
-pub const UNRELIABLE_TTL: Duration = Duration::from_millis(100);
+pub const UNRELIABLE_TTL: Duration = crate::channel::DEFAULT_UNRELIABLE_TTL;
 
 /// CLOSE codes (§6.4).
 pub mod close_code {
@@ -79,8 +82,8 @@ pub enum ConnEvent {
     },
     /// Every byte of message `receipt` was acknowledged.
     Delivered(u64),
-    /// Message `receipt` will not be delivered.
-    Lost(u64),
+    /// Message `receipt` will not be delivered, for this reason.
+    Lost(u64, LossReason),
     /// The connection ended (exactly once).
     Closed(CloseReason),
 }
@@ -97,14 +100,8 @@ pub enum SendRefused {
         /// The largest message accepted.
         max: u64,
     },
-    /// Not one of the three `Delivery` channels.
+    /// Not a channel of this connection's configuration.
     UnknownChannel,
-}
-
-/// Which message a receipt names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Msg {
-    Reliable { channel: u8, id: u64 },
 }
 
 /// Unreliable messages in flight by receipt: packets outstanding, and
@@ -227,6 +224,9 @@ pub struct ConnConfig {
     pub conn_recv_window: u64,
     /// Our idle timeout in ms (0: none from our side; the smaller wins, §2.3).
     pub idle_timeout_ms: u32,
+    /// The channels we send on (§4.3): the three `Delivery` channels and
+    /// the configured ones.
+    pub channels: Vec<ChannelConfig>,
 }
 
 impl Default for ConnConfig {
@@ -237,6 +237,7 @@ impl Default for ConnConfig {
             recv_window: 1 << 20,
             conn_recv_window: 4 << 20,
             idle_timeout_ms: 5_000,
+            channels: ChannelConfig::DEFAULTS.to_vec(),
         }
     }
 }
@@ -260,10 +261,11 @@ pub struct Connection {
     /// connect deadline: the server has not confirmed the keys yet).
     idle_floor: Option<Instant>,
     last_eliciting_sent: Instant,
-    unrel_tx: UnreliableSend,
-    /// The fragment group being sent, and its next fragment.
-    group: Option<(UnreliableOut, usize)>,
-    reliable_tx: [ReliableSend; 2],
+    /// The send side of every channel, in serving order (§4.4).
+    tx: TxTable,
+    /// The fragment group being sent: its channel and kind, the message and
+    /// its next fragment.
+    group: Option<(u8, ChannelKind, UnreliableOut, usize)>,
     unrel_rx: UnreliableRecv,
     reliable_rx: BTreeMap<u8, ReliableRecv>,
     rx_kinds: [Option<ChannelKind>; MAX_CHANNELS as usize],
@@ -277,7 +279,6 @@ pub struct Connection {
     records: VecDeque<(u64, Rec)>,
     /// Unreliable receipts: packets outstanding, and whether one was lost.
     unrel_pending: UnrelPending,
-    receipts: BTreeMap<Msg, u64>,
     next_receipt: u64,
     probes: u8,
     path_responses: heapless::Vec<[u8; 8], 4>,
@@ -293,7 +294,11 @@ pub struct Connection {
     reset_token_out: Option<[u8; TOKEN_LEN]>,
     reset_token_in_flight: bool,
     events: VecDeque<ConnEvent>,
-    rr: usize,
+    /// The application leaves more than `recv_queue_bytes` undrained:
+    /// packets with reliable frames are refused unrecorded (§4.6).
+    recv_blocked: bool,
+    /// Packets refused so.
+    recv_refused: u64,
     /// Why the last datagram did not open, for the caller's drop counters.
     open_error: Option<OpenError>,
     /// Packets that opened (authenticated and new).
@@ -340,12 +345,8 @@ impl Connection {
             last_recv: now,
             idle_floor: None,
             last_eliciting_sent: now,
-            unrel_tx: UnreliableSend::new(UNRELIABLE_TTL),
+            tx: TxTable::new(&config.channels, u64::from(peer.recv_window())),
             group: None,
-            reliable_tx: [
-                ReliableSend::new(ChannelKind::ReliableUnordered, u64::from(peer.recv_window()), Some(BEST_EFFORT_TTL)),
-                ReliableSend::new(ChannelKind::ReliableOrdered, u64::from(peer.recv_window()), None),
-            ],
             unrel_rx: UnreliableRecv::new(config.max_message_size, UNREL_REASSEMBLY_BYTES),
             reliable_rx: BTreeMap::new(),
             rx_kinds: [None; MAX_CHANNELS as usize],
@@ -359,7 +360,6 @@ impl Connection {
             config,
             records: VecDeque::new(),
             unrel_pending: UnrelPending::default(),
-            receipts: BTreeMap::new(),
             next_receipt: 0,
             probes: 0,
             path_responses: heapless::Vec::new(),
@@ -370,7 +370,8 @@ impl Connection {
             reset_token_out: None,
             reset_token_in_flight: false,
             events: VecDeque::new(),
-            rr: 0,
+            recv_blocked: false,
+            recv_refused: 0,
             open_error: None,
             packets_opened: 0,
             budget_refused: 0,
@@ -437,58 +438,116 @@ impl Connection {
         }
     }
 
-    /// Queues a message on one of the three `Delivery` channels; returns its
-    /// receipt id, or `None` when [`try_send`](Self::try_send) refuses it.
+    /// Queues a message on channel `channel`; returns its receipt id, or
+    /// `None` when [`try_send`](Self::try_send) refuses it.
     pub fn send(&mut self, now: Instant, channel: u8, data: Vec<u8>) -> Option<u64> {
         self.try_send(now, channel, data).ok()
     }
 
-    /// Queues a message on one of the three `Delivery` channels; returns its
-    /// receipt id. An unreliable message too large for unreliable fragments
-    /// is promoted to the BestEffort channel (§4.5).
+    /// Queues a message on channel `channel`; returns its receipt id. An
+    /// unreliable message too large for unreliable fragments is promoted or
+    /// refused by its channel's oversize policy (§4.5); on a sequenced
+    /// channel it replaces the messages still waiting there, each reported
+    /// `Lost(Superseded)`.
     pub fn try_send(&mut self, now: Instant, channel: u8, data: Vec<u8>) -> Result<u64, SendRefused> {
         if self.state != State::Open {
             return Err(SendRefused::Closed);
         }
-        if channel > CH_RELIABLE {
-            return Err(SendRefused::UnknownChannel);
-        }
-        if data.len() as u64 > self.max_send {
-            return Err(SendRefused::TooLarge { max: self.max_send });
+        let i = self.tx.index(channel).ok_or(SendRefused::UnknownChannel)?;
+        let max = self.max_size_at(i);
+        if data.len() as u64 > max {
+            return Err(SendRefused::TooLarge { max });
         }
         let receipt = self.next_receipt;
-        self.next_receipt += 1;
         let oversize = super::send::unreliable_fragments(data.len(), self.plpmtu, self.max_unrel_fragments).is_err();
-        let msg = match channel {
-            CH_UNRELIABLE if !oversize => {
+        let (plpmtu, frags) = (self.plpmtu, self.max_unrel_fragments);
+        let c = &mut self.tx.ch[i];
+        let target = match (&mut c.sender, oversize, c.oversize) {
+            (Sender::Unreliable(u), false, _) => {
+                let events = &mut self.events;
                 // Checked above: it fits unreliable fragments.
-                let _ = self.unrel_tx.push(now, receipt, data, self.plpmtu, self.max_unrel_fragments);
+                let _ = u.push_superseding(now, receipt, data, plpmtu, frags, &mut |r| {
+                    events.push_back(ConnEvent::Lost(r, LossReason::Superseded));
+                });
+                self.next_receipt += 1;
                 return Ok(receipt);
             }
-            // Oversize unreliable messages are promoted to BestEffort (§4.5).
-            CH_UNRELIABLE | CH_BEST_EFFORT => {
-                Msg::Reliable { channel: CH_BEST_EFFORT, id: self.reliable_tx[0].push(now, data) }
+            (Sender::Unreliable(_), true, Oversize::PromoteTo(to)) => {
+                c.promoted += 1;
+                to
             }
-            _ => Msg::Reliable { channel: CH_RELIABLE, id: self.reliable_tx[1].push(now, data) },
+            _ => channel,
         };
-        self.receipts.insert(msg, receipt);
+        // `max_size_at` let an oversize message through only with a
+        // reliable target that exists.
+        let r = self.tx.reliable_mut(target).ok_or(SendRefused::UnknownChannel)?;
+        r.push(now, data, receipt);
+        self.next_receipt += 1;
         Ok(receipt)
     }
 
-    /// The largest message [`try_send`](Self::try_send) accepts (§4.5).
+    /// The largest message channel index `i` accepts (§4.5).
+    fn max_size_at(&self, i: usize) -> u64 {
+        let c = &self.tx.ch[i];
+        match c.oversize {
+            _ if c.kind.is_reliable() => self.max_send,
+            Oversize::PromoteTo(to) if self.tx.has_reliable(to) => self.max_send,
+            _ => {
+                let fp = super::send::fragment_payload(self.plpmtu) as u64;
+                self.max_send.min(u64::from(self.max_unrel_fragments) * fp)
+            }
+        }
+    }
+
+    /// The largest message [`try_send`](Self::try_send) accepts on the
+    /// `Delivery::Reliable` channel (§4.5).
     pub fn max_message_size(&self) -> u64 {
         self.max_send
+    }
+
+    /// `max_message_size(ch)` of §4.5, or `None` for an unknown channel.
+    pub fn max_message_size_on(&self, channel: u8) -> Option<u64> {
+        self.tx.index(channel).map(|i| self.max_size_at(i))
+    }
+
+    /// `max_unfragmented(ch)` of §4.5: the largest message that leaves as
+    /// one frame in one datagram now.
+    pub fn max_unfragmented(&self) -> usize {
+        super::send::max_unfragmented(self.plpmtu)
+    }
+
+    /// Channel `channel`'s bytes in flight (sent, not acknowledged; reliable
+    /// kinds) and oversize messages promoted from it.
+    pub fn channel_state(&self, channel: u8) -> Option<(u64, u64)> {
+        let c = &self.tx.ch[self.tx.index(channel)?];
+        let in_flight = match &c.sender {
+            Sender::Reliable(r) => r.in_flight_bytes(),
+            Sender::Unreliable(_) => 0,
+        };
+        Some((in_flight, c.promoted))
+    }
+
+    /// While `on`, packets carrying reliable frames are refused unrecorded
+    /// (§4.6: the application leaves more than `recv_queue_bytes`
+    /// undrained); counted in [`recv_refused`](Self::recv_refused).
+    pub fn set_recv_blocked(&mut self, on: bool) {
+        self.recv_blocked = on;
+    }
+
+    /// Packets refused while the receive queue was over its bound.
+    pub fn recv_refused(&self) -> u64 {
+        self.recv_refused
     }
 
     /// Reliable messages that had to wait for the peer's `recv_window` or
     /// `conn_recv_window` before their first byte could leave (§4.3).
     pub fn flow_blocked(&self) -> u64 {
-        self.reliable_tx.iter().map(ReliableSend::window_waits).sum()
+        self.tx.window_waits()
     }
 
     /// Reliable bytes counted against the peer's `conn_recv_window` now.
     pub fn conn_window_used(&self) -> u64 {
-        self.reliable_tx.iter().map(ReliableSend::window_used).sum()
+        self.tx.window_used()
     }
 
     /// Starts closing with `code` (§6.4): CLOSE goes out, then the connection
@@ -505,32 +564,23 @@ impl Connection {
     }
 
     fn finish_messages(&mut self) {
-        for (i, ch) in [CH_BEST_EFFORT, CH_RELIABLE].into_iter().enumerate() {
-            let mut ids = Vec::new();
-            self.reliable_tx[i].close(&mut |r| ids.push(r));
-            for r in ids {
-                let id = match r {
-                    super::send::Receipt::Delivered(i)
-                    | super::send::Receipt::Expired(i)
-                    | super::send::Receipt::ConnectionClosed(i) => i,
-                };
-                if let Some(rc) = self.receipts.remove(&Msg::Reliable { channel: ch, id }) {
-                    self.events.push_back(ConnEvent::Lost(rc));
-                }
+        let closed = LossReason::ConnectionClosed;
+        let events = &mut self.events;
+        for c in &mut self.tx.ch {
+            match &mut c.sender {
+                Sender::Reliable(r) => r.close(&mut |x| events.push_back(ConnEvent::Lost(x.receipt(), closed))),
+                Sender::Unreliable(u) => u.clear(&mut |r| events.push_back(ConnEvent::Lost(r, closed))),
             }
         }
         let pending = core::mem::take(&mut self.unrel_pending);
         for receipt in pending.receipts() {
-            self.events.push_back(ConnEvent::Lost(receipt));
-        }
-        while let Some(m) = self.unrel_tx.pop(Instant::ZERO, &mut |_| {}) {
-            self.events.push_back(ConnEvent::Lost(m.receipt));
+            self.events.push_back(ConnEvent::Lost(receipt, closed));
         }
         // A group being sent is in `pending` already (reported above).
-        if let Some((g, _)) = self.group.take()
+        if let Some((_, _, g, _)) = self.group.take()
             && !pending.contains(g.receipt)
         {
-            self.events.push_back(ConnEvent::Lost(g.receipt));
+            self.events.push_back(ConnEvent::Lost(g.receipt, closed));
         }
     }
 
@@ -577,8 +627,7 @@ impl Connection {
             self.idle_deadline(),
             self.prot.timeout(),
             self.unrel_rx.timeout(Duration::from_micros(self.rec.rtt().srtt())),
-            self.unrel_tx.next_expiry(),
-            self.reliable_tx[0].next_expiry(),
+            self.tx.next_expiry(),
         ];
         t.into_iter().flatten().min()
     }
@@ -634,18 +683,15 @@ impl Connection {
         self.outcomes = outcomes;
         self.prot.handle_timeout(now);
         self.unrel_rx.handle_timeout(now, Duration::from_micros(self.rec.rtt().srtt()));
-        let mut expired = Vec::new();
-        self.unrel_tx.expire(now, &mut |r| expired.push(r));
-        for r in expired.drain(..) {
-            self.events.push_back(ConnEvent::Lost(r));
-        }
-        let mut expired = Vec::new();
-        self.reliable_tx[0].expire(now, &mut |r| expired.push(r));
-        for r in expired {
-            if let super::send::Receipt::Expired(id) = r
-                && let Some(rc) = self.receipts.remove(&Msg::Reliable { channel: CH_BEST_EFFORT, id })
-            {
-                self.events.push_back(ConnEvent::Lost(rc));
+        let events = &mut self.events;
+        for c in &mut self.tx.ch {
+            match &mut c.sender {
+                Sender::Unreliable(u) => {
+                    u.expire(now, &mut |r| events.push_back(ConnEvent::Lost(r, LossReason::Expired)))
+                }
+                Sender::Reliable(r) => {
+                    r.expire(now, &mut |x| events.push_back(ConnEvent::Lost(x.receipt(), LossReason::Expired)))
+                }
             }
         }
     }
@@ -672,7 +718,9 @@ impl Connection {
                 left -= 1;
                 last = Some(pn);
             }
-            self.reliable_tx[usize::from(channel == CH_RELIABLE)].on_lost(chunk);
+            if let Some(r) = self.tx.reliable_mut(channel) {
+                r.on_lost(chunk);
+            }
         }
     }
 
@@ -714,23 +762,21 @@ impl Connection {
     fn on_record(&mut self, r: Rec, acked: bool) {
         match r {
             Rec::Reliable { channel, chunk } => {
-                let i = usize::from(channel == CH_RELIABLE);
+                let events = &mut self.events;
+                let Some(r) = self.tx.reliable_mut(channel) else { return };
                 if acked {
-                    let (receipts, events) = (&mut self.receipts, &mut self.events);
-                    self.reliable_tx[i].on_acked(chunk, &mut |x| {
-                        if let super::send::Receipt::Delivered(id) = x
-                            && let Some(rc) = receipts.remove(&Msg::Reliable { channel, id })
-                        {
-                            events.push_back(ConnEvent::Delivered(rc));
-                        }
-                    });
+                    r.on_acked(chunk, &mut |x| events.push_back(ConnEvent::Delivered(x.receipt())));
                 } else {
-                    self.reliable_tx[i].on_lost(chunk);
+                    r.on_lost(chunk);
                 }
             }
             Rec::Unreliable { receipt } => {
                 if let Some(lost) = self.unrel_pending.on_packet(receipt, acked) {
-                    self.events.push_back(if lost { ConnEvent::Lost(receipt) } else { ConnEvent::Delivered(receipt) });
+                    self.events.push_back(if lost {
+                        ConnEvent::Lost(receipt, LossReason::PacketLost)
+                    } else {
+                        ConnEvent::Delivered(receipt)
+                    });
                 }
             }
             Rec::Ack { largest } => {
@@ -820,11 +866,14 @@ impl Connection {
         // packet with more than the list holds is parsed again instead.
         let mut parsed: heapless::Vec<Frame<'_>, PARSED_FRAMES> = heapless::Vec::new();
         let mut overflow = false;
+        let mut reliable = false;
         for f in Frames::new(payload) {
             match f {
                 Ok(f) => {
                     overflow |= parsed.push(f).is_err();
                     eliciting |= f.is_ack_eliciting();
+                    reliable |=
+                        matches!(f, Frame::Message { kind, .. } | Frame::Fragment { kind, .. } if kind.is_reliable());
                     let cost = self.charge_of(&f);
                     need = need.saturating_add(cost.charge);
                     adds += usize::from(cost.adds_range);
@@ -835,6 +884,12 @@ impl Connection {
         }
         if need > room || (adds > 0 && fullest + adds > super::recv::MAX_RANGES) {
             self.budget_refused += 1;
+            return;
+        }
+        if reliable && self.recv_blocked {
+            // Unrecorded, hence unacknowledged: resent once the application
+            // has drained its events (§4.6).
+            self.recv_refused += 1;
             return;
         }
         self.acks.on_packet(now, opened.pn, eliciting);
@@ -995,7 +1050,7 @@ impl Connection {
     }
 
     fn nothing_to_send(&self) -> bool {
-        self.unrel_tx.is_empty() && self.group.is_none() && self.reliable_tx.iter().all(ReliableSend::is_empty)
+        self.group.is_none() && self.tx.is_empty()
     }
 
     /// Writes the next datagram into `buf` (at least 1200 bytes) and returns
@@ -1136,14 +1191,13 @@ impl Connection {
     /// Fills data frames; returns whether any was written.
     fn fill(&mut self, now: Instant, w: &mut Writer<'_>, recs: &mut heapless::Vec<Rec, 64>) -> bool {
         // An unreliable fragment group sends one fragment per datagram.
-        if let Some((g, next)) = self.group.take() {
+        if let Some((channel, kind, g, next)) = self.group.take() {
             // The group's fragments are computed, not listed: no allocation
             // per datagram.
-            let count = g.fragments().count();
             let Some((off, len)) = g.fragments().nth(next) else { return false };
             let f = Frame::Fragment {
-                kind: ChannelKind::Unreliable,
-                channel: CH_UNRELIABLE,
+                kind,
+                channel,
                 id: g.fragment_id.unwrap_or(0),
                 total_len: g.data.len() as u64,
                 offset: off as u64,
@@ -1153,80 +1207,99 @@ impl Connection {
                 // Cannot happen with the fragment first in the packet; if it
                 // did, the whole group is lost, reported once.
                 if self.unrel_pending.remove(g.receipt).is_some() {
-                    self.events.push_back(ConnEvent::Lost(g.receipt));
+                    self.events.push_back(ConnEvent::Lost(g.receipt, LossReason::PacketLost));
                 }
                 return false;
             }
             let _ = recs.push(Rec::Unreliable { receipt: g.receipt });
-            if next + 1 < count {
-                self.group = Some((g, next + 1));
+            if next + 1 < g.fragment_count() {
+                self.group = Some((channel, kind, g, next + 1));
             }
             return true;
         }
-        let mut any = false;
-        // Round robin over the three channels, starting one further each packet.
-        self.rr = if self.rr >= 2 { 0 } else { self.rr + 1 };
-        for k in 0..3 {
-            // (rr + k) mod 3, without a division per channel.
-            let ch = self.rr + k;
-            let ch = (if ch >= 3 { ch - 3 } else { ch }) as u8;
-            loop {
-                if recs.is_full() || w.remaining() < 8 {
-                    return any;
-                }
-                let wrote = match ch {
-                    CH_UNRELIABLE => self.fill_unreliable(now, w, recs),
-                    _ => self.fill_reliable(now, ch, w, recs),
-                };
-                if !wrote {
-                    break;
-                }
-                any = true;
+        // Channels by priority, deficit round-robin by weight within one (§4.4).
+        let start = w.len();
+        self.tx.begin_packet();
+        while let Some(i) = self.tx.next_turn() {
+            if recs.is_full() || w.remaining() < 8 {
+                break;
+            }
+            let wrote = match self.tx.ch[i].sender {
+                Sender::Unreliable(_) => self.fill_unreliable(now, i, w, recs),
+                Sender::Reliable(_) => self.fill_reliable(now, i, w, recs),
+            };
+            match wrote {
+                Some(n) => self.tx.wrote(i, n.max(1)),
+                None => self.tx.exhausted(i),
             }
         }
-        any
+        if w.is_empty() && self.group.is_some() {
+            // A fragment group started and nothing else was written: its
+            // first fragment takes this packet (never an empty datagram and
+            // a wait for the next input).
+            return self.fill(now, w, recs);
+        }
+        // A fragment group that started here charged its channel but wrote
+        // nothing yet: only bytes written make the packet ack-eliciting.
+        w.len() > start
     }
 
-    fn fill_unreliable(&mut self, now: Instant, w: &mut Writer<'_>, recs: &mut heapless::Vec<Rec, 64>) -> bool {
+    /// Writes the next message of unreliable channel `i`; the bytes it
+    /// takes (a fragment group's whole length, sent from the next datagram
+    /// on), or `None` when nothing more fits this packet.
+    fn fill_unreliable(
+        &mut self,
+        now: Instant,
+        i: usize,
+        w: &mut Writer<'_>,
+        recs: &mut heapless::Vec<Rec, 64>,
+    ) -> Option<usize> {
+        let (channel, kind) = (self.tx.ch[i].id, self.tx.ch[i].kind);
+        let Sender::Unreliable(u) = &mut self.tx.ch[i].sender else { return None };
         // A whole message that does not fit this packet waits for the next one
-        // (an empty packet always holds max_unfragmented).
-        if self.unrel_tx.peek_len().is_some_and(|l| l + MESSAGE_FRAME_MAX_OVERHEAD > w.remaining())
-            && !self.unrel_tx.peek_is_group()
+        // (an empty packet always holds max_unfragmented); one group at a time.
+        let group = u.peek_is_group();
+        if (group && self.group.is_some())
+            || (!group && u.peek_len().is_some_and(|l| l + MESSAGE_FRAME_MAX_OVERHEAD > w.remaining()))
         {
-            return false;
+            return None;
         }
-        let mut expired = Vec::new();
-        let next = self.unrel_tx.pop(now, &mut |r| expired.push(r));
-        for r in expired {
-            self.events.push_back(ConnEvent::Lost(r));
-        }
-        let Some(m) = next else { return false };
+        let events = &mut self.events;
+        let m = u.pop(now, &mut |r| events.push_back(ConnEvent::Lost(r, LossReason::Expired)))?;
         if m.fragment_id.is_some() {
-            let n = m.fragments().count() as u32;
+            let n = m.fragment_count() as u32;
+            let len = m.data.len();
             self.unrel_pending.insert(m.receipt, (n, false));
-            self.group = Some((m, 0));
-            return false; // starts with the next datagram
+            self.group = Some((channel, kind, m, 0));
+            return Some(len); // starts with the next datagram
         }
-        let f = Frame::Message { kind: ChannelKind::Unreliable, channel: CH_UNRELIABLE, id: None, data: &m.data };
+        let id = if kind == ChannelKind::UnreliableSequenced { Some(m.seq.unwrap_or(0)) } else { None };
+        let f = Frame::Message { kind, channel, id, data: &m.data };
+        let before = w.len();
         if f.emit(w).is_err() {
             // Checked by peek_len above; reported rather than dropped silently.
-            self.events.push_back(ConnEvent::Lost(m.receipt));
-            return false;
+            self.events.push_back(ConnEvent::Lost(m.receipt, LossReason::PacketLost));
+            return None;
         }
         self.unrel_pending.insert(m.receipt, (1, false));
         let _ = recs.push(Rec::Unreliable { receipt: m.receipt });
-        true
+        Some(w.len() - before)
     }
 
-    fn fill_reliable(&mut self, now: Instant, ch: u8, w: &mut Writer<'_>, recs: &mut heapless::Vec<Rec, 64>) -> bool {
-        let i = usize::from(ch == CH_RELIABLE);
-        let kind = if i == 1 { ChannelKind::ReliableOrdered } else { ChannelKind::ReliableUnordered };
-        // What the peer's conn_recv_window leaves beside the other channel.
-        let other = self.reliable_tx[1 - i].window_used();
-        let conn_room = self.peer_conn_window.saturating_sub(other.saturating_add(self.reliable_tx[i].window_used()));
-        let Some((chunk, data)) = self.reliable_tx[i].next_chunk_within(now, w.remaining(), conn_room) else {
-            return false;
-        };
+    /// Writes the next chunk of reliable channel `i`; its frame bytes, or
+    /// `None` when nothing more may go in this packet.
+    fn fill_reliable(
+        &mut self,
+        now: Instant,
+        i: usize,
+        w: &mut Writer<'_>,
+        recs: &mut heapless::Vec<Rec, 64>,
+    ) -> Option<usize> {
+        // What the peer's conn_recv_window leaves beside every channel.
+        let conn_room = self.peer_conn_window.saturating_sub(self.tx.window_used());
+        let (ch, kind) = (self.tx.ch[i].id, self.tx.ch[i].kind);
+        let Sender::Reliable(r) = &mut self.tx.ch[i].sender else { return None };
+        let (chunk, data) = r.next_chunk_within(now, w.remaining(), conn_room)?;
         let f = if chunk.is_whole() {
             Frame::Message { kind, channel: ch, id: Some(chunk.id as u16), data }
         } else {
@@ -1239,12 +1312,13 @@ impl Connection {
                 data,
             }
         };
+        let before = w.len();
         if f.emit(w).is_err() {
-            self.reliable_tx[i].on_lost(chunk);
-            return false;
+            r.on_lost(chunk);
+            return None;
         }
         let _ = recs.push(Rec::Reliable { channel: ch, chunk });
-        true
+        Some(w.len() - before)
     }
 }
 
@@ -1365,7 +1439,7 @@ mod tests {
                     match e {
                         ConnEvent::Message { channel, data } => out.got[i].push((channel, data)),
                         ConnEvent::Delivered(r) => out.delivered[i].push(r),
-                        ConnEvent::Lost(r) => out.lost[i].push(r),
+                        ConnEvent::Lost(r, _) => out.lost[i].push(r),
                         ConnEvent::Closed(r) => out.closed[i].push(r),
                     }
                 }
@@ -1690,7 +1764,10 @@ mod tests {
         assert!(c.poll_event().is_none());
         c.handle_datagram(Instant::ZERO, &mut reset[..n]);
         let ev: Vec<_> = core::iter::from_fn(|| c.poll_event()).collect();
-        assert_eq!(ev, [ConnEvent::Lost(0), ConnEvent::Closed(CloseReason::StatelessReset)]);
+        assert_eq!(
+            ev,
+            [ConnEvent::Lost(0, LossReason::ConnectionClosed), ConnEvent::Closed(CloseReason::StatelessReset)]
+        );
         assert!(c.is_closed());
         c.handle_datagram(Instant::ZERO, &mut reset[..n]);
         assert!(c.poll_event().is_none(), "exactly once");
@@ -1899,7 +1976,7 @@ mod tests {
         c.send(now, CH_RELIABLE, b"pending".to_vec()).expect("queued");
         c.close(now, close_code::PROTOCOL_VIOLATION);
         let ev: Vec<_> = core::iter::from_fn(|| c.poll_event()).collect();
-        assert_eq!(ev, [ConnEvent::Lost(0), ConnEvent::Closed(CloseReason::Local(2))]);
+        assert_eq!(ev, [ConnEvent::Lost(0, LossReason::ConnectionClosed), ConnEvent::Closed(CloseReason::Local(2))]);
         let mut reset = [0u8; 64];
         let n =
             crate::mpgs2::reset::emit_reset(40, &token, &mut Rng::new(Seed::from_u64(2)), &mut reset).expect("answers");
@@ -1921,6 +1998,154 @@ mod tests {
         assert!(s.group.is_some(), "the group is being sent");
         s.close(now, close_code::NORMAL);
         let ev: Vec<_> = core::iter::from_fn(|| s.poll_event()).collect();
-        assert_eq!(ev, [ConnEvent::Lost(r), ConnEvent::Closed(CloseReason::Local(0))]);
+        assert_eq!(ev, [ConnEvent::Lost(r, LossReason::ConnectionClosed), ConnEvent::Closed(CloseReason::Local(0))]);
+    }
+
+    /// A pair whose client sends on `extra` channels besides the defaults.
+    fn pair_channels(seed: u64, extra: &[ChannelConfig]) -> (Connection, Connection) {
+        let mut cfg = ConnConfig::default();
+        cfg.channels.extend_from_slice(extra);
+        pair_with(seed, TransportParams::default(), cfg)
+    }
+
+    /// Feeds every datagram `from` has for `now` to `to`; the messages `to`
+    /// delivered.
+    fn pump(from: &mut Connection, to: &mut Connection, now: Instant) -> Vec<(u8, Vec<u8>)> {
+        let mut buf = [0u8; 1500];
+        for _ in 0..10_000 {
+            match from.poll_transmit(now, &mut buf) {
+                Some(n) => to.handle_datagram(now, &mut buf[..n]),
+                // A datagram may still be due now (a fragment group that
+                // started in a packet of other frames).
+                None if from.next_transmit(now).is_some_and(|t| t <= now) => {
+                    if from.poll_transmit(now, &mut buf).map(|n| to.handle_datagram(now, &mut buf[..n])).is_none() {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        core::iter::from_fn(|| to.poll_event())
+            .filter_map(|e| match e {
+                ConnEvent::Message { channel, data } => Some((channel, data)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// §4.4: a priority-0 message leaves in the very next packet, however
+    /// much a lower priority has queued, and the lower one gets the rest.
+    #[test]
+    fn priority_zero_leaves_in_the_next_packet() {
+        let bulk = ChannelConfig::new(3, ChannelKind::ReliableUnordered).with_priority(6);
+        let (mut c, mut s) = pair_channels(31, &[bulk]);
+        let now = Instant::from_millis(1);
+        for k in 0..40u8 {
+            c.send(now, 3, vec![k; 3000]).expect("queued");
+        }
+        let mut buf = [0u8; 1500];
+        for _ in 0..3 {
+            let n = c.poll_transmit(now, &mut buf).expect("bulk within the initial window");
+            s.handle_datagram(now, &mut buf[..n]);
+        }
+        c.send(now, CH_RELIABLE, b"urgent".to_vec()).expect("queued");
+        let n = c.poll_transmit(now, &mut buf).expect("the window has room");
+        s.handle_datagram(now, &mut buf[..n]);
+        let got: Vec<_> = core::iter::from_fn(|| s.poll_event()).collect();
+        assert!(got.contains(&ConnEvent::Message { channel: CH_RELIABLE, data: b"urgent".to_vec() }), "{got:?}");
+    }
+
+    /// A sequenced channel: a newer queued message supersedes the unsent
+    /// older one (`Lost(Superseded)`), ids are given at transmission, and
+    /// the receiver delivers only rising ids.
+    #[test]
+    fn sequenced_send_side() {
+        let seq = ChannelConfig::new(3, ChannelKind::UnreliableSequenced);
+        let (mut c, mut s) = pair_channels(32, &[seq]);
+        let now = Instant::from_millis(1);
+        let a = c.send(now, 3, b"a".to_vec()).expect("queued");
+        let b = c.send(now, 3, b"b".to_vec()).expect("queued");
+        assert_eq!(c.poll_event(), Some(ConnEvent::Lost(a, LossReason::Superseded)));
+        assert_eq!(pump(&mut c, &mut s, now), [(3, b"b".to_vec())]);
+        // A big one goes as a fragment group, whole, with the next id.
+        let big: Vec<u8> = (0..4000).map(|i| i as u8).collect();
+        c.send(now, 3, big.clone()).expect("queued");
+        let got = pump(&mut c, &mut s, now);
+        assert!(got.len() == 1 && got[0] == (3, big), "{} messages", got.len());
+        let _ = b;
+    }
+
+    /// Hostile frames on channels: an ordered id beyond the window and an
+    /// unordered id too far ahead end the connection with FLOW_VIOLATION;
+    /// overlapping and repeated fragments deliver the message once.
+    #[test]
+    fn hostile_channel_frames() {
+        let now = Instant::from_millis(1);
+        for (kind, id) in [(ChannelKind::ReliableOrdered, 8192u16), (ChannelKind::ReliableUnordered, 16384)] {
+            let (mut c, mut s) = pair(33);
+            let mut d = raw(&mut c, now, &frames(&[Frame::Message { kind, channel: 7, id: Some(id), data: b"x" }]));
+            s.handle_datagram(now, &mut d);
+            assert_eq!(s.poll_event(), Some(ConnEvent::Closed(CloseReason::Local(close_code::FLOW_VIOLATION))));
+        }
+        let (mut c, mut s) = pair(34);
+        let f = |offset: u64, data: &'static [u8]| Frame::Fragment {
+            kind: ChannelKind::ReliableOrdered,
+            channel: 8,
+            id: 0,
+            total_len: 6,
+            offset,
+            data,
+        };
+        for fs in [&[f(0, b"abc"), f(2, b"cd")][..], &[f(1, b"bcd"), f(0, b"ab")], &[f(3, b"def"), f(0, b"abcdef")]] {
+            let mut d = raw(&mut c, now, &frames(fs));
+            s.handle_datagram(now, &mut d);
+        }
+        let ev: Vec<_> = core::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(ev, [ConnEvent::Message { channel: 8, data: b"abcdef".to_vec() }], "once, intact");
+        // The same message again, whole: a duplicate below E.
+        let mut d = raw(&mut c, now, &frames(&[f(0, b"abcdef")]));
+        s.handle_datagram(now, &mut d);
+        assert!(s.poll_event().is_none());
+        // A total_len that differs from an earlier frame's: PROTOCOL_VIOLATION.
+        let g = |total_len: u64| Frame::Fragment {
+            kind: ChannelKind::ReliableOrdered,
+            channel: 8,
+            id: 1,
+            total_len,
+            offset: 0,
+            data: b"zz",
+        };
+        let mut d = raw(&mut c, now, &frames(&[g(10), g(12)]));
+        s.handle_datagram(now, &mut d);
+        assert_eq!(s.poll_event(), Some(ConnEvent::Closed(CloseReason::Local(close_code::PROTOCOL_VIOLATION))));
+    }
+
+    /// §4.6: while the receive queue is over its bound, packets with
+    /// reliable frames are refused unrecorded (so resent later), packets
+    /// without them are processed; once drained, the message arrives.
+    #[test]
+    fn a_full_receive_queue_refuses_reliable_packets() {
+        let (mut c, mut s) = pair(35);
+        let now = Instant::from_millis(1);
+        s.set_recv_blocked(true);
+        c.send(now, CH_RELIABLE, b"later".to_vec()).expect("queued");
+        assert!(pump(&mut c, &mut s, now).is_empty());
+        assert_eq!(s.recv_refused(), 1);
+        c.send(now, CH_UNRELIABLE, b"now".to_vec()).expect("queued");
+        let t = now + Duration::from_millis(30);
+        assert_eq!(pump(&mut c, &mut s, t), [(CH_UNRELIABLE, b"now".to_vec())], "unreliable-only packets pass");
+        s.set_recv_blocked(false);
+        // The reliable message comes again (loss detection or PTO).
+        let mut t = t;
+        let mut got = Vec::new();
+        while got.is_empty() && t < Instant::from_secs(3) {
+            t = [c.poll_timeout(), s.poll_timeout()].into_iter().flatten().min().unwrap_or(t).max(t);
+            c.handle_timeout(t);
+            s.handle_timeout(t);
+            got = pump(&mut c, &mut s, t);
+            let _ = pump(&mut s, &mut c, t);
+            t += Duration::from_millis(1);
+        }
+        assert_eq!(got, [(CH_RELIABLE, b"later".to_vec())]);
     }
 }

@@ -42,6 +42,7 @@
 pub mod ack;
 pub mod buf;
 pub mod cc;
+pub mod channels;
 pub mod conn;
 pub mod cookie;
 pub mod frame;

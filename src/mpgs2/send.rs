@@ -49,7 +49,8 @@ pub fn unreliable_fragments(len: usize, plpmtu: usize, max_unrel_fragments: u8) 
     if len > max { Err(max) } else { Ok(len.div_ceil(fp)) }
 }
 
-/// The outcome of a message, reported exactly once (§4.6).
+/// The outcome of a message, by the receipt given to
+/// [`ReliableSend::push`], reported exactly once (§4.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Receipt {
     /// Every byte was acknowledged.
@@ -58,6 +59,15 @@ pub enum Receipt {
     Expired(u64),
     /// The connection closed first.
     ConnectionClosed(u64),
+}
+
+impl Receipt {
+    /// The receipt it names.
+    pub fn receipt(self) -> u64 {
+        match self {
+            Receipt::Delivered(r) | Receipt::Expired(r) | Receipt::ConnectionClosed(r) => r,
+        }
+    }
 }
 
 /// One frame to put in a packet: a MESSAGE when `offset == 0 && len ==
@@ -96,6 +106,8 @@ impl Chunk {
 #[derive(Debug)]
 struct Out {
     id: u64,
+    /// What the caller names the message by.
+    receipt: u64,
     data: Vec<u8>,
     /// Byte ranges `[s, e)` still to send, ascending (lost ones come back).
     unsent: Vec<(u64, u64)>,
@@ -167,13 +179,14 @@ impl ReliableSend {
         self.len() == 0
     }
 
-    /// Queues a message; returns its id.
-    pub fn push(&mut self, now: Instant, data: Vec<u8>) -> u64 {
+    /// Queues a message that outcomes name by `receipt`; returns its id.
+    pub fn push(&mut self, now: Instant, data: Vec<u8>, receipt: u64) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let len = data.len() as u64;
         self.queue.push_back(Out {
             id,
+            receipt,
             data,
             // An empty message is one empty MESSAGE frame.
             unsent: alloc::vec![(0, len)],
@@ -198,6 +211,19 @@ impl ReliableSend {
         self.window_waits
     }
 
+    /// Bytes of messages whose first byte has left and that are not fully
+    /// acknowledged yet, less their acknowledged bytes (for metrics; walks
+    /// the queue).
+    pub fn in_flight_bytes(&self) -> u64 {
+        self.queue.iter().filter(|m| !m.done && m.transmitted).map(|m| m.data.len() as u64 - m.acked).sum()
+    }
+
+    /// Whether a message whose first byte has not left waits (cheap: the
+    /// newest message is the last to have left).
+    pub fn has_unsent(&self) -> bool {
+        self.queue.iter().rev().any(|m| !m.done && !m.unsent.is_empty())
+    }
+
     fn oldest_unacked(&self) -> Option<u64> {
         self.queue.iter().find(|m| !m.done).map(|m| m.id)
     }
@@ -215,7 +241,7 @@ impl ReliableSend {
         for m in self.queue.iter_mut() {
             if !m.done && !m.transmitted && m.expires.is_some_and(|t| now >= t) {
                 m.done = true;
-                out(Receipt::Expired(m.id));
+                out(Receipt::Expired(m.receipt));
             }
         }
         self.pop_done();
@@ -325,7 +351,7 @@ impl ReliableSend {
         if m.acked == total {
             m.done = true;
             m.unsent.clear();
-            out(Receipt::Delivered(m.id));
+            out(Receipt::Delivered(m.receipt));
         }
         self.pop_done();
     }
@@ -369,7 +395,7 @@ impl ReliableSend {
     pub fn close(&mut self, out: &mut impl FnMut(Receipt)) {
         for m in self.queue.iter_mut().filter(|m| !m.done) {
             m.done = true;
-            out(Receipt::ConnectionClosed(m.id));
+            out(Receipt::ConnectionClosed(m.receipt));
         }
         self.pop_done();
     }
@@ -383,6 +409,9 @@ pub struct UnreliableOut {
     pub receipt: u64,
     /// The wire id of a fragment group (`None`: one MESSAGE frame).
     pub fragment_id: Option<u16>,
+    /// Sequenced channels: the message id, assigned when it leaves the
+    /// queue (§4.3; a group's `fragment_id` is the same id).
+    pub seq: Option<u16>,
     /// The message.
     pub data: Vec<u8>,
     /// Data bytes per fragment but the last (`fragment_payload`).
@@ -399,22 +428,36 @@ impl UnreliableOut {
             (off, (self.data.len() - off).min(fp))
         })
     }
+
+    /// The number of fragments (1 for a MESSAGE).
+    pub fn fragment_count(&self) -> usize {
+        if self.fragment_id.is_some() { self.data.len().div_ceil(self.fragment_payload.max(1)) } else { 1 }
+    }
 }
 
-/// The sender of an unreliable channel (kind 0): sent once, TTL (default
-/// 100 ms), a per-channel u16 counter for fragmented messages (§4.3).
+/// The sender of an unreliable channel (kinds 0 and 1): sent once, TTL
+/// (default 100 ms); kind 0 takes a fragmented message's wire id from a
+/// per-channel u16 counter when it is queued, kind 1 every message's id when
+/// it leaves the queue, and there a newer message replaces the older
+/// unsent ones (§4.3).
 #[cfg_attr(feature = "_fuzzing", derive(Clone))]
 #[derive(Debug)]
 pub struct UnreliableSend {
     queue: VecDeque<(UnreliableOut, Instant)>,
     next_fragment_id: u16,
     ttl: crate::Duration,
+    sequenced: bool,
 }
 
 impl UnreliableSend {
-    /// A sender whose messages expire after `ttl`.
+    /// A kind-0 sender whose messages expire after `ttl`.
     pub fn new(ttl: crate::Duration) -> UnreliableSend {
-        UnreliableSend { queue: VecDeque::new(), next_fragment_id: 0, ttl }
+        UnreliableSend { queue: VecDeque::new(), next_fragment_id: 0, ttl, sequenced: false }
+    }
+
+    /// A kind-1 (unreliable-sequenced) sender whose messages expire after `ttl`.
+    pub fn sequenced(ttl: crate::Duration) -> UnreliableSend {
+        UnreliableSend { sequenced: true, ..UnreliableSend::new(ttl) }
     }
 
     /// Messages waiting.
@@ -430,6 +473,8 @@ impl UnreliableSend {
     /// Queues a message for the current `plpmtu`; `Err(max)` when it is
     /// larger than `max_unrel_fragments × fragment_payload` (the channel's
     /// policy then promotes or refuses it, §4.5). Nothing is queued on `Err`.
+    /// On a sequenced channel every older waiting message is superseded and
+    /// reported through `superseded` (by receipt).
     pub fn push(
         &mut self,
         now: Instant,
@@ -438,15 +483,36 @@ impl UnreliableSend {
         plpmtu: usize,
         max_unrel_fragments: u8,
     ) -> Result<(), usize> {
+        self.push_superseding(now, receipt, data, plpmtu, max_unrel_fragments, &mut |_| {})
+    }
+
+    /// [`push`](Self::push), reporting superseded messages.
+    pub fn push_superseding(
+        &mut self,
+        now: Instant,
+        receipt: u64,
+        data: Vec<u8>,
+        plpmtu: usize,
+        max_unrel_fragments: u8,
+        superseded: &mut impl FnMut(u64),
+    ) -> Result<(), usize> {
         let n = unreliable_fragments(data.len(), plpmtu, max_unrel_fragments)?;
-        let fragment_id = if n > 1 || data.len() > max_unfragmented(plpmtu) {
+        let grouped = n > 1 || data.len() > max_unfragmented(plpmtu);
+        let fragment_id = if grouped && !self.sequenced {
             let id = self.next_fragment_id;
             self.next_fragment_id = id.wrapping_add(1);
             Some(id)
+        } else if grouped {
+            Some(0) // the id is assigned when it leaves
         } else {
             None
         };
-        let out = UnreliableOut { receipt, fragment_id, data, fragment_payload: fragment_payload(plpmtu) };
+        if self.sequenced {
+            for (m, _) in self.queue.drain(..) {
+                superseded(m.receipt);
+            }
+        }
+        let out = UnreliableOut { receipt, fragment_id, seq: None, data, fragment_payload: fragment_payload(plpmtu) };
         self.queue.push_back((out, now + self.ttl));
         Ok(())
     }
@@ -454,10 +520,18 @@ impl UnreliableSend {
     /// The next message to send, after reporting expired ones through
     /// `expired` (each once, by receipt id).
     pub fn pop(&mut self, now: Instant, expired: &mut impl FnMut(u64)) -> Option<UnreliableOut> {
-        while let Some((m, deadline)) = self.queue.pop_front() {
+        while let Some((mut m, deadline)) = self.queue.pop_front() {
             if now >= deadline {
                 expired(m.receipt);
                 continue;
+            }
+            if self.sequenced {
+                let id = self.next_fragment_id;
+                self.next_fragment_id = id.wrapping_add(1);
+                m.seq = Some(id);
+                if m.fragment_id.is_some() {
+                    m.fragment_id = Some(id);
+                }
             }
             return Some(m);
         }
@@ -475,6 +549,13 @@ impl UnreliableSend {
         }
     }
 
+    /// Reports every waiting message (by receipt) and empties the queue.
+    pub fn clear(&mut self, out: &mut impl FnMut(u64)) {
+        for (m, _) in self.queue.drain(..) {
+            out(m.receipt);
+        }
+    }
+
     /// When the oldest waiting message expires.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.queue.front().map(|(_, d)| *d)
@@ -489,6 +570,11 @@ impl UnreliableSend {
     /// can check the budget covers it (§4.4), or `None`.
     pub fn peek_len(&self) -> Option<usize> {
         self.queue.front().map(|(m, _)| m.fragments().next().map_or(0, |(_, l)| l))
+    }
+
+    /// Bytes waiting.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queue.iter().map(|(m, _)| m.data.len() as u64).sum()
     }
 }
 
@@ -516,8 +602,8 @@ mod tests {
     fn cut_ack_lose_resend() {
         let mut s = ReliableSend::new(ChannelKind::ReliableOrdered, 1 << 20, None);
         let t = Instant::ZERO;
-        let a = s.push(t, (0..100u8).collect());
-        let b = s.push(t, b"tiny".to_vec());
+        let a = s.push(t, (0..100u8).collect(), 0);
+        let b = s.push(t, b"tiny".to_vec(), 1);
         let (c1, d1) = s.next_chunk(t, 50).map(|(c, d)| (c, d.to_vec())).expect("chunk");
         assert_eq!((c1.id, c1.offset, c1.len), (a, 0, 42), "4 + 2 + 1 + 1 + 42 = 50 bytes");
         assert_eq!(d1[..], (0..42u8).collect::<Vec<_>>()[..]);
@@ -548,8 +634,8 @@ mod tests {
     fn ttl_windows_and_close() {
         let mut s = ReliableSend::new(ChannelKind::ReliableUnordered, 10, Some(Duration::from_millis(100)));
         let t = Instant::ZERO;
-        let a = s.push(t, alloc::vec![1; 8]);
-        let b = s.push(t, alloc::vec![2; 8]);
+        let a = s.push(t, alloc::vec![1; 8], 0);
+        let b = s.push(t, alloc::vec![2; 8], 1);
         let (c, _) = s.next_chunk(t, 100).expect("a");
         assert_eq!(c.id, a);
         assert!(s.next_chunk(t, 100).is_none(), "b would exceed the peer's 10-byte window");
@@ -563,7 +649,7 @@ mod tests {
         assert_eq!(receipts.len(), 2, "exactly once");
         // Ordered channels ignore a TTL; empty messages go as one empty frame.
         let mut o = ReliableSend::new(ChannelKind::ReliableOrdered, 1 << 20, Some(Duration::from_millis(1)));
-        let e = o.push(t, Vec::new());
+        let e = o.push(t, Vec::new(), 0);
         o.expire(later, &mut |r| receipts.push(r));
         let (c, d) = o.next_chunk(later, 100).expect("empty message");
         assert_eq!((c.id, c.len, d.len(), c.is_whole()), (e, 0, 0, true));
@@ -598,6 +684,25 @@ mod tests {
         assert_eq!(u.pop(t, &mut |_| {}).map(|m| m.fragment_id), Some(Some(2)));
     }
 
+    #[test]
+    fn sequenced_supersedes_and_numbers_at_transmission() {
+        let mut u = UnreliableSend::sequenced(crate::Duration::from_millis(100));
+        let t = Instant::ZERO;
+        let mut gone = Vec::new();
+        u.push_superseding(t, 1, alloc::vec![1; 10], 1200, 16, &mut |r| gone.push(r)).expect("fits");
+        u.push_superseding(t, 2, alloc::vec![2; 3000], 1200, 16, &mut |r| gone.push(r)).expect("fits");
+        assert_eq!(gone, [1], "the newer message replaced the unsent older one");
+        assert_eq!(u.len(), 1);
+        let m = u.pop(t, &mut |_| {}).expect("the group");
+        assert_eq!((m.receipt, m.seq, m.fragment_id), (2, Some(0), Some(0)), "a group's id is its sequence id");
+        u.push_superseding(t, 3, alloc::vec![3; 10], 1200, 16, &mut |r| gone.push(r)).expect("fits");
+        let m = u.pop(t, &mut |_| {}).expect("one");
+        assert_eq!((m.receipt, m.seq, m.fragment_id), (3, Some(1), None), "ids rise at transmission");
+        u.push_superseding(t, 4, alloc::vec![4; 10], 1200, 16, &mut |r| gone.push(r)).expect("fits");
+        u.clear(&mut |r| gone.push(r));
+        assert_eq!(gone, [1, 4]);
+    }
+
     quickcheck! {
         /// Sender and receiver over a lossy, duplicating, reordering "network"
         /// of frames: every message is delivered exactly once and in order,
@@ -608,8 +713,8 @@ mod tests {
             let mut s = ReliableSend::new(ChannelKind::ReliableOrdered, 1 << 20, None);
             let msgs: Vec<Vec<u8>> = sizes.iter().take(30).enumerate()
                 .map(|(i, n)| (0..usize::from(*n % 3000)).map(|k| (i * 31 + k) as u8).collect()).collect();
-            for m in &msgs {
-                s.push(t, m.clone());
+            for (i, m) in msgs.iter().enumerate() {
+                s.push(t, m.clone(), i as u64);
             }
             let mut r = ReliableRecv::new(ChannelKind::ReliableOrdered, 1 << 20, 1 << 20);
             let mut conn = ConnWindow::new(1 << 22);

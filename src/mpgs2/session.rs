@@ -16,11 +16,11 @@
 //! `protect`); this layer only moves bytes and events.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::conn::{self, CH_BEST_EFFORT, CH_RELIABLE, CH_UNRELIABLE, CloseReason, ConnConfig, ConnEvent};
+use super::conn::{self, CH_BEST_EFFORT, CH_UNRELIABLE, CloseReason, ConnConfig, ConnEvent};
 use super::handshake::{ClientHandshake, ClientOffer, Established, HandshakeError};
 use super::hello::{LongType, SERVER_HELLO_LEN};
 use super::protect::OpenError;
@@ -28,9 +28,12 @@ use super::reset::TOKEN_LEN;
 use super::tlv::TransportParams;
 use super::{CID_LEN, RANDOM_LEN, Side};
 use crate::budget::Room;
+use crate::channel::{ChannelConfig, ChannelMetrics, DelayHistogram};
 use crate::config::{EndpointConfig, MAX_DATAGRAM};
 use crate::error::SendError;
-use crate::event::{ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, MessageId, SendOptions};
+use crate::event::{
+    ConnectFailure, ConnectionId, Delivery, DisconnectReason, Event, LossReason, MessageId, SendOptions,
+};
 use crate::keys::PublicKey;
 use crate::rng::Rng;
 use crate::state::{ConnectionState, Role};
@@ -56,6 +59,13 @@ const STORED_REPLY_MAX: usize = 400;
 
 /// Heap bytes of one boxed MPGS/2 connection (for `memory_bounds`).
 pub(crate) const CONNECTION_SIZE: usize = core::mem::size_of::<Connection>();
+/// Heap bytes per sending channel, at the session and in the connection's
+/// table, with a delay histogram (for `memory_bounds`).
+pub(crate) const CHANNEL_SIZE: usize =
+    core::mem::size_of::<ChanStats>() + core::mem::size_of::<super::channels::TxChannel>() + 33 * 4 * 4 + 64;
+/// The `Delivery::Reliable` channel: channels up to it take the
+/// connection's default for receipts.
+const CH_RELIABLE_ID: u8 = conn::CH_RELIABLE;
 /// Heap bytes per message accepted by `send` besides its data: its
 /// `outstanding` entry and its sender record with range lists.
 pub(crate) const MESSAGE_OVERHEAD: usize = 2 * (8 + core::mem::size_of::<Outstanding>()) + 160;
@@ -85,6 +95,7 @@ pub(crate) fn local_params(cfg: &EndpointConfig) -> (TransportParams, ConnConfig
         max_ack_delay: Duration::from_millis(u64::from(mad_ms)),
         recv_window: u64::from(recv_window),
         conn_recv_window: u64::from(conn_recv_window),
+        channels: ChannelConfig::DEFAULTS.iter().chain(cfg.channels.iter()).cloned().collect(),
     };
     let params = TransportParams {
         idle_timeout_ms: Some(idle_ms),
@@ -161,6 +172,68 @@ struct Outstanding {
     id: MessageId,
     len: usize,
     report: bool,
+    /// Index in `Connection::chan`.
+    chan: u8,
+    sent: Instant,
+}
+
+/// Outstanding messages by the connection's receipt, which increases by
+/// one per accepted message: a window from the oldest receipt not yet
+/// decided, so accepting and deciding a message cost no tree node.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
+#[derive(Debug, Default)]
+struct Window {
+    base: u64,
+    q: VecDeque<Option<Outstanding>>,
+    live: usize,
+}
+
+impl Window {
+    fn insert(&mut self, receipt: u64, o: Outstanding) {
+        if self.q.is_empty() {
+            self.base = receipt;
+        }
+        // Receipts are handed out in increasing order; a gap (a receipt
+        // never given to this layer) stays a hole.
+        let Some(i) = receipt.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else { return };
+        while self.q.len() < i {
+            self.q.push_back(None);
+        }
+        if i == self.q.len() {
+            self.q.push_back(Some(o));
+            self.live += 1;
+        }
+    }
+
+    fn remove(&mut self, receipt: u64) -> Option<Outstanding> {
+        let i = usize::try_from(receipt.checked_sub(self.base)?).ok()?;
+        let o = self.q.get_mut(i)?.take()?;
+        self.live -= 1;
+        while self.q.front().is_some_and(Option::is_none) {
+            self.q.pop_front();
+            self.base += 1;
+        }
+        Some(o)
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+}
+
+/// One sending channel's accounting at the session: its queue limit, what
+/// is queued, and its counters.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
+#[derive(Debug)]
+struct ChanStats {
+    id: u8,
+    queue_limit: usize,
+    receipts: bool,
+    queued: usize,
+    /// A send was refused by the queue limit: `Writable` once below half.
+    full: bool,
+    m: ChannelMetrics,
+    delays: Option<DelayHistogram>,
 }
 
 /// One MPGS/2 connection as the endpoint sees it.
@@ -177,9 +250,18 @@ pub(crate) struct Connection {
     metrics: ConnectionMetrics,
     reports: bool,
     /// Client: messages accepted before the keys exist, sent once they do.
-    early: VecDeque<(u8, Vec<u8>, MessageId)>,
+    early: VecDeque<(u8, Vec<u8>, Outstanding)>,
     /// By the connection's receipt.
-    outstanding: BTreeMap<u64, Outstanding>,
+    outstanding: Window,
+    /// The sending channels' accounting, and channel id → index.
+    chan: Vec<ChanStats>,
+    chan_at: [u8; 64],
+    /// Channels (bits) refused by a connection-wide send limit: `Writable`
+    /// once the connection is below half of every limit.
+    conn_full: u64,
+    /// Bytes of `Message` events handed to the endpoint and not yet taken
+    /// by the application (§4.6).
+    undrained: usize,
     pending_bytes: usize,
     next_id: u64,
     queue_messages: usize,
@@ -208,6 +290,25 @@ impl core::fmt::Debug for Connection {
 
 impl Connection {
     fn base(id: ConnectionId, role: Role, remote: SocketAddr, now: Instant, cfg: &EndpointConfig) -> Connection {
+        let mut c = Connection::bare(id, role, remote, now, cfg);
+        for ch in ChannelConfig::DEFAULTS.iter().chain(cfg.channels.iter()) {
+            if let Some(slot) = c.chan_at.get_mut(usize::from(ch.id)) {
+                *slot = c.chan.len() as u8;
+                c.chan.push(ChanStats {
+                    id: ch.id,
+                    queue_limit: ch.queue_limit,
+                    receipts: ch.receipts,
+                    queued: 0,
+                    full: false,
+                    m: ChannelMetrics::default(),
+                    delays: None,
+                });
+            }
+        }
+        c
+    }
+
+    fn bare(id: ConnectionId, role: Role, remote: SocketAddr, now: Instant, cfg: &EndpointConfig) -> Connection {
         Connection {
             id,
             role,
@@ -220,7 +321,11 @@ impl Connection {
             metrics: ConnectionMetrics::default(),
             reports: true,
             early: VecDeque::new(),
-            outstanding: BTreeMap::new(),
+            outstanding: Window::default(),
+            chan: Vec::new(),
+            chan_at: [u8::MAX; 64],
+            conn_full: 0,
+            undrained: 0,
             pending_bytes: 0,
             next_id: 0,
             queue_messages: cfg.send_queue_messages,
@@ -382,6 +487,40 @@ impl Connection {
         self.outstanding.len() + self.early.len()
     }
 
+    /// The application took a `Message` event of `len` bytes of this
+    /// connection from the endpoint (§4.6).
+    pub(crate) fn drained(&mut self, len: usize) {
+        self.undrained = self.undrained.saturating_sub(len);
+    }
+
+    /// Channel `channel`'s metrics, if it is a sending channel here.
+    pub(crate) fn channel_metrics(&self, channel: u8) -> Option<ChannelMetrics> {
+        let s = self.chan.get(usize::from(*self.chan_at.get(usize::from(channel))?))?;
+        let mut m = s.m;
+        m.queued_bytes = s.queued;
+        if let Some((in_flight, promoted)) = self.conn.as_ref().and_then(|c| c.channel_state(channel)) {
+            m.in_flight_bytes = usize::try_from(in_flight).unwrap_or(usize::MAX);
+            m.promoted = promoted;
+        }
+        if let Some(h) = &s.delays {
+            m.delay_mean = h.mean();
+            m.delay_p50 = h.quantile(500);
+            m.delay_p99 = h.quantile(990);
+        }
+        Some(m)
+    }
+
+    /// `max_message_size(ch)` of §4.5 once the peer's limits are known.
+    pub(crate) fn max_message_size(&self, channel: u8) -> Option<usize> {
+        let m = self.conn.as_ref()?.max_message_size_on(channel)?;
+        Some(usize::try_from(m).unwrap_or(usize::MAX))
+    }
+
+    /// `max_unfragmented(ch)` of §4.5 once the connection exists.
+    pub(crate) fn max_unfragmented(&self) -> Option<usize> {
+        self.conn.as_ref().map(conn::Connection::max_unfragmented)
+    }
+
     pub(crate) fn pending_bytes(&self) -> usize {
         self.pending_bytes
     }
@@ -493,8 +632,10 @@ impl Connection {
         let mut v1 = *h.v1.take()?;
         self.phase = Phase::Failed;
         v1.set_outcome_reports(self.reports);
-        while let Some((channel, data, id)) = self.early.pop_front() {
-            let Some(o) = self.outstanding.remove(&(u64::MAX - id.0)) else { continue };
+        while let Some((channel, data, o)) = self.early.pop_front() {
+            let id = o.id;
+            // Only channels 0–2 reach a fallback: the endpoint maps
+            // configured ones by kind (an MPGS/1 peer has no channels).
             let delivery = match channel {
                 CH_UNRELIABLE => Delivery::Unreliable,
                 CH_BEST_EFFORT => Delivery::BestEffort,
@@ -504,7 +645,7 @@ impl Connection {
             // The MPGS/1 queue has the same limits, which these messages
             // already met here, so it accepts each under the same id.
             if v1.send(&data, options).ok() != Some(id) && o.report {
-                v1.events().push_back(Event::Lost { conn: self.id, id });
+                v1.events().push_back(Event::Lost { conn: self.id, id, reason: LossReason::ConnectionClosed });
             }
         }
         let mut ours = core::mem::take(&mut self.events);
@@ -577,8 +718,8 @@ impl Connection {
                 self.connected = true;
                 self.events.push_back(Event::Connected { conn: self.id });
                 self.endpoint_events.push_back(EndpointEvent::HandshakeCompleted);
-                while let Some((channel, data, id)) = self.early.pop_front() {
-                    self.submit(channel, data, id);
+                while let Some((channel, data, o)) = self.early.pop_front() {
+                    self.submit(channel, data, o);
                 }
                 Ok(())
             }
@@ -596,11 +737,14 @@ impl Connection {
         let Some(c) = self.conn.as_mut() else { return Err(DropReason::Unexpected) };
         let opened_before = c.packets_opened();
         let refused_before = c.budget_refused();
+        let recv_refused_before = c.recv_refused();
+        c.set_recv_blocked(self.undrained > cfg.recv_queue_bytes);
         // The room the endpoint's budgets leave, within the per-connection cap.
         let own = usize::try_from(c.reassembly_bytes()).unwrap_or(usize::MAX);
         let left = room.left(own).min(cfg.max_reassembly_bytes.saturating_sub(own));
         c.handle_datagram_within(now, datagram, u64::try_from(left).unwrap_or(u64::MAX));
         let refused = c.budget_refused() > refused_before;
+        let recv_refused = c.recv_refused() > recv_refused_before;
         let err = c.take_open_error();
         let opened = c.packets_opened() > opened_before;
         if opened {
@@ -620,6 +764,11 @@ impl Connection {
         if refused {
             // Unrecorded, so unacknowledged: the peer sends its frames again.
             self.endpoint_events.push_back(EndpointEvent::ReassemblyBudgetRefused);
+            return Err(DropReason::Rate);
+        }
+        if recv_refused {
+            // The same, until the application drains its events (§4.6).
+            self.metrics.recv_queue_refused += 1;
             return Err(DropReason::Rate);
         }
         match err {
@@ -779,21 +928,51 @@ impl Connection {
         None
     }
 
-    pub(crate) fn send(&mut self, data: &[u8], options: SendOptions) -> Result<MessageId, SendError> {
+    /// Whether a message of `len` bytes on `channel` would be accepted now,
+    /// without side effects: the checks `send` makes before it queues. The
+    /// channel's index on success.
+    pub(crate) fn can_send(&self, channel: u8, len: usize, explicit: bool) -> Result<u8, SendError> {
         match self.state() {
             ConnectionState::Connecting | ConnectionState::Connected => {}
+            _ if explicit => return Err(SendError::NotConnected),
             _ => return Err(SendError::Closing),
         }
-        if self.pending_messages() >= self.queue_messages || self.pending_bytes + data.len() > self.queue_bytes {
-            return Err(SendError::QueueFull);
+        let ci = *self.chan_at.get(usize::from(channel)).ok_or(SendError::UnknownChannel { channel })?;
+        let s = self.chan.get(usize::from(ci)).ok_or(SendError::UnknownChannel { channel })?;
+        if self.pending_messages() >= self.queue_messages {
+            return Err(SendError::QueueFull { channel, queued: self.pending_messages(), limit: self.queue_messages });
         }
-        let channel = match options.delivery {
-            Delivery::Unreliable => CH_UNRELIABLE,
-            Delivery::BestEffort => CH_BEST_EFFORT,
-            _ => CH_RELIABLE,
+        if self.pending_bytes + len > self.queue_bytes {
+            return Err(SendError::QueueFull { channel, queued: self.pending_bytes, limit: self.queue_bytes });
+        }
+        if s.queued + len > s.queue_limit {
+            return Err(SendError::QueueFull { channel, queued: s.queued, limit: s.queue_limit });
+        }
+        if let Some(max) = self.max_message_size(channel)
+            && len > max
+        {
+            return Err(SendError::TooLarge { max });
+        }
+        Ok(ci)
+    }
+
+    pub(crate) fn send(&mut self, data: &[u8], options: SendOptions) -> Result<MessageId, SendError> {
+        let channel = options.channel();
+        let explicit = options.channel.is_some();
+        let ci = match self.can_send(channel, data.len(), explicit) {
+            Ok(ci) => ci,
+            Err(e) => {
+                if let SendError::QueueFull { limit, .. } = e {
+                    self.note_full(channel, limit);
+                }
+                return Err(e);
+            }
         };
-        let report = options.report.unwrap_or(self.reports);
+        let s = &self.chan[usize::from(ci)];
+        let default = if channel <= CH_RELIABLE_ID { self.reports } else { s.receipts };
+        let report = options.report.unwrap_or(default);
         let id = MessageId(self.next_id);
+        let o = Outstanding { id, len: data.len(), report, chan: ci, sent: self.now };
         if let Some(c) = self.conn.as_mut() {
             // Refused here with a typed error, as MPGS/1 refuses, never
             // accepted and then reported Lost.
@@ -801,18 +980,22 @@ impl Connection {
                 conn::SendRefused::TooLarge { max } => {
                     SendError::TooLarge { max: usize::try_from(max).unwrap_or(usize::MAX) }
                 }
-                conn::SendRefused::Closed | conn::SendRefused::UnknownChannel => SendError::Closing,
+                conn::SendRefused::Closed if explicit => SendError::NotConnected,
+                conn::SendRefused::Closed => SendError::Closing,
+                conn::SendRefused::UnknownChannel => SendError::UnknownChannel { channel },
             })?;
-            self.outstanding.insert(receipt, Outstanding { id, len: data.len(), report });
+            self.outstanding.insert(receipt, o);
         } else {
             // Client before its keys: kept in order until they exist. The
             // peer's limits are unknown yet; a message above them is then
             // reported Lost (the endpoint's `max_message_size` was checked).
-            self.early.push_back((channel, data.to_vec(), id));
-            self.outstanding_early(id, data.len(), report);
+            self.early.push_back((channel, data.to_vec(), o));
         }
         self.next_id += 1;
         self.pending_bytes += data.len();
+        let s = &mut self.chan[usize::from(ci)];
+        s.queued += data.len();
+        s.m.sent += 1;
         self.metrics.messages_sent += 1;
         self.idle_at = None;
         // Queuing changes neither the RTT nor the flow counters: only the
@@ -821,37 +1004,72 @@ impl Connection {
         Ok(id)
     }
 
-    /// Remembers a message's length and report flag under its own id until
-    /// the connection gives it a receipt (`submit`).
-    fn outstanding_early(&mut self, id: MessageId, len: usize, report: bool) {
-        self.outstanding.insert(u64::MAX - id.0, Outstanding { id, len, report });
-    }
-
-    /// Hands message `id` to the connection; a refusal is reported `Lost`.
-    fn submit(&mut self, channel: u8, data: Vec<u8>, id: MessageId) {
-        let Some(o) = self.outstanding.remove(&(u64::MAX - id.0)) else { return };
-        let receipt = self.conn.as_mut().map(|c| c.try_send(self.now, channel, data));
-        match receipt {
-            Some(Ok(r)) => {
-                self.outstanding.insert(r, o);
-            }
-            _ => self.finish(o, false),
+    /// A send on `channel` was refused by the limit `limit`: remember it,
+    /// for `Writable`.
+    fn note_full(&mut self, channel: u8, limit: usize) {
+        let Some(&ci) = self.chan_at.get(usize::from(channel)) else { return };
+        let Some(s) = self.chan.get_mut(usize::from(ci)) else { return };
+        s.m.refused_full += 1;
+        if limit == s.queue_limit {
+            s.full = true;
+        } else {
+            self.conn_full |= 1 << (channel % 64);
         }
     }
 
-    fn finish(&mut self, o: Outstanding, delivered: bool) {
+    /// Hands message `o` to the connection; a refusal is reported `Lost`.
+    fn submit(&mut self, channel: u8, data: Vec<u8>, o: Outstanding) {
+        let receipt = self.conn.as_mut().map(|c| c.try_send(self.now, channel, data));
+        match receipt {
+            Some(Ok(r)) => self.outstanding.insert(r, o),
+            _ => self.finish(o, Some(LossReason::ConnectionClosed)),
+        }
+    }
+
+    /// Message `o` is decided: delivered (`None`) or lost for a reason.
+    fn finish(&mut self, o: Outstanding, lost: Option<LossReason>) {
         self.pending_bytes = self.pending_bytes.saturating_sub(o.len);
-        if delivered {
+        if lost.is_none() {
             self.metrics.messages_acked += 1;
         } else {
             self.metrics.messages_lost += 1;
         }
+        let open = self.state() == ConnectionState::Connected;
+        if let Some(s) = self.chan.get_mut(usize::from(o.chan)) {
+            s.queued = s.queued.saturating_sub(o.len);
+            match lost {
+                None => {
+                    s.m.delivered += 1;
+                    let d = self.now.saturating_duration_since(o.sent);
+                    s.delays.get_or_insert_with(DelayHistogram::new).record(d);
+                }
+                Some(LossReason::PacketLost) => s.m.lost_packet += 1,
+                Some(LossReason::Expired) => s.m.lost_expired += 1,
+                Some(LossReason::Superseded) => s.m.lost_superseded += 1,
+                Some(_) => s.m.lost_closed += 1,
+            }
+            if s.full && s.queued < s.queue_limit / 2 && open {
+                s.full = false;
+                self.events.push_back(Event::Writable { conn: self.id, channel: s.id });
+            }
+        }
         if o.report {
-            self.events.push_back(if delivered {
-                Event::Delivered { conn: self.id, id: o.id }
-            } else {
-                Event::Lost { conn: self.id, id: o.id }
+            self.events.push_back(match lost {
+                None => Event::Delivered { conn: self.id, id: o.id },
+                Some(reason) => Event::Lost { conn: self.id, id: o.id, reason },
             });
+        }
+        if self.conn_full != 0
+            && open
+            && self.pending_messages() < self.queue_messages / 2
+            && self.pending_bytes < self.queue_bytes / 2
+        {
+            let mut mask = core::mem::take(&mut self.conn_full);
+            while mask != 0 {
+                let channel = mask.trailing_zeros() as u8;
+                mask &= mask - 1;
+                self.events.push_back(Event::Writable { conn: self.id, channel });
+            }
         }
     }
 
@@ -879,10 +1097,8 @@ impl Connection {
 
     /// Messages accepted before the keys existed, on a failed attempt.
     fn fail_early(&mut self) {
-        while let Some((_, _, id)) = self.early.pop_front() {
-            if let Some(o) = self.outstanding.remove(&(u64::MAX - id.0)) {
-                self.finish(o, false);
-            }
+        while let Some((_, _, o)) = self.early.pop_front() {
+            self.finish(o, Some(LossReason::ConnectionClosed));
         }
     }
 
@@ -909,13 +1125,19 @@ impl Connection {
         // One event at a time, straight from the connection: no list.
         while let Some(e) = self.conn.as_mut().and_then(conn::Connection::poll_event) {
             match e {
-                ConnEvent::Message { data, .. } => {
+                ConnEvent::Message { channel, data } => {
                     self.metrics.messages_received += 1;
-                    self.events.push_back(Event::Message { conn: self.id, payload: data });
+                    self.undrained = self.undrained.saturating_add(data.len());
+                    self.events.push_back(Event::Message { conn: self.id, channel, payload: data });
                 }
-                ConnEvent::Delivered(r) | ConnEvent::Lost(r) => {
-                    if let Some(o) = self.outstanding.remove(&r) {
-                        self.finish(o, matches!(e, ConnEvent::Delivered(_)));
+                ConnEvent::Delivered(r) => {
+                    if let Some(o) = self.outstanding.remove(r) {
+                        self.finish(o, None);
+                    }
+                }
+                ConnEvent::Lost(r, reason) => {
+                    if let Some(o) = self.outstanding.remove(r) {
+                        self.finish(o, Some(reason));
                     }
                 }
                 ConnEvent::Closed(reason) => {

@@ -124,7 +124,10 @@ fn server_disconnect_is_seen_once_by_both_sides() {
     net.eps[SERVER].disconnect(now, s).unwrap();
     net.run_for(Duration::from_secs(2));
     assert!(net.events[SERVER].contains(&Event::Disconnected { conn: s, reason: DisconnectReason::Local }));
-    assert!(net.events[SERVER].contains(&Event::Lost { conn: s, id }), "unsent message reported lost");
+    assert!(
+        net.events[SERVER].contains(&Event::Lost { conn: s, id, reason: crate::LossReason::ConnectionClosed }),
+        "unsent message reported lost"
+    );
     assert!(net.events[1].contains(&Event::Disconnected { conn: c, reason: DisconnectReason::Peer }));
     assert_eq!(net.events[1].iter().filter(|e| matches!(e, Event::Disconnected { .. })).count(), 1);
 }
@@ -153,8 +156,8 @@ fn queued_messages_of_a_failed_connect_are_lost_once() {
     assert_eq!(
         net.events[1],
         [
-            Event::Lost { conn: c, id: a },
-            Event::Lost { conn: c, id: b },
+            Event::Lost { conn: c, id: a, reason: crate::LossReason::ConnectionClosed },
+            Event::Lost { conn: c, id: b, reason: crate::LossReason::ConnectionClosed },
             Event::ConnectFailed { conn: c, reason: ConnectFailure::TimedOut }
         ]
     );
@@ -244,7 +247,7 @@ fn message_on_an_abandoned_pending_handshake_is_lost() {
     // expires 2 s (handshake timeout) after the last repeat.
     net.run_for(Duration::from_secs(8));
     assert!(net.eps[SERVER].connection(pending).is_none());
-    assert_eq!(net.events[SERVER], [Event::Lost { conn: pending, id }]);
+    assert_eq!(net.events[SERVER], [Event::Lost { conn: pending, id, reason: crate::LossReason::ConnectionClosed }]);
 }
 
 #[test]

@@ -242,7 +242,10 @@ fn rule_08_client_repeats_handshake_messages_and_waits_for_confirmation() {
     assert_eq!(net.now, Instant::from_secs(5));
     assert_eq!(
         net.events[1],
-        [Event::Lost { conn: c, id: early }, Event::ConnectFailed { conn: c, reason: ConnectFailure::TimedOut }]
+        [
+            Event::Lost { conn: c, id: early, reason: crate::LossReason::ConnectionClosed },
+            Event::ConnectFailed { conn: c, reason: ConnectFailure::TimedOut }
+        ]
     );
     // The server did confirm (and is still up); decode with its key.
     let s = net.server_conn_of(1).expect("server side established");
@@ -667,5 +670,5 @@ fn rule_19_crc_only_datagrams_never_touch_an_established_session() {
     assert!(server_acks.len() > 20, "{}", server_acks.len());
     assert!(server_acks.iter().all(|&a| a == last), "{server_acks:?} vs {last}");
     assert!(!net.events[SERVER].contains(&Event::Delivered { conn: s, id }));
-    assert!(net.events[SERVER].contains(&Event::Lost { conn: s, id }));
+    assert!(net.events[SERVER].contains(&Event::Lost { conn: s, id, reason: crate::LossReason::ConnectionClosed }));
 }

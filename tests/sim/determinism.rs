@@ -33,7 +33,7 @@ fn game(seed: u64, link: LinkConfig) -> Run {
     sim.set_default_link(link);
     let server = sim.add_server(EndpointConfig::default(), server_key(seed)).unwrap();
     sim.set_handler(server, |ep, _, ev| {
-        if let Event::Message { conn, payload } = ev {
+        if let Event::Message { conn, payload, .. } = ev {
             ep.send(*conn, payload, Delivery::Reliable).unwrap();
         }
     });

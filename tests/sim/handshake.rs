@@ -187,7 +187,7 @@ fn handshake_and_echo_over_ipv6_and_over_every_preset() {
     let c6b = sim.add_client_at("[2001:db8::1]:6000".parse().unwrap(), crate::v1(EndpointConfig::default())).unwrap();
     sim.set_default_link(LinkConfig::wifi());
     sim.set_handler(server, |ep, _, ev| {
-        if let Event::Message { conn, payload } = ev {
+        if let Event::Message { conn, payload, .. } = ev {
             ep.send(*conn, payload, Delivery::Reliable).unwrap();
         }
     });

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 mod adversarial;
+mod channels;
 mod delivery;
 mod determinism;
 mod disconnect;

@@ -298,7 +298,7 @@ fn shared_port_run(seed: u64) -> Sim {
     assert_eq!(v2, 3, "three MPGS/2 connections on the MPGS/1 port");
     let mut got: BTreeMap<ConnectionId, Vec<u32>> = BTreeMap::new();
     for e in sim.events(server) {
-        if let Event::Message { conn, payload } = e {
+        if let Event::Message { conn, payload, .. } = e {
             got.entry(*conn).or_default().push(number_of(payload));
         }
     }

@@ -358,7 +358,7 @@ fn flood_run(seed: u64) -> Sim {
     assert!(worst <= RTT * 3, "seed {seed}: an honest connect took {worst:?} (> 3 RTT)");
     let mut got: BTreeMap<ConnectionId, Vec<u32>> = BTreeMap::new();
     for e in sim.events(server) {
-        if let Event::Message { conn, payload } = e {
+        if let Event::Message { conn, payload, .. } = e {
             got.entry(*conn).or_default().push(crate::number_of(payload));
         }
     }

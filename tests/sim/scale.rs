@@ -36,7 +36,7 @@ fn a_thousand_clients_exchange_messages_at_60_hz_for_10_virtual_seconds() {
     let r = received.clone();
     sim.record_events(server, false);
     sim.set_handler(server, move |ep, _, ev| {
-        if let Event::Message { conn, payload } = ev {
+        if let Event::Message { conn, payload, .. } = ev {
             *r.borrow_mut() += 1;
             ep.send(*conn, payload, Delivery::Unreliable).unwrap();
         }
