@@ -204,7 +204,8 @@ fn handshakes(c: &mut Criterion) {
     g.finish();
     let s = server.stats();
     assert_eq!(s.v2_handshakes_started, 0, "a spoofed hello must cost no ECDH: {s:?}");
-    assert!(s.v2_hello_retries > 0, "the flood was answered with cookies: {s:?}");
+    // A `cargo bench FILTER` that skips this bench leaves the flood unsent.
+    assert!(n == 0 || s.v2_hello_retries > 0, "the flood was answered with cookies: {s:?}");
 }
 
 criterion_group! {
