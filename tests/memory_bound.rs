@@ -10,7 +10,10 @@
 //! while the server's application fills the send queue until `QueueFull`.
 //! The peak heap use must stay within `EndpointConfig::memory_bounds()`,
 //! and everything is released when the connection ends. A second phase
-//! measures pending handshakes.
+//! measures pending handshakes; a third does the same over MPGS/2 with
+//! channels (a hand-driven client filling every channel's receive state,
+//! the server's application filling every channel's queue, and connections
+//! that break the channel rules closed with nothing delivered).
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
@@ -269,4 +272,195 @@ fn hostile_peer_memory_stays_within_the_documented_bounds() {
     );
     assert!(per_pending <= bounds.per_pending_handshake, "{per_pending} > {}", bounds.per_pending_handshake);
     let _ = SERVER;
+    drop(server);
+    mpgs2_hostile_peer_with_channels();
+}
+
+/// MPGS/2 (MPGS2.md §4.3–§4.6): a hand-driven client completes a real
+/// handshake, then fills every channel's receive state it can (reliable
+/// partials on all 64 channels up to the windows and the reassembly budget,
+/// unreliable partials, out-of-window ids and frames of the wrong kind on
+/// a second connection) and never acknowledges anything, while the server's
+/// application fills the queues of every configured channel until
+/// `QueueFull`. The peak stays within `memory_bounds().per_v2_connection`
+/// (the peer's part within `per_v2_connection_peer`) and nothing is
+/// delivered twice.
+fn mpgs2_hostile_peer_with_channels() {
+    use mpgameserver::_internal::mpgs2::buf::Writer;
+    use mpgameserver::_internal::mpgs2::frame::{ChannelKind as K, Frame};
+    use mpgameserver::_internal::mpgs2::handshake::{ClientHandshake, ClientOffer};
+    use mpgameserver::_internal::mpgs2::protect::Protection;
+    use mpgameserver::_internal::mpgs2::tlv::TransportParams;
+    use mpgameserver::{ChannelConfig, ChannelKind};
+
+    let mut cfg = EndpointConfig::default();
+    cfg.channels = (3..=10u8)
+        .map(|id| {
+            let kind = [ChannelKind::Unreliable, ChannelKind::UnreliableSequenced, ChannelKind::ReliableUnordered]
+                [usize::from(id % 4).min(2)];
+            let kind = if id % 4 == 3 { ChannelKind::ReliableOrdered } else { kind };
+            ChannelConfig::new(id, kind).with_priority(id % 8).with_queue_limit(1 << 20)
+        })
+        .collect();
+    cfg.validate().unwrap();
+    let bounds = cfg.memory_bounds();
+    let root = ServerKey::generate(&mut Rng::new(Seed::from_u64(21)));
+    let mut server = Endpoint::server(cfg.clone(), root.clone(), Seed::from_u64(22)).unwrap();
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut now = Instant::from_secs(500);
+    let mut payload = vec![0u8; 1200];
+    let mut sealed = vec![0u8; 1200];
+    let data = vec![0x42u8; 1000];
+
+    // A real MPGS/2 handshake by hand, returning the client's sealer.
+    let handshake = |server: &mut Endpoint, now: Instant, addr: SocketAddr, seed: u64| -> Protection {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut rng = Rng::new(Seed::from_u64(seed));
+        let offer = ClientOffer {
+            protocol_id: 0,
+            versions: &[2],
+            suites: &[1],
+            recv_cid: None,
+            params: TransportParams::DEFAULTS,
+        };
+        let hs = ClientHandshake::new(&offer, &mut rng).unwrap();
+        let mut hello = hs.hello().to_vec();
+        server.handle_datagram(now, addr, &mut hello);
+        let t = server.poll_transmit(now, &mut buf).expect("SERVER_HELLO");
+        let est = hs.on_server_hello(&buf[..t.len], &[root.public_key()]).expect("verifies");
+        drain(server, now, &mut buf);
+        Protection::new(est.schedule.into_protection(), Some(est.server_cid), 0)
+    };
+    // Seals `frames` as the client's next packet and feeds it.
+    let mut feed = |server: &mut Endpoint, prot: &mut Protection, now, addr, frames: &[Frame<'_>]| {
+        let mut w = Writer::new(&mut payload);
+        for f in frames {
+            if f.emit(&mut w).is_err() {
+                break;
+            }
+        }
+        let n = w.len().max(1);
+        if w.is_empty() {
+            payload[0] = 0x01; // PING
+        }
+        let b = prot.begin(None, &mut sealed).unwrap();
+        sealed[b.header_len..b.header_len + n].copy_from_slice(&payload[..n]);
+        let len = prot.finish(b, &mut sealed, n).unwrap();
+        server.handle_datagram(now, addr, &mut sealed[..len]);
+    };
+
+    let addr: SocketAddr = "192.0.2.77:5000".parse().unwrap();
+    let base = ALLOC.current_usage();
+    ALLOC.reset_peak_usage();
+    let mut prot = handshake(&mut server, now, addr, 23);
+    feed(&mut server, &mut prot, now, addr, &[Frame::Ping]);
+    let conn = connected(&mut server, now, &mut buf).expect("connected");
+    assert!(server.connection(conn).is_some_and(|c| c.version() == mpgameserver::ProtocolVersion::V2));
+
+    // ---- the peer's share -------------------------------------------------
+    // Channels 0–61: reliable partials above E (ids 1..), 60 KB each with one
+    // 1,000-byte piece, until the reassembly budget refuses them
+    // (unacknowledged, counted); 62–63: unreliable partials (the oldest goes
+    // first beyond 256 KiB).
+    let mut messages = 0usize;
+    for round in 0..40u16 {
+        for ch in 0..62u8 {
+            let kind = if ch % 2 == 0 { K::ReliableOrdered } else { K::ReliableUnordered };
+            let f = Frame::Fragment { kind, channel: ch, id: 1 + round, total_len: 60_000, offset: 0, data: &data };
+            feed(&mut server, &mut prot, now, addr, &[f]);
+        }
+        for k in 0..8u16 {
+            let (kind, channel) = if k % 2 == 0 { (K::Unreliable, 62) } else { (K::UnreliableSequenced, 63) };
+            let f = Frame::Fragment { kind, channel, id: round * 8 + k, total_len: 18_000, offset: 0, data: &data };
+            feed(&mut server, &mut prot, now, addr, &[f]);
+        }
+        now += Duration::from_millis(5);
+        server.handle_timeout(now);
+        messages += drain_messages(&mut server, now, &mut buf);
+    }
+    assert!(server.connection(conn).is_some(), "a peer within the windows is not closed");
+    assert_eq!(messages, 0, "nothing is complete, nothing delivered");
+    assert!(server.reassembly_bytes() <= cfg.max_reassembly_bytes);
+    assert!(server.stats().dropped(mpgameserver::DropReason::Rate) > 0, "the budget refused the rest");
+    let peak_peer = ALLOC.peak_usage() - base;
+
+    // ---- the application's share: every channel's queue, never acked ------
+    for ch in 0..=10u8 {
+        let len = if ch == 0 || ch % 4 == 3 || ch % 4 == 0 { 1000 } else { 4000 };
+        loop {
+            match server.send_on(conn, ch, &app_bytes(len)) {
+                Ok(_) => {}
+                Err(SendError::QueueFull { .. }) => break,
+                Err(e) => panic!("channel {ch}: {e}"),
+            }
+        }
+    }
+    for _ in 0..300 {
+        now += Duration::from_millis(10);
+        feed(&mut server, &mut prot, now, addr, &[Frame::Ping]);
+        server.handle_timeout(now);
+        drain(&mut server, now, &mut buf);
+    }
+    assert!(server.connection(conn).is_some());
+    let peak = ALLOC.peak_usage() - base;
+
+    // ---- connections that break the rules: closed, nothing delivered -------
+    let cases: [&[Frame<'_>]; 3] = [
+        &[Frame::Message { kind: K::ReliableOrdered, channel: 5, id: Some(9000), data: b"far" }],
+        &[Frame::Message { kind: K::ReliableUnordered, channel: 6, id: Some(20_000), data: b"far" }],
+        &[
+            Frame::Message { kind: K::ReliableOrdered, channel: 7, id: Some(0), data: b"one" },
+            Frame::Message { kind: K::Unreliable, channel: 7, id: None, data: b"wrong kind" },
+        ],
+    ];
+    for (i, frames) in cases.iter().enumerate() {
+        let a = SocketAddr::from(([192, 0, 2, 80 + i as u8], 5000));
+        let mut p = handshake(&mut server, now, a, 30 + i as u64);
+        feed(&mut server, &mut p, now, a, &[Frame::Ping]);
+        let c = connected(&mut server, now, &mut buf).expect("connected");
+        feed(&mut server, &mut p, now, a, frames);
+        let got = drain_messages(&mut server, now, &mut buf);
+        assert_eq!(got, 0, "case {i}: a packet that breaks the rules delivers nothing");
+        assert!(
+            server.connection(c).is_none_or(|c| c.state() != mpgameserver::ConnectionState::Connected),
+            "case {i}: closed"
+        );
+    }
+
+    eprintln!(
+        "MPGS/2 with {} channels: hostile peer peak {} (bound {}); with full channel queues {} (bound {})",
+        3 + cfg.channels.len(),
+        mib(peak_peer),
+        mib(bounds.per_v2_connection_peer),
+        mib(peak),
+        mib(bounds.per_v2_connection)
+    );
+    assert!(peak_peer <= bounds.per_v2_connection_peer, "{peak_peer} > {}", bounds.per_v2_connection_peer);
+    assert!(peak <= bounds.per_v2_connection, "{peak} > {}", bounds.per_v2_connection);
+}
+
+/// Like `drain`; the connection a `Connected` event names.
+fn connected(server: &mut Endpoint, now: Instant, buf: &mut [u8; MAX_DATAGRAM]) -> Option<mpgameserver::ConnectionId> {
+    while server.poll_transmit(now, buf).is_some() {}
+    let mut c = None;
+    while let Some(e) = server.poll_event() {
+        if let Event::Connected { conn } = e {
+            c = Some(conn);
+        }
+    }
+    c
+}
+
+/// Like `drain`; the number of messages delivered.
+fn drain_messages(server: &mut Endpoint, now: Instant, buf: &mut [u8; MAX_DATAGRAM]) -> usize {
+    while server.poll_transmit(now, buf).is_some() {}
+    let mut n = 0;
+    while let Some(e) = server.poll_event() {
+        n += usize::from(matches!(e, Event::Message { .. }));
+    }
+    n
+}
+
+fn app_bytes(len: usize) -> Vec<u8> {
+    vec![0xC3; len]
 }

@@ -20,12 +20,14 @@ mod endpoint;
 mod endpoint_v2;
 pub mod heap;
 mod mpgs2;
+mod mpgs2_channels;
 mod mpgs2_conn;
 pub use endpoint::endpoint;
 pub use endpoint_v2::endpoint_v2;
 pub use mpgs2::{
     frames as mpgs2_frames, hello2 as mpgs2_hello, long_header as mpgs2_long_header, seeds as mpgs2_seeds,
 };
+pub use mpgs2_channels::mpgs2_channels;
 pub use mpgs2_conn::mpgs2_conn;
 
 /// Every allocation of a fuzz binary or test is counted per thread, so the

@@ -54,13 +54,14 @@ const MAX_OPS: usize = 256;
 const MAX_TRANSMITS: usize = 4096;
 const FILL: [u8; MIN_UDP_PAYLOAD] = [0x5A; MIN_UDP_PAYLOAD];
 
-fn conn_config() -> ConnConfig {
+pub(crate) fn conn_config() -> ConnConfig {
     ConnConfig {
         max_ack_delay: Duration::from_millis(10),
         max_message_size: u64::from(MAX_MESSAGE),
         recv_window: u64::from(RECV_WINDOW),
         conn_recv_window: u64::from(CONN_WINDOW),
         idle_timeout_ms: 5_000,
+        ..ConnConfig::default()
     }
 }
 
@@ -76,12 +77,12 @@ fn params() -> TransportParams {
 }
 
 /// Both ends of one real handshake (fixed seeds), cloned per input.
-struct Snapshot {
-    client: Established,
-    server: Established,
+pub(crate) struct Snapshot {
+    pub(crate) client: Established,
+    pub(crate) server: Established,
 }
 
-fn snapshot() -> &'static Snapshot {
+pub(crate) fn snapshot() -> &'static Snapshot {
     static SNAP: OnceLock<Snapshot> = OnceLock::new();
     SNAP.get_or_init(|| {
         let mut rng = Rng::new(Seed::from_u64(0x1111));
@@ -538,7 +539,7 @@ impl Harness {
                     assert!(channel < 64);
                     assert!(data.len() <= MAX_MESSAGE as usize, "a message over max_message_size");
                 }
-                ConnEvent::Delivered(r) | ConnEvent::Lost(r) => {
+                ConnEvent::Delivered(r) | ConnEvent::Lost(r, _) => {
                     let n = self.receipts.get_mut(&r).unwrap_or_else(|| panic!("outcome of unknown receipt {r}"));
                     *n += 1;
                     assert_eq!(*n, 1, "a second outcome for receipt {r}");

@@ -19,7 +19,7 @@ fn client(d: &[u8]) {
     mpgameserver_fuzz::endpoint(d, Role::Client)
 }
 
-const TARGETS: [(&str, Entry); 10] = [
+const TARGETS: [(&str, Entry); 11] = [
     ("wire", mpgameserver_fuzz::wire),
     ("handshake", mpgameserver_fuzz::handshake),
     ("keys", mpgameserver_fuzz::keys),
@@ -30,6 +30,7 @@ const TARGETS: [(&str, Entry); 10] = [
     ("mpgs2_long_header", mpgameserver_fuzz::mpgs2_long_header),
     ("mpgs2_frames", mpgameserver_fuzz::mpgs2_frames),
     ("mpgs2_conn", mpgameserver_fuzz::mpgs2_conn),
+    ("mpgs2_channels", mpgameserver_fuzz::mpgs2_channels),
 ];
 
 /// Runs every file under `dir/<target>/` through its target.
@@ -85,6 +86,7 @@ smoke!(quickcheck_mpgs2_hello, mpgameserver_fuzz::mpgs2_hello);
 smoke!(quickcheck_mpgs2_long_header, mpgameserver_fuzz::mpgs2_long_header);
 smoke!(quickcheck_mpgs2_frames, mpgameserver_fuzz::mpgs2_frames);
 smoke!(quickcheck_mpgs2_conn, mpgameserver_fuzz::mpgs2_conn);
+smoke!(quickcheck_mpgs2_channels, mpgameserver_fuzz::mpgs2_channels);
 
 /// Replays one file through one target: `FUZZ_REPLAY=target:path`.
 #[test]

@@ -174,9 +174,11 @@ impl ReliableSend {
         self.queue.iter().filter(|m| !m.done).count()
     }
 
-    /// Whether nothing is queued or in flight.
+    /// Whether nothing is queued or in flight: O(1), as every change that
+    /// finishes a message pops the finished prefix, so the front message,
+    /// if any, is never finished.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.queue.front().is_none_or(|m| m.done)
     }
 
     /// Queues a message that outcomes name by `receipt`; returns its id.
@@ -216,12 +218,6 @@ impl ReliableSend {
     /// the queue).
     pub fn in_flight_bytes(&self) -> u64 {
         self.queue.iter().filter(|m| !m.done && m.transmitted).map(|m| m.data.len() as u64 - m.acked).sum()
-    }
-
-    /// Whether a message whose first byte has not left waits (cheap: the
-    /// newest message is the last to have left).
-    pub fn has_unsent(&self) -> bool {
-        self.queue.iter().rev().any(|m| !m.done && !m.unsent.is_empty())
     }
 
     fn oldest_unacked(&self) -> Option<u64> {
