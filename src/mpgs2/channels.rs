@@ -216,9 +216,10 @@ impl TxTable {
                 self.group += 1;
                 continue;
             }
+            self.skip_empty_rounds(start, end);
             // Visit channels from the cursor on; each visit adds a quantum.
-            // Some live channel reaches positive credit within
-            // ⌈(1 − deficit) / quantum⌉ rounds, so this ends.
+            // After the skip above, some live channel reaches positive
+            // credit within this round, so this ends.
             loop {
                 let g = self.groups[self.group];
                 let i = start + usize::from(g.2);
@@ -243,6 +244,40 @@ impl TxTable {
             }
         }
         None
+    }
+
+    /// Adds at once the quanta of the full rounds in which no live channel
+    /// of the group `start..end` would reach positive credit, exactly as
+    /// visiting them one by one would (a 1,140 B frame on a weight-1
+    /// channel would otherwise take 18 rounds of 64 B visits).
+    fn skip_empty_rounds(&mut self, start: usize, end: usize) {
+        // The usual case: the channel at the cursor turns positive on this visit.
+        let at = start + usize::from(self.groups[self.group].2);
+        if self.done & (1 << at) == 0 && self.ch[at].deficit + self.ch[at].quantum > 0 {
+            return;
+        }
+        // Rounds until the first live channel turns positive: r = ⌊−d / q⌋ + 1
+        // for a live channel at deficit d ≤ 0 (0 when one is positive).
+        let mut rounds = i64::MAX;
+        for i in start..end {
+            if self.done & (1 << i) == 0 {
+                let c = &self.ch[i];
+                let r = if c.deficit > 0 { 0 } else { -c.deficit / c.quantum + 1 };
+                rounds = rounds.min(r);
+                if rounds <= 1 {
+                    return;
+                }
+            }
+        }
+        let k = rounds - 1;
+        for i in start..end {
+            let c = &mut self.ch[i];
+            if self.done & (1 << i) == 0 {
+                c.deficit += k * c.quantum;
+            } else if !c.sender.is_empty() {
+                c.deficit = (c.deficit.saturating_add(k.saturating_mul(c.quantum))).min(c.quantum + CREDIT_CAP);
+            }
+        }
     }
 
     fn advance(&mut self) {
