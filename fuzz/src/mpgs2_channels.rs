@@ -27,7 +27,7 @@ use mpgameserver::_internal::mpgs2::protect::Protection;
 use mpgameserver::_internal::mpgs2::{CID_LEN, MIN_UDP_PAYLOAD, Side};
 use mpgameserver::{ChannelConfig, ChannelKind, Duration, Instant, LossReason, Oversize};
 
-use crate::mpgs2_conn::{conn_config, snapshot};
+use crate::mpgs2_conn::{conn_config, snapshot, trace};
 
 const SEQ: u8 = 3;
 const UNORD: u8 = 4;
@@ -90,6 +90,14 @@ struct End {
     outcomes: BTreeMap<u64, bool>,
     /// (channel, number) of each message received, in order.
     got: Vec<(u8, u32)>,
+    /// Numbers sent on each channel, in send order (ordered-channel checks).
+    sent_on: [Vec<u32>; 8],
+    /// Messages received so far on each channel.
+    got_on: [usize; 8],
+    /// Numbers received, for the duplicate check.
+    seen: BTreeSet<u32>,
+    /// The newest number received on the sequenced channel.
+    last_seq: Option<u32>,
     closed: bool,
     app_bytes: usize,
 }
@@ -104,6 +112,8 @@ struct Net {
     forger: [Protection; 2],
     now: Instant,
     next_number: u32,
+    /// Number → (sending side, channel) of every message accepted for sending.
+    origin: BTreeMap<u32, (usize, u8)>,
     hostile: bool,
 }
 
@@ -118,6 +128,10 @@ pub fn mpgs2_channels(data: &[u8]) {
         sent: BTreeMap::new(),
         outcomes: BTreeMap::new(),
         got: Vec::new(),
+        sent_on: Default::default(),
+        got_on: [0; 8],
+        seen: BTreeSet::new(),
+        last_seq: None,
         closed: false,
         app_bytes: 0,
     };
@@ -135,6 +149,7 @@ pub fn mpgs2_channels(data: &[u8]) {
         forger: [to_client, to_server],
         now: start,
         next_number: 0,
+        origin: BTreeMap::new(),
         hostile: false,
     };
     let mut inp = Input { d: data };
@@ -169,6 +184,8 @@ impl Net {
                 if let Ok(r) = e.conn.try_send(now, ch, msg) {
                     e.app_bytes += len;
                     assert!(e.sent.insert(r, (ch, n, len)).is_none(), "receipt {r} issued twice");
+                    e.sent_on[usize::from(ch)].push(n);
+                    self.origin.insert(n, (side, ch));
                 }
             }
             40..=59 => self.transmit(side),
@@ -273,9 +290,12 @@ impl Net {
     /// Takes both sides' events and checks what holds at every step.
     fn events(&mut self) {
         for i in 0..2 {
-            let e = &mut self.ends[i];
-            while let Some(ev) = e.conn.poll_event() {
-                if std::env::var_os("MPGS2_TRACE").is_some() {
+            while let Some(ev) = self.ends[i].conn.poll_event() {
+                if let (false, ConnEvent::Message { channel, data }) = (self.hostile, &ev) {
+                    self.check_message(i, *channel, data);
+                }
+                let e = &mut self.ends[i];
+                if trace() {
                     eprintln!("side {i} at {:?}: {ev:?}", self.now);
                 }
                 match ev {
@@ -306,35 +326,44 @@ impl Net {
                 }
             }
         }
-        if !self.hostile {
-            self.check_streams(false);
-        }
     }
 
-    /// What a side received against what its peer sent.
-    fn check_streams(&self, complete: bool) {
+    /// One message side `rx` received, checked against what its peer sent
+    /// and what `rx` received before (without hostile input, at the moment
+    /// it is delivered): sent by the peer on that channel (or promoted to
+    /// it), never twice, ordered channels in send order, sequenced ones in
+    /// rising numbers.
+    fn check_message(&mut self, rx: usize, ch: u8, data: &[u8]) {
+        let n = data.get(..4).map_or(u32::MAX, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let &(from_side, from) = self.origin.get(&n).unwrap_or_else(|| panic!("message {n} on {ch} was never sent"));
+        assert_eq!(from_side, 1 - rx, "message {n} on {ch} came back to its sender");
+        let promoted = (from == 0 && ch == 1) || (from == UNREL && ch == UNORD);
+        assert!(from == ch || promoted, "message {n} sent on {from} arrived on {ch}");
+        let [a, b] = &mut self.ends;
+        let (e, peer) = if rx == 0 { (a, &*b) } else { (b, &*a) };
+        let sent_on = &peer.sent_on;
+        assert!(e.seen.insert(n), "message {n} delivered twice");
+        let k = usize::from(ch);
+        if ch == 2 || ch == ORD {
+            let want = sent_on[k].get(e.got_on[k]).copied();
+            assert_eq!(want, Some(n), "channel {ch}: message {} received is {n}", e.got_on[k]);
+        } else if ch == SEQ {
+            assert!(e.last_seq.is_none_or(|m| m < n), "channel {ch} out of order: {n} after {:?}", e.last_seq);
+            e.last_seq = Some(n);
+        }
+        e.got_on[k] += 1;
+    }
+
+    /// After a clean run-out: everything reliable arrived (ordered channels
+    /// the whole send sequence) and every receipt has exactly one outcome.
+    fn check_complete(&self) {
         for i in 0..2 {
             let (rx, tx) = (&self.ends[i], &self.ends[1 - i]);
-            let sent: BTreeMap<u32, u8> = tx.sent.values().map(|&(ch, n, _)| (n, ch)).collect();
-            let mut seen = BTreeSet::new();
-            for &(ch, n) in &rx.got {
-                let from = *sent.get(&n).unwrap_or_else(|| panic!("message {n} on {ch} was never sent"));
-                let promoted = (from == 0 && ch == 1) || (from == UNREL && ch == UNORD);
-                assert!(from == ch || promoted, "message {n} sent on {from} arrived on {ch}");
-                assert!(seen.insert(n), "message {n} delivered twice");
+            for ch in [2, ORD] {
+                let k = usize::from(ch);
+                assert_eq!(rx.got_on[k], tx.sent_on[k].len(), "channel {ch} after a clean run-out");
             }
-            for ch in [2, ORD, SEQ] {
-                let got: Vec<u32> = rx.got.iter().filter(|m| m.0 == ch).map(|m| m.1).collect();
-                assert!(got.windows(2).all(|w| w[0] < w[1]), "channel {ch} out of order: {got:?}");
-                if ch != SEQ {
-                    let want: Vec<u32> = tx.sent.values().filter(|m| m.0 == ch).map(|m| m.1).collect();
-                    assert!(want.starts_with(&got), "channel {ch}: {got:?} is not a prefix of {want:?}");
-                    if complete {
-                        assert_eq!(got, want, "channel {ch} after a clean run-out");
-                    }
-                }
-            }
-            if complete {
+            {
                 let got: BTreeSet<u32> = rx.got.iter().map(|m| m.1).collect();
                 let newest_seq = rx.got.iter().filter(|m| m.0 == SEQ).map(|m| m.1).max();
                 for (r, &(ch, n, len)) in &tx.sent {
@@ -386,6 +415,6 @@ impl Net {
         if self.ends.iter().any(|e| e.closed) {
             return; // an idle timeout during a long input
         }
-        self.check_streams(true);
+        self.check_complete();
     }
 }

@@ -104,7 +104,7 @@ pub(crate) fn snapshot() -> &'static Snapshot {
 
 /// Whether to print each operation and event (`MPGS2_TRACE=1`, when
 /// replaying an input with the smoke test's `FUZZ_REPLAY`).
-fn trace() -> bool {
+pub(crate) fn trace() -> bool {
     static TRACE: OnceLock<bool> = OnceLock::new();
     *TRACE.get_or_init(|| std::env::var_os("MPGS2_TRACE").is_some())
 }
