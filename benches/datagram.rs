@@ -5,7 +5,11 @@
 //! * `core/send-to-event/{100,1200}` (MPGS/1) and `core/v2-send-to-event/{100,1200}`
 //!   (MPGS/2): client `send` → `poll_transmit` → server `handle_datagram` →
 //!   `poll_event`, one message per datagram, with the server's acks fed
-//!   back every 16 datagrams so the connection stays in steady state.
+//!   back every 16 (MPGS/1) or 8 (MPGS/2) datagrams so the connection
+//!   stays in steady state. `core/v2ch-send-to-event/{100,1200}`: the same
+//!   over MPGS/2 with four active channels (channel 0 and three configured
+//!   unreliable ones of two priorities and weights 1–3, in turn), against
+//!   one: the cost of the channel scheduler.
 //! * `handshake/{v1,v2}-honest`: the server's CPU for one honest client
 //!   hello, from `handle_datagram` to its answer leaving `poll_transmit`
 //!   (ECDH and signature), each on a fresh server endpoint (set up outside
@@ -25,16 +29,15 @@ use criterion::BatchSize;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mpgameserver::_internal::PacketKey;
 use mpgameserver::{
-    ConnectionId, CookiePolicy, Delivery, Duration, Endpoint, EndpointConfig, Event, Instant, MAX_DATAGRAM,
-    ProtocolVersion, Rng, Seed, ServerKey,
+    CookiePolicy, Duration, Endpoint, EndpointConfig, Instant, MAX_DATAGRAM, ProtocolVersion, Rng, Seed, ServerKey,
 };
 
-const SIZES: [usize; 2] = [100, 1200];
+#[path = "support/pair.rs"]
+mod pair;
 
-/// An MPGS/2 message that leaves in one 1,200 B datagram beside an ACK
-/// frame (1,165 B alone: a 29 B packet overhead and a 6 B MESSAGE frame
-/// header, MPGS2.md §3).
-const V2_UNFRAGMENTED: usize = 1140;
+use pair::{CLIENT, Pair, SERVER, V2_UNFRAGMENTED};
+
+const SIZES: [usize; 2] = [100, 1200];
 
 fn raw(c: &mut Criterion) {
     let mut g = c.benchmark_group("raw");
@@ -54,91 +57,20 @@ fn raw(c: &mut Criterion) {
     g.finish();
 }
 
-struct Pair {
-    client: Endpoint,
-    server: Endpoint,
-    conn: ConnectionId,
-    now: Instant,
-    buf: Box<[u8; MAX_DATAGRAM]>,
-    sent: u64,
-    /// Datagrams between two returns of the server's acks: 16 over MPGS/1;
-    /// 8 over MPGS/2, whose receiver acks every 8 ack-eliciting packets and
-    /// whose congestion window (10 datagrams at first) does not grow while
-    /// the sender is application-limited, as it is here.
-    ack_every: u64,
-}
-
-const CLIENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 5000));
-const SERVER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 4000));
-
-impl Pair {
-    fn new(protocol: ProtocolVersion) -> Pair {
-        let mut cfg = EndpointConfig::default();
-        cfg.send_interval = Duration::ZERO;
-        let root = ServerKey::generate(&mut Rng::new(Seed::from_u64(1)));
-        let pinned = root.public_key();
-        let server = Endpoint::server(cfg.clone(), root, Seed::from_u64(2)).unwrap();
-        let mut client = Endpoint::client(cfg, Seed::from_u64(3)).unwrap();
-        let now = Instant::ZERO;
-        let conn = client.connect_with(now, SERVER, pinned, protocol).unwrap();
-        let ack_every = if protocol == ProtocolVersion::V2 { 8 } else { 16 };
-        let mut p = Pair { client, server, conn, now, buf: Box::new([0; MAX_DATAGRAM]), sent: 0, ack_every };
-        for _ in 0..10 {
-            p.exchange();
-            p.now += Duration::from_millis(1);
-        }
-        assert!(matches!(p.client.poll_event(), Some(Event::Connected { .. })));
-        while p.server.poll_event().is_some() {}
-        p
-    }
-
-    /// Moves every pending datagram both ways.
-    fn exchange(&mut self) {
-        let (client_addr, server_addr) = (CLIENT, SERVER);
-        while let Some(t) = self.client.poll_transmit(self.now, &mut self.buf) {
-            self.server.handle_datagram(self.now, client_addr, &mut self.buf[..t.len]);
-        }
-        while let Some(t) = self.server.poll_transmit(self.now, &mut self.buf) {
-            self.client.handle_datagram(self.now, server_addr, &mut self.buf[..t.len]);
-        }
-    }
-
-    /// One message through the core path.
-    fn one(&mut self, msg: &[u8]) {
-        let client_addr = CLIENT;
-        // 2,000 datagrams per virtual second: within a connection's sequence
-        // budget (16,000 per connection_timeout + 2 s, plus a 16,000 burst).
-        self.now += Duration::from_micros(500);
-        self.client.send(self.conn, msg, Delivery::Unreliable).unwrap();
-        let t = self.client.poll_transmit(self.now, &mut self.buf).expect("a datagram is due");
-        self.server.handle_datagram(self.now, client_addr, &mut self.buf[..t.len]);
-        match self.server.poll_event() {
-            Some(Event::Message { payload, .. }) => {
-                black_box(payload);
-            }
-            other => panic!("expected the message, got {other:?}"),
-        }
-        self.sent += 1;
-        if self.sent.is_multiple_of(self.ack_every) {
-            // Acks back to the client, and its Delivered events.
-            let server_addr = SERVER;
-            while let Some(t) = self.server.poll_transmit(self.now, &mut self.buf) {
-                self.client.handle_datagram(self.now, server_addr, &mut self.buf[..t.len]);
-            }
-            while self.client.poll_event().is_some() {}
-        }
-    }
-}
-
 fn core_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("core");
-    for (name, protocol) in [("send-to-event", ProtocolVersion::V1), ("v2-send-to-event", ProtocolVersion::V2)] {
+    let cases = [
+        ("send-to-event", ProtocolVersion::V1, false),
+        ("v2-send-to-event", ProtocolVersion::V2, false),
+        ("v2ch-send-to-event", ProtocolVersion::V2, true),
+    ];
+    for (name, protocol, four_channels) in cases {
         for size in SIZES {
             // MPGS/2 at 1200: a message that fills a 1,200 B datagram
             // (MPGS/1 sends 1,200 B of message in a 1,238 B datagram).
             let len = if protocol == ProtocolVersion::V2 { size.min(V2_UNFRAGMENTED) } else { size };
             let msg = vec![0x5Au8; len];
-            let mut pair = Pair::new(protocol);
+            let mut pair = Pair::new(protocol, four_channels);
             g.throughput(Throughput::Elements(1));
             g.bench_with_input(BenchmarkId::new(name, size), &size, |b, _| b.iter(|| pair.one(&msg)));
         }
