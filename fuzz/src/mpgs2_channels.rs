@@ -291,13 +291,13 @@ impl Net {
     fn events(&mut self) {
         for i in 0..2 {
             while let Some(ev) = self.ends[i].conn.poll_event() {
+                if trace() {
+                    eprintln!("side {i} at {:?}: {ev:?}", self.now);
+                }
                 if let (false, ConnEvent::Message { channel, data }) = (self.hostile, &ev) {
                     self.check_message(i, *channel, data);
                 }
                 let e = &mut self.ends[i];
-                if trace() {
-                    eprintln!("side {i} at {:?}: {ev:?}", self.now);
-                }
                 match ev {
                     ConnEvent::Closed(_) => {
                         assert!(!e.closed, "a second Closed");

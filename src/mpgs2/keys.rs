@@ -353,9 +353,10 @@ pub fn nonce(iv: &[u8; IV_LEN], pn: u64) -> [u8; IV_LEN] {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AuthFailed;
 
-/// **`_fuzzing` builds only: NO SECURITY.** The tag of the identity
-/// "cipher" that replaces AES-GCM with the private `_fuzzing` feature, so
-/// the fuzz targets reach the frame layer.
+/// **`_fuzzing` builds only: NO SECURITY.** A tag that opens a packet of
+/// any number under any key: what fuzz targets put on the packets they
+/// forge (as hostile input). Packets the core seals carry a tag bound to
+/// their nonce and header instead, so a harness can tell them apart.
 #[cfg(feature = "_fuzzing")]
 pub const FUZZING_TAG: [u8; TAG_LEN] = *b"FUZZING-NO-CRYPT";
 
@@ -438,20 +439,39 @@ impl PacketKey {
         .map_err(|_| AuthFailed)
     }
 
-    /// `_fuzzing` build, NO SECURITY: leaves `payload` in clear and returns
-    /// [`FUZZING_TAG`].
+    /// **`_fuzzing` builds only: NO SECURITY.** The tag the identity
+    /// "cipher" (which replaces AES-GCM with the private `_fuzzing` feature,
+    /// so the fuzz targets reach the frame layer) puts on the packets it
+    /// seals: the packet's nonce (IV ⊕ PN, so the key generation's IV and
+    /// the packet number are bound as AES-GCM binds them) and a CRC-32 of
+    /// the header (the AAD). Only the payload is unprotected. With a
+    /// constant tag, a late duplicate whose truncated packet number decodes
+    /// to a newer, unseen number opened as a new packet, which AES-GCM
+    /// refuses (the nonce differs), and fuzzing reported a duplicate
+    /// delivery that cannot happen (`fuzz/regressions/mpgs2_channels/`).
     #[cfg(feature = "_fuzzing")]
-    pub fn seal(&self, pn: u64, header: &[u8], payload: &mut [u8]) -> [u8; TAG_LEN] {
-        let _ = (pn, header, payload);
-        FUZZING_TAG
+    fn fuzzing_tag(&self, pn: u64, header: &[u8]) -> [u8; TAG_LEN] {
+        let mut tag = [0u8; TAG_LEN];
+        tag[..IV_LEN].copy_from_slice(&self.nonce(pn));
+        tag[IV_LEN..].copy_from_slice(&crc32fast::hash(header).to_be_bytes());
+        tag
     }
 
-    /// `_fuzzing` build, NO SECURITY: accepts any payload tagged
-    /// [`FUZZING_TAG`].
+    /// `_fuzzing` build, NO SECURITY: leaves `payload` in clear and returns
+    /// the fuzzing tag (nonce and header checksum).
+    #[cfg(feature = "_fuzzing")]
+    pub fn seal(&self, pn: u64, header: &[u8], payload: &mut [u8]) -> [u8; TAG_LEN] {
+        let _ = payload;
+        self.fuzzing_tag(pn, header)
+    }
+
+    /// `_fuzzing` build, NO SECURITY: accepts any payload whose tag is the
+    /// fuzzing tag of `pn` and `header` under this key, or the wildcard
+    /// [`FUZZING_TAG`] with which fuzz targets forge packets of any number.
     #[cfg(feature = "_fuzzing")]
     pub fn open(&self, pn: u64, header: &[u8], payload: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AuthFailed> {
-        let _ = (pn, header, payload);
-        if *tag == FUZZING_TAG { Ok(()) } else { Err(AuthFailed) }
+        let _ = payload;
+        if *tag == FUZZING_TAG || *tag == self.fuzzing_tag(pn, header) { Ok(()) } else { Err(AuthFailed) }
     }
 }
 
