@@ -363,24 +363,22 @@ impl Net {
                 let k = usize::from(ch);
                 assert_eq!(rx.got_on[k], tx.sent_on[k].len(), "channel {ch} after a clean run-out");
             }
-            {
-                let got: BTreeSet<u32> = rx.got.iter().map(|m| m.1).collect();
-                let newest_seq = rx.got.iter().filter(|m| m.0 == SEQ).map(|m| m.1).max();
-                for (r, &(ch, n, len)) in &tx.sent {
-                    let outcome = tx.outcomes.get(r).copied();
-                    assert!(outcome.is_some(), "receipt {r} (message {n} on {ch}) has no outcome");
-                    if outcome == Some(true) {
-                        // Unreliable outcomes follow the carrying packets
-                        // (§4.6): a fragment group whose fragments arrive
-                        // further apart than the receiver's partial timeout
-                        // is acknowledged but never complete.
-                        let group = !kind(ch).is_reliable() && len > 1165;
-                        let ok = got.contains(&n) || (ch == SEQ && newest_seq.is_some_and(|m| m > n)) || group;
-                        assert!(ok, "message {n} on {ch} Delivered but never received");
-                    }
-                    if ch == ORD || ch == 2 || ch == UNORD {
-                        assert!(got.contains(&n), "reliable message {n} on {ch} never arrived");
-                    }
+            let got: BTreeSet<u32> = rx.got.iter().map(|m| m.1).collect();
+            let newest_seq = rx.got.iter().filter(|m| m.0 == SEQ).map(|m| m.1).max();
+            for (r, &(ch, n, len)) in &tx.sent {
+                let outcome = tx.outcomes.get(r).copied();
+                assert!(outcome.is_some(), "receipt {r} (message {n} on {ch}) has no outcome");
+                if outcome == Some(true) {
+                    // Unreliable outcomes follow the carrying packets
+                    // (§4.6): a fragment group whose fragments arrive
+                    // further apart than the receiver's partial timeout
+                    // is acknowledged but never complete.
+                    let group = !kind(ch).is_reliable() && len > 1165;
+                    let ok = got.contains(&n) || (ch == SEQ && newest_seq.is_some_and(|m| m > n)) || group;
+                    assert!(ok, "message {n} on {ch} Delivered but never received");
+                }
+                if ch == ORD || ch == 2 || ch == UNORD {
+                    assert!(got.contains(&n), "reliable message {n} on {ch} never arrived");
                 }
             }
         }
