@@ -279,13 +279,7 @@ impl Endpoint {
         } else {
             self.v2.sources.take(now, source, self.cfg.v2_hello_rate_per_source);
         }
-        let mut cid = [0u8; CID_LEN];
-        loop {
-            self.v2.rng.fill(&mut cid);
-            if !self.table.cid_taken(&cid) {
-                break;
-            }
-        }
+        let cid = self.table.new_cid(&mut self.v2.rng);
         let answer =
             server_answer(now, &policy, root, cookies, from, datagram, cid, &mut self.v2.rng).map_err(|e| match e {
                 crate::mpgs2::handshake::HandshakeError::BadKey => DropReason::Malformed,

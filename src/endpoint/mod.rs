@@ -396,7 +396,7 @@ impl Endpoint {
             };
             // Invariant: the slice is CID_LEN bytes long.
             let cid: [u8; mpgs2::CID_LEN] = cid.try_into().expect("CID_LEN bytes");
-            if self.table.by_addr(from).is_some() {
+            if self.table.has_addr_routes() && self.table.by_addr(from).is_some() {
                 // Never answer, nor adopt, an address with a live MPGS/1
                 // connection (§2.2, §6.2).
                 self.stats.drop(DropReason::Mpgs1Address);
@@ -542,6 +542,7 @@ impl Endpoint {
             }
             if let Some((len, destination)) = sent {
                 if self.is_server()
+                    && self.table.has_addr_routes()
                     && self.table.get(id).is_some_and(|c| c.version() == ProtocolVersion::V2)
                     && self.table.by_addr(destination).is_some_and(|v1| v1 != id)
                 {

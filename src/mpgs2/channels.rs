@@ -90,6 +90,11 @@ pub struct TxTable {
     done: u64,
     /// The group being served in this packet.
     group: usize,
+    /// The one channel holding messages in this packet, when only one does
+    /// (`NONE`: several, or none). Alone, it has nobody to share with: it
+    /// is served without credit accounting, and it neither saves credit nor
+    /// runs into debt, so it meets the next competitor even.
+    solo: u8,
 }
 
 impl TxTable {
@@ -107,6 +112,7 @@ impl TxTable {
             groups: heapless::Vec::new(),
             done: 0,
             group: 0,
+            solo: NONE,
         };
         for c in cfgs {
             let ttl = c.ttl.unwrap_or(crate::channel::DEFAULT_UNRELIABLE_TTL);
@@ -171,6 +177,16 @@ impl TxTable {
         self.ch.iter().all(|c| c.sender.is_empty())
     }
 
+    /// Whether any channel has something to write now: an unreliable
+    /// message queued, or reliable bytes new or lost (in flight alone does
+    /// not count).
+    pub fn has_sendable(&self) -> bool {
+        self.ch.iter().any(|c| match &c.sender {
+            Sender::Unreliable(u) => !u.is_empty(),
+            Sender::Reliable(r) => r.has_sendable(),
+        })
+    }
+
     /// The earliest TTL deadline of any channel.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.ch.iter().filter_map(|c| c.sender.next_expiry()).min()
@@ -199,16 +215,49 @@ impl TxTable {
     }
 
     /// Starts a packet: every channel may write again, from the first
-    /// priority.
+    /// priority. Channels with nothing queued or in flight are exhausted
+    /// from the start (they lose any saved credit, as an idle queue does in
+    /// DRR); with at most one channel left the packet takes the fast path.
     pub fn begin_packet(&mut self) {
-        self.done = 0;
         self.group = 0;
+        let (mut live, mut last) = (0u32, NONE);
+        let mut idle = 0u64;
+        for (i, c) in self.ch.iter_mut().enumerate() {
+            if c.sender.is_empty() {
+                idle |= 1 << i;
+            } else {
+                live += 1;
+                last = i as u8;
+            }
+        }
+        if live <= 1 {
+            for i in 0..self.ch.len() {
+                if idle & (1 << i) != 0 {
+                    let c = &mut self.ch[i];
+                    c.deficit = c.deficit.min(0);
+                }
+            }
+            if live == 1 {
+                self.ch[usize::from(last)].deficit = 0;
+            }
+            self.done = idle;
+            self.solo = last;
+        } else {
+            // Several channels share the packet: the full DRR, which visits
+            // idle channels too (and clears their credit then).
+            self.done = 0;
+            self.solo = NONE;
+        }
     }
 
     /// The channel (index) whose turn it is to write, or `None` when every
     /// channel is exhausted for this packet. Credit is added here, so the
     /// returned channel's credit is positive.
     pub fn next_turn(&mut self) -> Option<usize> {
+        if self.solo != NONE || self.done == self.all() {
+            let i = usize::from(self.solo);
+            return (self.solo != NONE && self.done & (1 << i) == 0).then_some(i);
+        }
         while let Some(&(start, end, _)) = self.groups.get(self.group) {
             let (start, end) = (usize::from(start), usize::from(end));
             let mask = if end - start >= 64 { u64::MAX } else { ((1u64 << (end - start)) - 1) << start };
@@ -280,6 +329,12 @@ impl TxTable {
         }
     }
 
+    /// Every channel's bit.
+    #[inline]
+    fn all(&self) -> u64 {
+        if self.ch.len() >= 64 { u64::MAX } else { (1u64 << self.ch.len()) - 1 }
+    }
+
     fn advance(&mut self) {
         let g = &mut self.groups[self.group];
         let n = g.1 - g.0;
@@ -289,6 +344,9 @@ impl TxTable {
     /// Channel `i` wrote a frame of `bytes`: its credit goes down, and once
     /// spent the turn moves on.
     pub fn wrote(&mut self, i: usize, bytes: usize) {
+        if self.solo != NONE {
+            return; // alone: no accounting
+        }
         let c = &mut self.ch[i];
         c.deficit -= i64::try_from(bytes).unwrap_or(i64::MAX);
         if c.deficit <= 0 {
@@ -300,6 +358,9 @@ impl TxTable {
     /// queued loses its credit (DRR: an idle queue does not save up).
     pub fn exhausted(&mut self, i: usize) {
         self.done |= 1 << i;
+        if self.solo != NONE {
+            return;
+        }
         let c = &mut self.ch[i];
         if c.sender.is_empty() {
             c.deficit = c.deficit.min(0);
@@ -311,6 +372,39 @@ impl TxTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With one channel holding messages, the packet goes straight to it
+    /// and it neither saves credit nor runs into debt; idle channels are
+    /// never asked; with none, nobody is.
+    #[test]
+    fn a_channel_alone_is_served_without_accounting() {
+        let cfgs = [
+            ChannelConfig::new(3, ChannelKind::ReliableUnordered).with_weight(3),
+            ChannelConfig::new(4, ChannelKind::ReliableUnordered),
+        ];
+        let mut t = TxTable::new(&cfgs, 1 << 20);
+        t.begin_packet();
+        assert_eq!(t.next_turn(), None, "every channel idle");
+        t.reliable_mut(4).expect("reliable").push(Instant::ZERO, alloc::vec![0; 10], 0);
+        let four = t.index(4).expect("configured");
+        for _ in 0..3 {
+            t.begin_packet();
+            for _ in 0..5 {
+                assert_eq!(t.next_turn(), Some(four), "only channel 4 has messages");
+                t.wrote(four, 1000);
+            }
+            t.exhausted(four);
+            assert_eq!(t.next_turn(), None);
+            assert_eq!(t.ch[four].deficit, 0, "alone: no debt for 5,000 B");
+        }
+        // A second channel joins: the full DRR, both from even credit.
+        t.reliable_mut(3).expect("reliable").push(Instant::ZERO, alloc::vec![0; 10], 1);
+        t.begin_packet();
+        let first = t.next_turn().expect("a turn");
+        t.wrote(first, 500);
+        let second = t.next_turn().expect("a turn");
+        assert_ne!(first, second, "the one that wrote 500 B on 64 B of credit gives way");
+    }
 
     /// Two saturated channels of weights 3 and 1 in one priority and one of
     /// a later priority: bytes written follow 3 : 1, and the later priority

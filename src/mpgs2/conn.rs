@@ -651,7 +651,7 @@ impl Connection {
         {
             return Some(now);
         }
-        let data = (!self.nothing_to_send() && self.rec.budget() >= self.plpmtu as u64 && self.rec.has_room())
+        let data = (!self.nothing_sendable() && self.rec.budget() >= self.plpmtu as u64 && self.rec.has_room())
             .then(|| self.pacer_wait.filter(|&t| t > now).unwrap_or(now));
         [data, self.acks.deadline(), Some(self.last_eliciting_sent + KEEP_ALIVE)].into_iter().flatten().min()
     }
@@ -1049,8 +1049,17 @@ impl Connection {
         }
     }
 
+    /// Nothing queued nor in flight (the congestion controller's
+    /// application-limited test).
     fn nothing_to_send(&self) -> bool {
         self.group.is_none() && self.tx.is_empty()
+    }
+
+    /// Nothing that a packet could carry now: in-flight data alone does
+    /// not make a connection ready to send (it would be polled for nothing
+    /// until the ack).
+    fn nothing_sendable(&self) -> bool {
+        self.group.is_none() && !self.tx.has_sendable()
     }
 
     /// Writes the next datagram into `buf` (at least 1200 bytes) and returns
@@ -1097,7 +1106,7 @@ impl Connection {
                 let probe = self.probes > 0;
                 let keep_alive = now >= self.last_eliciting_sent + KEEP_ALIVE;
                 let budget_ok = self.rec.budget() >= self.plpmtu as u64 && self.rec.has_room();
-                let has_data = !self.nothing_to_send();
+                let has_data = !self.nothing_sendable();
                 let pace_ok = |s: &mut Self| {
                     let wnd = s.rec.controller().window();
                     match s.pacer.send_time(now, s.plpmtu as u64, wnd, s.rec.rtt().srtt()) {

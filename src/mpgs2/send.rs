@@ -152,6 +152,16 @@ pub struct ReliableSend {
     /// Messages that had to wait for the peer's `recv_window` or
     /// `conn_recv_window` before their first byte could leave.
     window_waits: u64,
+    /// Messages not done with bytes still to send (new or lost): what
+    /// [`ReliableSend::has_sendable`] answers in O(1).
+    sendable: usize,
+}
+
+impl Out {
+    /// Not done, with bytes to send.
+    fn sendable(&self) -> bool {
+        !self.done && !self.unsent.is_empty()
+    }
 }
 
 impl ReliableSend {
@@ -166,6 +176,7 @@ impl ReliableSend {
             peer_window: peer_recv_window,
             ttl: if kind == ChannelKind::ReliableOrdered { None } else { ttl },
             window_waits: 0,
+            sendable: 0,
         }
     }
 
@@ -179,6 +190,14 @@ impl ReliableSend {
     /// if any, is never finished.
     pub fn is_empty(&self) -> bool {
         self.queue.front().is_none_or(|m| m.done)
+    }
+
+    /// Whether a message has bytes to send, new or lost (in flight alone is
+    /// not enough); it may still wait for a window, an id window or a TTL
+    /// check in [`next_chunk_within`](Self::next_chunk_within). O(1).
+    pub fn has_sendable(&self) -> bool {
+        debug_assert_eq!(self.sendable, self.queue.iter().filter(|m| m.sendable()).count());
+        self.sendable > 0
     }
 
     /// Queues a message that outcomes name by `receipt`; returns its id.
@@ -199,6 +218,7 @@ impl ReliableSend {
             done: false,
             waited: false,
         });
+        self.sendable += 1;
         id
     }
 
@@ -236,6 +256,7 @@ impl ReliableSend {
     pub fn expire(&mut self, now: Instant, out: &mut impl FnMut(Receipt)) {
         for m in self.queue.iter_mut() {
             if !m.done && !m.transmitted && m.expires.is_some_and(|t| now >= t) {
+                self.sendable -= usize::from(m.sendable());
                 m.done = true;
                 out(Receipt::Expired(m.receipt));
             }
@@ -322,6 +343,7 @@ impl ReliableSend {
         let m = &mut self.queue[i];
         if s + len == e {
             m.unsent.remove(0);
+            self.sendable -= usize::from(m.unsent.is_empty());
         } else {
             m.unsent[0].0 = s + len;
         }
@@ -345,9 +367,11 @@ impl ReliableSend {
         let total = m.data.len() as u64;
         m.acked += add_range(&mut m.acked_ranges, chunk.offset, chunk.offset + chunk.len);
         if m.acked == total {
+            let was = m.sendable();
             m.done = true;
             m.unsent.clear();
             out(Receipt::Delivered(m.receipt));
+            self.sendable -= usize::from(was);
         }
         self.pop_done();
     }
@@ -359,6 +383,7 @@ impl ReliableSend {
         if m.done {
             return;
         }
+        let was = m.sendable();
         let (s, e) = (chunk.offset, chunk.offset + chunk.len);
         // Subtract the acked ranges, then add what is left to unsent.
         let mut pieces: Vec<(u64, u64)> = alloc::vec![(s, e)];
@@ -384,12 +409,15 @@ impl ReliableSend {
                 add_range(&mut m.unsent, ps, pe);
             }
         }
+        let now_sendable = m.sendable();
+        self.sendable += usize::from(now_sendable && !was);
     }
 
     /// The connection closed: every outstanding message gets
     /// `ConnectionClosed` once.
     pub fn close(&mut self, out: &mut impl FnMut(Receipt)) {
         for m in self.queue.iter_mut().filter(|m| !m.done) {
+            self.sendable -= usize::from(m.sendable());
             m.done = true;
             out(Receipt::ConnectionClosed(m.receipt));
         }
@@ -592,6 +620,46 @@ mod tests {
         assert_eq!(unreliable_fragments(18_513, 1200, 16), Err(18_512));
         assert_eq!(Chunk::frame_len(5, 0, 5), 10);
         assert_eq!(Chunk::frame_len(300, 100, 5), 4 + 2 + 2 + 1 + 5);
+    }
+
+    /// In flight alone is not sendable: a connection whose reliable data is
+    /// all out waits for acks instead of being polled for nothing; a loss
+    /// makes it sendable again, and the count follows every change (the
+    /// debug assertion in `has_sendable` checks it against the queue).
+    #[test]
+    fn sendable_means_bytes_to_send_not_bytes_in_flight() {
+        let mut s = ReliableSend::new(ChannelKind::ReliableOrdered, 1 << 20, None);
+        let t = Instant::ZERO;
+        assert!(!s.has_sendable() && s.is_empty());
+        s.push(t, alloc::vec![1; 100], 0);
+        s.push(t, Vec::new(), 1);
+        assert!(s.has_sendable());
+        let (a, _) = s.next_chunk(t, 60).map(|(c, d)| (c, d.len())).expect("chunk");
+        assert!(s.has_sendable(), "the rest of message 0 and message 1 wait");
+        let (b, _) = s.next_chunk(t, 1000).map(|(c, d)| (c, d.len())).expect("chunk");
+        let (c, _) = s.next_chunk(t, 1000).map(|(c, d)| (c, d.len())).expect("chunk");
+        assert!(!s.has_sendable() && !s.is_empty(), "all in flight: nothing to send, not empty");
+        s.on_lost(b);
+        s.on_lost(c);
+        assert!(s.has_sendable());
+        let mut out = Vec::new();
+        s.on_acked(b, &mut |r| out.push(r));
+        s.on_acked(c, &mut |r| out.push(r));
+        assert!(
+            s.has_sendable(),
+            "message 0's first chunk is still in flight and unacked, the lost bytes were acked late"
+        );
+        let again: Vec<_> = core::iter::from_fn(|| s.next_chunk(t, 1000).map(|(c, _)| c)).collect();
+        assert!(!s.has_sendable());
+        s.on_acked(a, &mut |r| out.push(r));
+        for c in again {
+            s.on_acked(c, &mut |r| out.push(r));
+        }
+        assert!(s.is_empty() && !s.has_sendable(), "{out:?}");
+        assert_eq!(out.len(), 2, "each message delivered once: {out:?}");
+        s.push(t, alloc::vec![2; 10], 2);
+        s.close(&mut |_| {});
+        assert!(s.is_empty() && !s.has_sendable(), "a close ends what was sendable");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::hello::{LongType, SERVER_HELLO_LEN};
 use super::protect::OpenError;
 use super::reset::TOKEN_LEN;
 use super::tlv::TransportParams;
-use super::{CID_LEN, RANDOM_LEN, Side};
+use super::{RANDOM_LEN, Side};
 use crate::budget::Room;
 use crate::channel::{ChannelConfig, ChannelMetrics, DelayHistogram};
 use crate::config::{EndpointConfig, MAX_DATAGRAM};
@@ -272,8 +272,7 @@ pub(crate) struct Connection {
     idle_at: Option<Instant>,
     now: Instant,
     server_key: Option<PublicKey>,
-    /// Server: the id clients write on packets to us, and the entry's key.
-    cid: Option<[u8; CID_LEN]>,
+    /// Server: the key of the pending entry it was made from.
     pending_key: Option<PendingKey>,
 }
 
@@ -334,7 +333,6 @@ impl Connection {
             idle_at: None,
             now,
             server_key: None,
-            cid: None,
             pending_key: None,
         }
     }
@@ -377,7 +375,7 @@ impl Connection {
 
     /// A server's pending entry for an accepted HELLO2: `server_hello` is
     /// the padded reply (sent at once), `token` the stateless reset token
-    /// of `cid`.
+    /// of its connection id (the endpoint's table routes that id).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn server(
         id: ConnectionId,
@@ -390,7 +388,6 @@ impl Connection {
         token: [u8; TOKEN_LEN],
     ) -> Connection {
         let mut c = Connection::base(id, Role::Server, remote, now, cfg);
-        c.cid = Some(est.server_cid);
         c.pending_key = Some(key);
         let mut inner = conn::Connection::new(Side::Server, est, c.conn_config.clone(), now);
         inner.send_reset_token(token);
@@ -403,11 +400,6 @@ impl Connection {
         let expires = now + PENDING_LIFETIME.max(cfg.handshake_timeout);
         c.phase = Phase::Pending(Pending { reply, due: true, sends: 0, first_sent: now, expires });
         c
-    }
-
-    /// Server: the connection id clients write on packets to us.
-    pub(crate) fn cid(&self) -> Option<[u8; CID_LEN]> {
-        self.cid
     }
 
     /// Server: the key of the pending entry this connection was made from.
