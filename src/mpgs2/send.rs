@@ -110,10 +110,10 @@ struct Out {
     receipt: u64,
     data: Vec<u8>,
     /// Byte ranges `[s, e)` still to send, ascending (lost ones come back).
-    unsent: Vec<(u64, u64)>,
+    unsent: Ranges,
     acked: u64,
     /// Acked ranges, ascending and merged.
-    acked_ranges: Vec<(u64, u64)>,
+    acked_ranges: Ranges,
     expires: Option<Instant>,
     transmitted: bool,
     done: bool,
@@ -121,7 +121,11 @@ struct Out {
     waited: bool,
 }
 
-fn add_range(v: &mut Vec<(u64, u64)>, mut s: u64, mut e: u64) -> u64 {
+/// Byte ranges `[s, e)` of one message, ascending; one range (the usual
+/// case) lives inline.
+type Ranges = smallvec::SmallVec<[(u64, u64); 1]>;
+
+fn add_range(v: &mut Ranges, mut s: u64, mut e: u64) -> u64 {
     // Returns the number of bytes newly covered.
     let mut new = e - s;
     let i = v.partition_point(|&(_, re)| re < s);
@@ -210,9 +214,9 @@ impl ReliableSend {
             receipt,
             data,
             // An empty message is one empty MESSAGE frame.
-            unsent: alloc::vec![(0, len)],
+            unsent: smallvec::smallvec![(0, len)],
             acked: 0,
-            acked_ranges: Vec::new(),
+            acked_ranges: Ranges::new(),
             expires: self.ttl.map(|t| now + t),
             transmitted: false,
             done: false,
