@@ -251,10 +251,18 @@ mod tests {
             t.slots.push(Slot { generation: 0, conn: None, sched: Sched::default(), cid: None });
         }
         assert!(plain <= 2, "the index shows in {plain} of 4,000 ids");
-        // A slot without a live connection, or with another id, routes nothing.
-        let cid = t.new_cid(&mut rng);
-        assert_eq!(t.by_cid(&cid), None);
+        // An id naming a slot past the table, or a slot without a live
+        // connection (even one holding that id), routes nothing. (Live
+        // connections with other ids: the reset tests in tests/sim.)
+        let past = t.new_cid(&mut rng);
+        assert_eq!(t.by_cid(&past), None, "slot 2,000 does not exist");
+        let key = t.cid_key.expect("drawn");
+        let mut cid = [9u8; CID_LEN];
+        let masked = 5 ^ cid_mask(key, &cid);
+        cid[4..].copy_from_slice(&masked.to_le_bytes());
         t.slots[5].cid = Some(cid);
-        assert_eq!(t.by_cid(&cid), None, "slot 5 is empty");
+        assert_eq!(t.by_cid(&cid), None, "slot 5 holds the id but no connection");
+        t.slots[5].cid = None;
+        assert_eq!(t.by_cid(&cid), None);
     }
 }
