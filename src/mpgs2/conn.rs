@@ -25,10 +25,11 @@ use super::protect::{OpenError, Protection};
 use super::recovery::{MAX_INFLIGHT_PACKETS, Outcome, Recovery, SentPacket, TimerAction};
 use super::recv::{ConnWindow, Incoming, Piece, PieceCost, ReliableRecv, UNREL_REASSEMBLY_BYTES, UnreliableRecv};
 use super::reset::{TOKEN_LEN, is_reset};
-use super::send::{Chunk, UnreliableOut};
+use super::send::{Chunk, Spare, UnreliableOut};
 use super::{CID_LEN, MIN_UDP_PAYLOAD, Side, WireError};
 use crate::channel::{ChannelConfig, Oversize};
 use crate::event::LossReason;
+use crate::time::earliest;
 use crate::{Duration, Instant};
 
 /// Type, channel and the longest length varint of an unreliable MESSAGE
@@ -277,6 +278,8 @@ pub struct Connection {
     max_send: u64,
     config: ConnConfig,
     records: VecDeque<(u64, Rec)>,
+    /// Buffers of unreliable messages that left, for the next ones.
+    spare: Spare,
     /// Unreliable receipts: packets outstanding, and whether one was lost.
     unrel_pending: UnrelPending,
     next_receipt: u64,
@@ -359,6 +362,7 @@ impl Connection {
                 .min(u64::from(peer.conn_recv_window())),
             config,
             records: VecDeque::new(),
+            spare: Spare::default(),
             unrel_pending: UnrelPending::default(),
             next_receipt: 0,
             probes: 0,
@@ -435,6 +439,17 @@ impl Connection {
     pub fn send_reset_token(&mut self, token: [u8; TOKEN_LEN]) {
         if self.side == Side::Server {
             self.reset_token_out = Some(token);
+        }
+    }
+
+    /// An empty buffer for a message to `channel`, to fill and hand to
+    /// [`try_send`](Self::try_send): the buffer of a message that has gone
+    /// (acknowledged, or sent unreliably) when one is kept, so that a steady
+    /// stream of small messages allocates nothing per message.
+    pub fn buffer_for(&mut self, channel: u8) -> Vec<u8> {
+        match self.tx.index(channel).map(|i| &mut self.tx.ch[i].sender) {
+            Some(Sender::Reliable(r)) => r.take_buffer(),
+            _ => self.spare.take(),
         }
     }
 
@@ -622,14 +637,10 @@ impl Connection {
         }
         // A PTO whose probes wait to be sent restarts when they leave.
         let rec = self.rec.timeout().filter(|_| !(self.probes > 0 && self.rec.pto_armed()));
-        let t = [
-            rec,
-            self.idle_deadline(),
-            self.prot.timeout(),
-            self.unrel_rx.timeout(Duration::from_micros(self.rec.rtt().srtt())),
-            self.tx.next_expiry(),
-        ];
-        t.into_iter().flatten().min()
+        let t = earliest(rec, self.idle_deadline());
+        let t = earliest(t, self.prot.timeout());
+        let t = earliest(t, self.unrel_rx.timeout(Duration::from_micros(self.rec.rtt().srtt())));
+        earliest(t, self.tx.next_expiry())
     }
 
     /// When [`poll_transmit`](Self::poll_transmit) has a datagram to send
@@ -653,7 +664,7 @@ impl Connection {
         }
         let data = (!self.nothing_sendable() && self.rec.budget() >= self.plpmtu as u64 && self.rec.has_room())
             .then(|| self.pacer_wait.filter(|&t| t > now).unwrap_or(now));
-        [data, self.acks.deadline(), Some(self.last_eliciting_sent + KEEP_ALIVE)].into_iter().flatten().min()
+        earliest(earliest(data, self.acks.deadline()), Some(self.last_eliciting_sent + KEEP_ALIVE))
     }
 
     /// Runs timers.
@@ -1179,9 +1190,12 @@ impl Connection {
         }
         let len = self.prot.finish(begun, buf, written).ok()?;
         let meta = pn;
-        // By reference: moving the 64-entry array into an iterator would
-        // copy all of it (2.5 KB) for the one or two records a packet has.
-        self.records.extend(recs.iter().map(|&r| (pn, r)));
+        // By reference (moving the 64-entry array into an iterator would
+        // copy all of it, 2.5 KB, for the one or two records a packet has),
+        // and one push each (`extend` from a mapped iterator is slower).
+        for &r in &recs {
+            self.records.push_back((pn, r));
+        }
         let packet = SentPacket {
             time: now,
             size: len as u32,
@@ -1292,6 +1306,7 @@ impl Connection {
         }
         self.unrel_pending.insert(m.receipt, (1, false));
         let _ = recs.push(Rec::Unreliable { receipt: m.receipt });
+        self.spare.put(m.data);
         Some(w.len() - before)
     }
 

@@ -159,6 +159,36 @@ pub struct ReliableSend {
     /// Messages not done with bytes still to send (new or lost): what
     /// [`ReliableSend::has_sendable`] answers in O(1).
     sendable: usize,
+    /// Buffers of acknowledged messages, emptied, for the next ones
+    /// ([`take_buffer`](ReliableSend::take_buffer)).
+    spare: Spare,
+}
+
+/// Emptied message buffers kept for reuse: a steady stream of small
+/// messages then costs no allocation per message (MPGS/1 has its byte
+/// arena for the same reason). At most [`SPARE_BUFFERS`] buffers of at most
+/// [`SPARE_CAPACITY`] bytes each; larger ones are freed.
+#[derive(Clone, Debug, Default)]
+pub struct Spare(Vec<Vec<u8>>);
+
+/// Buffers a [`Spare`] keeps.
+pub const SPARE_BUFFERS: usize = 4;
+/// The largest buffer a [`Spare`] keeps, in bytes of capacity.
+pub const SPARE_CAPACITY: usize = 512;
+
+impl Spare {
+    /// Keeps `buf`, emptied, if it is small and there is room.
+    pub fn put(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() <= SPARE_CAPACITY && buf.capacity() > 0 && self.0.len() < SPARE_BUFFERS {
+            buf.clear();
+            self.0.push(buf);
+        }
+    }
+
+    /// An empty buffer: a kept one, or a new one.
+    pub fn take(&mut self) -> Vec<u8> {
+        self.0.pop().unwrap_or_default()
+    }
 }
 
 impl Out {
@@ -181,7 +211,14 @@ impl ReliableSend {
             ttl: if kind == ChannelKind::ReliableOrdered { None } else { ttl },
             window_waits: 0,
             sendable: 0,
+            spare: Spare::default(),
         }
+    }
+
+    /// An empty buffer for the next message's bytes, reusing the buffer of
+    /// an acknowledged one when there is one.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        self.spare.take()
     }
 
     /// Messages queued or in flight.
@@ -270,10 +307,11 @@ impl ReliableSend {
 
     fn pop_done(&mut self) {
         while self.queue.front().is_some_and(|m| m.done) {
-            if let Some(m) = self.queue.pop_front()
-                && m.transmitted
-            {
-                self.window_used -= m.data.len() as u64;
+            if let Some(m) = self.queue.pop_front() {
+                if m.transmitted {
+                    self.window_used -= m.data.len() as u64;
+                }
+                self.spare.put(m.data);
             }
         }
     }
@@ -331,13 +369,14 @@ impl ReliableSend {
         let m = &mut self.queue[i];
         let total = m.data.len() as u64;
         let (s, e) = m.unsent[0];
-        // Largest len that fits `room`.
+        // Largest len that fits `room` (usually all of it, at once).
         let mut len = e - s;
-        while len > 0 && Chunk::frame_len(total, s, len) > room {
-            let over = Chunk::frame_len(total, s, len) - room;
-            len = len.saturating_sub(over as u64).min(len - 1);
+        let mut frame = Chunk::frame_len(total, s, len);
+        while len > 0 && frame > room {
+            len = len.saturating_sub((frame - room) as u64).min(len - 1);
+            frame = Chunk::frame_len(total, s, len);
         }
-        if Chunk::frame_len(total, s, len) > room || (len == 0 && total > 0) {
+        if frame > room || (len == 0 && total > 0) {
             return None;
         }
         if !m.transmitted {
@@ -346,7 +385,11 @@ impl ReliableSend {
         }
         let m = &mut self.queue[i];
         if s + len == e {
-            m.unsent.remove(0);
+            if m.unsent.len() == 1 {
+                m.unsent.clear();
+            } else {
+                m.unsent.remove(0);
+            }
             self.sendable -= usize::from(m.unsent.is_empty());
         } else {
             m.unsent[0].0 = s + len;
@@ -624,6 +667,42 @@ mod tests {
         assert_eq!(unreliable_fragments(18_513, 1200, 16), Err(18_512));
         assert_eq!(Chunk::frame_len(5, 0, 5), 10);
         assert_eq!(Chunk::frame_len(300, 100, 5), 4 + 2 + 2 + 1 + 5);
+    }
+
+    /// An acknowledged message's buffer serves the next message: its
+    /// allocation is reused (same address), at most `SPARE_BUFFERS` are kept,
+    /// and a buffer above `SPARE_CAPACITY` is freed, not kept.
+    #[test]
+    fn acknowledged_buffers_are_reused_within_bounds() {
+        let mut s = ReliableSend::new(ChannelKind::ReliableOrdered, 1 << 20, None);
+        let t = Instant::ZERO;
+        assert_eq!(s.take_buffer().capacity(), 0, "nothing kept yet: a new, empty buffer");
+        let first = alloc::vec![7u8; 100];
+        let addr = first.as_ptr();
+        s.push(t, first, 0);
+        let (c, _) = s.next_chunk(t, 1000).map(|(c, d)| (c, d.len())).expect("chunk");
+        let mut out = Vec::new();
+        s.on_acked(c, &mut |r| out.push(r));
+        assert_eq!(out, [Receipt::Delivered(0)]);
+        let mut again = s.take_buffer();
+        assert!(again.is_empty() && again.capacity() >= 100);
+        assert_eq!(again.as_ptr(), addr, "the acknowledged message's allocation");
+        again.extend_from_slice(&[1; 50]);
+        s.push(t, again, 1);
+        // Ten acknowledged messages, two of them too large to keep.
+        for i in 0..10u64 {
+            let len = if i % 5 == 0 { SPARE_CAPACITY + 1 } else { 64 };
+            s.push(t, alloc::vec![0u8; len], 2 + i);
+        }
+        let chunks: Vec<_> = core::iter::from_fn(|| s.next_chunk(t, 2000).map(|(c, _)| c)).collect();
+        assert_eq!(chunks.len(), 11);
+        for c in chunks {
+            s.on_acked(c, &mut |r| out.push(r));
+        }
+        assert_eq!(out.len(), 12);
+        assert!(s.is_empty());
+        assert_eq!(s.spare.0.len(), SPARE_BUFFERS);
+        assert!(s.spare.0.iter().all(|b| b.is_empty() && b.capacity() <= SPARE_CAPACITY));
     }
 
     /// In flight alone is not sendable: a connection whose reliable data is

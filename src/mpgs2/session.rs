@@ -61,8 +61,13 @@ const STORED_REPLY_MAX: usize = 400;
 pub(crate) const CONNECTION_SIZE: usize = core::mem::size_of::<Connection>();
 /// Heap bytes per sending channel, at the session and in the connection's
 /// table, with a delay histogram (for `memory_bounds`).
-pub(crate) const CHANNEL_SIZE: usize =
-    core::mem::size_of::<ChanStats>() + core::mem::size_of::<super::channels::TxChannel>() + 33 * 4 * 4 + 64;
+pub(crate) const CHANNEL_SIZE: usize = core::mem::size_of::<ChanStats>()
+    + core::mem::size_of::<super::channels::TxChannel>()
+    + 33 * 4 * 4
+    + 64
+    // Its kept message buffers (an unreliable channel's are the
+    // connection's, bounded the same).
+    + super::send::SPARE_BUFFERS * (super::send::SPARE_CAPACITY + core::mem::size_of::<Vec<u8>>());
 /// The `Delivery::Reliable` channel: channels up to it take the
 /// connection's default for receipts.
 const CH_RELIABLE_ID: u8 = conn::CH_RELIABLE;
@@ -844,7 +849,7 @@ impl Connection {
             Phase::Failed => None,
         };
         let transmit = next_transmit.filter(|&t| t > now);
-        [timer, transmit].into_iter().flatten().min()
+        crate::time::earliest(timer, transmit)
     }
 
     pub(crate) fn poll_transmit(
@@ -968,7 +973,9 @@ impl Connection {
         if let Some(c) = self.conn.as_mut() {
             // Refused here with a typed error, as MPGS/1 refuses, never
             // accepted and then reported Lost.
-            let receipt = c.try_send(self.now, channel, data.to_vec()).map_err(|e| match e {
+            let mut buf = c.buffer_for(channel);
+            buf.extend_from_slice(data);
+            let receipt = c.try_send(self.now, channel, buf).map_err(|e| match e {
                 conn::SendRefused::TooLarge { max } => {
                     SendError::TooLarge { max: usize::try_from(max).unwrap_or(usize::MAX) }
                 }
