@@ -155,7 +155,9 @@ impl<'a> Writer<'a> {
     /// Writes a u8.
     #[inline]
     pub fn put_u8(&mut self, v: u8) -> Result<(), WireError> {
-        self.put_bytes(&[v])
+        *self.buf.get_mut(self.len).ok_or(WireError::Truncated)? = v;
+        self.len += 1;
+        Ok(())
     }
 
     /// Writes a big-endian u16.

@@ -34,12 +34,25 @@ pub const fn len(v: u64) -> Option<usize> {
 /// `out` is too short; nothing is written on error.
 #[inline]
 pub fn encode(v: u64, out: &mut [u8]) -> Result<usize, WireError> {
+    // One fixed-size store per length (a copy of a run-time length would be
+    // a `memcpy` call on every frame field). The length prefix: 00, 01, 10,
+    // 11 for 1, 2, 4, 8 bytes.
     let n = len(v).ok_or(WireError::BadValue)?;
-    let dst = out.get_mut(..n).ok_or(WireError::Truncated)?;
-    let be = v.to_be_bytes();
-    dst.copy_from_slice(&be[8 - n..]);
-    // The length prefix: 00, 01, 10, 11 for 1, 2, 4, 8 bytes.
-    dst[0] |= (n.trailing_zeros() as u8) << 6;
+    match n {
+        1 => *out.first_mut().ok_or(WireError::Truncated)? = v as u8,
+        2 => {
+            let dst: &mut [u8; 2] = out.first_chunk_mut().ok_or(WireError::Truncated)?;
+            *dst = (v as u16 | 0x4000).to_be_bytes();
+        }
+        4 => {
+            let dst: &mut [u8; 4] = out.first_chunk_mut().ok_or(WireError::Truncated)?;
+            *dst = (v as u32 | 0x8000_0000).to_be_bytes();
+        }
+        _ => {
+            let dst: &mut [u8; 8] = out.first_chunk_mut().ok_or(WireError::Truncated)?;
+            *dst = (v | 0xC000_0000_0000_0000).to_be_bytes();
+        }
+    }
     Ok(n)
 }
 
