@@ -159,6 +159,7 @@ impl EndpointConfig {
             + reassembly_bytes;
         let v2_send = arena
             .saturating_add(sat(self.send_queue_messages, s2::MESSAGE_OVERHEAD))
+            .saturating_add((3 + self.channels.len()) * s2::CHANNEL_SPARE_SIZE)
             .saturating_add(sat(2 * sent * c2::RECORDS_PER_PACKET, c2::RECORD_SIZE))
             .saturating_add(events);
         let per_v2_connection = v2_peer.saturating_add(v2_send);

@@ -386,12 +386,12 @@ impl Connection {
 
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
-        self.state == State::Closed
+        matches!(self.state, State::Closed)
     }
 
     /// Whether the connection is open (not closing, draining or closed).
     pub fn is_open(&self) -> bool {
-        self.state == State::Open
+        matches!(self.state, State::Open)
     }
 
     /// Why the last datagram given to `handle_datagram` did not open, if it
@@ -408,7 +408,7 @@ impl Connection {
     /// Sends an ack-eliciting packet at the next `poll_transmit` even when
     /// nothing else is due (the client's key confirmation, §2.1).
     pub fn ping(&mut self) {
-        if self.state == State::Open {
+        if matches!(self.state, State::Open) {
             self.probes = self.probes.max(1);
         }
     }
@@ -465,7 +465,7 @@ impl Connection {
     /// channel it replaces the messages still waiting there, each reported
     /// `Lost(Superseded)`.
     pub fn try_send(&mut self, now: Instant, channel: u8, data: Vec<u8>) -> Result<u64, SendRefused> {
-        if self.state != State::Open {
+        if !matches!(self.state, State::Open) {
             return Err(SendRefused::Closed);
         }
         let i = self.tx.index(channel).ok_or(SendRefused::UnknownChannel)?;
@@ -568,7 +568,7 @@ impl Connection {
     /// Starts closing with `code` (§6.4): CLOSE goes out, then the connection
     /// ends after 3 × PTO.
     pub fn close(&mut self, now: Instant, code: u16) {
-        if self.state != State::Open {
+        if !matches!(self.state, State::Open) {
             return;
         }
         self.close_code = code;
@@ -842,7 +842,7 @@ impl Connection {
                     // While closing, `Closed` was reported already and the
                     // messages finished: the reset only ends the closing
                     // period (§6.4, exactly one event).
-                    if self.state == State::Open {
+                    if matches!(self.state, State::Open) {
                         self.finish_messages();
                         self.events.push_back(ConnEvent::Closed(CloseReason::StatelessReset));
                     }
@@ -1077,7 +1077,7 @@ impl Connection {
     /// its length, or `None` when nothing is due now.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let closing = matches!(self.state, State::Closing(_));
-        if !closing && self.state != State::Open {
+        if !closing && !matches!(self.state, State::Open) {
             return None;
         }
         let buf = buf.get_mut(..self.plpmtu)?;
@@ -1089,7 +1089,7 @@ impl Connection {
             Ok(b) => b,
             Err(super::protect::SealError::KeyExhausted | super::protect::SealError::PacketNumbersExhausted) => {
                 // Stage 1 does not initiate key updates: the connection ends (§8).
-                if self.state == State::Open {
+                if matches!(self.state, State::Open) {
                     self.finish_messages();
                     self.events.push_back(ConnEvent::Closed(CloseReason::Local(close_code::NORMAL)));
                 }

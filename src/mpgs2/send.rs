@@ -173,8 +173,9 @@ pub struct Spare(Vec<Vec<u8>>);
 
 /// Buffers a [`Spare`] keeps.
 pub const SPARE_BUFFERS: usize = 4;
-/// The largest buffer a [`Spare`] keeps, in bytes of capacity.
-pub const SPARE_CAPACITY: usize = 512;
+/// The largest buffer a [`Spare`] keeps, in bytes of capacity: a message
+/// that fits one 1,200-byte datagram fits it.
+pub const SPARE_CAPACITY: usize = 1280;
 
 impl Spare {
     /// Keeps `buf`, emptied, if it is small and there is room.
@@ -289,6 +290,8 @@ impl ReliableSend {
     /// channels): deadlines grow with the id, so the first such message has
     /// the earliest.
     pub fn next_expiry(&self) -> Option<Instant> {
+        // Without a TTL nothing expires: no walk (every poll asks).
+        self.ttl?;
         self.queue.iter().find(|m| !m.done && !m.transmitted).and_then(|m| m.expires)
     }
 

@@ -61,13 +61,13 @@ const STORED_REPLY_MAX: usize = 400;
 pub(crate) const CONNECTION_SIZE: usize = core::mem::size_of::<Connection>();
 /// Heap bytes per sending channel, at the session and in the connection's
 /// table, with a delay histogram (for `memory_bounds`).
-pub(crate) const CHANNEL_SIZE: usize = core::mem::size_of::<ChanStats>()
-    + core::mem::size_of::<super::channels::TxChannel>()
-    + 33 * 4 * 4
-    + 64
-    // Its kept message buffers (an unreliable channel's are the
-    // connection's, bounded the same).
-    + super::send::SPARE_BUFFERS * (super::send::SPARE_CAPACITY + core::mem::size_of::<Vec<u8>>());
+pub(crate) const CHANNEL_SIZE: usize =
+    core::mem::size_of::<ChanStats>() + core::mem::size_of::<super::channels::TxChannel>() + 33 * 4 * 4 + 64;
+/// Heap bytes of the emptied message buffers a sending channel keeps for
+/// reuse (a reliable channel's own; the unreliable ones share the
+/// connection's, bounded the same): send side, for `memory_bounds`.
+pub(crate) const CHANNEL_SPARE_SIZE: usize =
+    super::send::SPARE_BUFFERS * (super::send::SPARE_CAPACITY + core::mem::size_of::<Vec<u8>>());
 /// The `Delivery::Reliable` channel: channels up to it take the
 /// connection's default for receipts.
 const CH_RELIABLE_ID: u8 = conn::CH_RELIABLE;
@@ -901,7 +901,12 @@ impl Connection {
             Phase::Open => {
                 let c = self.conn.as_mut()?;
                 let n = c.poll_transmit(now, &mut buf[..]);
-                self.drain();
+                // Sending processes no ACK: the RTT is unchanged, only the
+                // events and the flow counter need a look.
+                self.drain_events();
+                if let Some(c) = self.conn.as_ref() {
+                    self.metrics.flow_blocked = c.flow_blocked();
+                }
                 n
             }
             _ => None,

@@ -63,14 +63,25 @@ pub fn encode(v: u64, out: &mut [u8]) -> Result<usize, WireError> {
 /// [`WireError::NonMinimalVarint`] when a shorter form would do.
 #[inline]
 pub fn decode(input: &[u8]) -> Result<(u64, usize), WireError> {
+    // One fixed-size load per length, the prefix masked off; the shortest
+    // form holds a value at or above the next shorter form's limit.
     let first = *input.first().ok_or(WireError::Truncated)?;
-    let n = 1usize << (first >> 6);
-    let bytes = input.get(..n).ok_or(WireError::Truncated)?;
-    let mut v = u64::from(first & 0x3F);
-    for b in &bytes[1..] {
-        v = (v << 8) | u64::from(*b);
-    }
-    if len(v) != Some(n) {
+    let (v, n, min) = match first >> 6 {
+        0 => return Ok((u64::from(first), 1)),
+        1 => {
+            let b: &[u8; 2] = input.first_chunk().ok_or(WireError::Truncated)?;
+            (u64::from(u16::from_be_bytes(*b) & 0x3FFF), 2, 1 << 6)
+        }
+        2 => {
+            let b: &[u8; 4] = input.first_chunk().ok_or(WireError::Truncated)?;
+            (u64::from(u32::from_be_bytes(*b) & 0x3FFF_FFFF), 4, 1 << 14)
+        }
+        _ => {
+            let b: &[u8; 8] = input.first_chunk().ok_or(WireError::Truncated)?;
+            (u64::from_be_bytes(*b) & MAX, 8, 1 << 30)
+        }
+    };
+    if v < min {
         return Err(WireError::NonMinimalVarint);
     }
     Ok((v, n))
@@ -118,6 +129,13 @@ mod tests {
         assert_eq!(decode(&[]), Err(WireError::Truncated));
         assert_eq!(decode(&[0x80, 0, 0]), Err(WireError::Truncated));
         assert_eq!(decode(&[0xc0, 0, 0, 0, 0x3f, 0xff, 0xff, 0xff]), Err(WireError::NonMinimalVarint));
+        // Each length's smallest value decodes, the one below it does not.
+        assert_eq!(decode(&[0x40, 0x40]), Ok((64, 2)));
+        assert_eq!(decode(&[0x40, 0x3f]), Err(WireError::NonMinimalVarint));
+        assert_eq!(decode(&[0x80, 0, 0x40, 0]), Ok((16_384, 4)));
+        assert_eq!(decode(&[0x80, 0, 0x3f, 0xff]), Err(WireError::NonMinimalVarint));
+        assert_eq!(decode(&[0xc0, 0, 0, 0, 0x40, 0, 0, 0]), Ok((1 << 30, 8)));
+        assert_eq!(decode(&[0xff; 8]), Ok((MAX, 8)));
     }
 
     quickcheck! {
