@@ -10,7 +10,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-cargo build -p mpgameserver-arena --bins
+# The workspace's bins and examples, as `cargo test --workspace` builds
+# them (same features: nothing compiles again after it; `-p` would
+# unify other features and rebuild some 30 crates).
+cargo build --workspace --bins --examples
 bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug"
 keys=target/arena-keys
 pids=()

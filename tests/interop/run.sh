@@ -43,7 +43,10 @@ if [ "$profile" = release ]; then
     cargo build --release --example echo_server --example echo_client --example keygen
     bin="$target/release/examples"
 else
-    cargo build --example echo_server --example echo_client --example keygen
+    # Every example of the workspace, as `cargo test --workspace` builds
+    # them: the same features, so CI compiles nothing again (three
+    # `--example`s alone would unify other features and rebuild ~40 crates).
+    cargo build --workspace --examples
     bin="$target/debug/examples"
 fi
 echo "interop: set-up took $((SECONDS - started)) s"

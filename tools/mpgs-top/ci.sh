@@ -8,9 +8,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-# Debug builds: cheap after `cargo test`, and fast enough for 20 clients.
-cargo build --quiet -p mpgs-top
-cargo build --quiet --example echo_server --example loadgen --example keygen
+# Debug builds, fast enough for 20 clients. Built for the whole workspace
+# with its examples, as `cargo test --workspace` builds: the same features,
+# so after it only mpgs-top itself compiles (`-p mpgs-top` or a few
+# `--example`s would unify other features and rebuild some 50 crates).
+cargo build --quiet --workspace --bins --examples
 bin=target/debug
 out=target/mpgs-top
 rm -rf "$out" && mkdir -p "$out"
