@@ -442,14 +442,14 @@ impl Connection {
         }
     }
 
-    /// An empty buffer for a message to `channel`, to fill and hand to
-    /// [`try_send`](Self::try_send): the buffer of a message that has gone
-    /// (acknowledged, or sent unreliably) when one is kept, so that a steady
-    /// stream of small messages allocates nothing per message.
-    pub fn buffer_for(&mut self, channel: u8) -> Vec<u8> {
+    /// An empty buffer for a message of `len` bytes to `channel`, to fill
+    /// and hand to [`try_send`](Self::try_send): the buffer of a message
+    /// that has gone (acknowledged, or sent unreliably) when one fits, so
+    /// that a steady stream of small messages allocates nothing per message.
+    pub fn buffer_for(&mut self, channel: u8, len: usize) -> Vec<u8> {
         match self.tx.index(channel).map(|i| &mut self.tx.ch[i].sender) {
-            Some(Sender::Reliable(r)) => r.take_buffer(),
-            _ => self.spare.take(),
+            Some(Sender::Reliable(r)) => r.take_buffer(len),
+            _ => self.spare.take(len),
         }
     }
 

@@ -167,9 +167,15 @@ pub struct ReliableSend {
 /// Emptied message buffers kept for reuse: a steady stream of small
 /// messages then costs no allocation per message (MPGS/1 has its byte
 /// arena for the same reason). At most [`SPARE_BUFFERS`] buffers of at most
-/// [`SPARE_CAPACITY`] bytes each; larger ones are freed.
+/// [`SPARE_CAPACITY`] bytes each; larger ones are freed. A kept buffer only
+/// serves a message it fits without much waste (at most twice its length
+/// plus [`SPARE_SLACK`]), so a queue of small messages never holds large
+/// buffers: queued bytes stay within what `memory_bounds` counts.
 #[derive(Clone, Debug, Default)]
 pub struct Spare(Vec<Vec<u8>>);
+
+/// The waste a kept buffer may bring to a message beside twice its length.
+pub const SPARE_SLACK: usize = 64;
 
 /// Buffers a [`Spare`] keeps.
 pub const SPARE_BUFFERS: usize = 4;
@@ -186,9 +192,14 @@ impl Spare {
         }
     }
 
-    /// An empty buffer: a kept one, or a new one.
-    pub fn take(&mut self) -> Vec<u8> {
-        self.0.pop().unwrap_or_default()
+    /// An empty buffer for `len` bytes: a kept one that holds them with at
+    /// most `len + SPARE_SLACK` to spare, else a new one of exactly `len`.
+    pub fn take(&mut self, len: usize) -> Vec<u8> {
+        let fits = |b: &Vec<u8>| b.capacity() >= len && b.capacity() <= 2 * len + SPARE_SLACK;
+        match self.0.iter().rposition(fits) {
+            Some(i) => self.0.swap_remove(i),
+            None => Vec::with_capacity(len),
+        }
     }
 }
 
@@ -216,10 +227,10 @@ impl ReliableSend {
         }
     }
 
-    /// An empty buffer for the next message's bytes, reusing the buffer of
-    /// an acknowledged one when there is one.
-    pub fn take_buffer(&mut self) -> Vec<u8> {
-        self.spare.take()
+    /// An empty buffer for the next message's `len` bytes, reusing the
+    /// buffer of an acknowledged one when one fits ([`Spare::take`]).
+    pub fn take_buffer(&mut self, len: usize) -> Vec<u8> {
+        self.spare.take(len)
     }
 
     /// Messages queued or in flight.
@@ -679,7 +690,7 @@ mod tests {
     fn acknowledged_buffers_are_reused_within_bounds() {
         let mut s = ReliableSend::new(ChannelKind::ReliableOrdered, 1 << 20, None);
         let t = Instant::ZERO;
-        assert_eq!(s.take_buffer().capacity(), 0, "nothing kept yet: a new, empty buffer");
+        assert_eq!(s.take_buffer(0).capacity(), 0, "nothing kept yet: a new, empty buffer");
         let first = alloc::vec![7u8; 100];
         let addr = first.as_ptr();
         s.push(t, first, 0);
@@ -687,7 +698,7 @@ mod tests {
         let mut out = Vec::new();
         s.on_acked(c, &mut |r| out.push(r));
         assert_eq!(out, [Receipt::Delivered(0)]);
-        let mut again = s.take_buffer();
+        let mut again = s.take_buffer(50);
         assert!(again.is_empty() && again.capacity() >= 100);
         assert_eq!(again.as_ptr(), addr, "the acknowledged message's allocation");
         again.extend_from_slice(&[1; 50]);
@@ -706,6 +717,15 @@ mod tests {
         assert!(s.is_empty());
         assert_eq!(s.spare.0.len(), SPARE_BUFFERS);
         assert!(s.spare.0.iter().all(|b| b.is_empty() && b.capacity() <= SPARE_CAPACITY));
+        // A kept buffer serves a message it fits without much waste only:
+        // a queue of tiny messages must not hold large buffers.
+        let mut spare = Spare::default();
+        spare.put(Vec::with_capacity(1000));
+        assert_eq!(spare.take(10).capacity(), 10, "1,000 bytes for 10: a new buffer of exactly 10");
+        assert_eq!(spare.take(1001).capacity(), 1001, "too small: a new buffer");
+        assert_eq!(spare.0.len(), 1, "the kept buffer stays for a message it fits");
+        assert_eq!(spare.take(468).capacity(), 1000, "1,000 ≤ 2 × 468 + SPARE_SLACK");
+        assert!(spare.0.is_empty());
     }
 
     /// In flight alone is not sendable: a connection whose reliable data is

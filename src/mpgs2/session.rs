@@ -72,8 +72,11 @@ pub(crate) const CHANNEL_SPARE_SIZE: usize =
 /// connection's default for receipts.
 const CH_RELIABLE_ID: u8 = conn::CH_RELIABLE;
 /// Heap bytes per message accepted by `send` besides its data: its
-/// `outstanding` entry and its sender record with range lists.
-pub(crate) const MESSAGE_OVERHEAD: usize = 2 * (8 + core::mem::size_of::<Outstanding>()) + 160;
+/// `outstanding` entry, its sender record with range lists, and the slack
+/// of a reused buffer (which also holds up to twice the data: within the
+/// send arena's 4 × `send_queue_bytes`).
+pub(crate) const MESSAGE_OVERHEAD: usize =
+    2 * (8 + core::mem::size_of::<Outstanding>()) + 160 + super::send::SPARE_SLACK;
 
 /// What identifies a pending entry (§2.5): the source address, the
 /// `client_random` and SHA-256 of the HELLO2 message data.
@@ -978,7 +981,7 @@ impl Connection {
         if let Some(c) = self.conn.as_mut() {
             // Refused here with a typed error, as MPGS/1 refuses, never
             // accepted and then reported Lost.
-            let mut buf = c.buffer_for(channel);
+            let mut buf = c.buffer_for(channel, data.len());
             buf.extend_from_slice(data);
             let receipt = c.try_send(self.now, channel, buf).map_err(|e| match e {
                 conn::SendRefused::TooLarge { max } => {
