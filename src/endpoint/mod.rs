@@ -581,10 +581,7 @@ impl Endpoint {
         self.schedule.settle_timers(&mut self.table, self.now, &self.cfg);
         // The shared server ephemeral key is erased when its period ends.
         let erase = self.hello_key.as_ref().map(|k| k.expires);
-        match self.schedule.next_timer(&self.table) {
-            Some(when) => Some(erase.map_or(when, |e| e.min(when))),
-            None => erase,
-        }
+        crate::time::earliest(self.schedule.next_timer(&self.table), erase)
     }
 
     // ----- internals -----------------------------------------------------

@@ -74,10 +74,7 @@ impl Connection {
     pub(crate) fn poll_timeout(&mut self, now: Instant, next_transmit: Option<Instant>) -> Option<Instant> {
         self.sync_timers();
         let transmit = next_transmit.filter(|&t| t > now);
-        match (self.timers.next(), transmit) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        crate::time::earliest(self.timers.next(), transmit)
     }
 
     /// Runs every timer that is due at `now`. Early or spurious calls do nothing.

@@ -904,12 +904,8 @@ impl Connection {
             Phase::Open => {
                 let c = self.conn.as_mut()?;
                 let n = c.poll_transmit(now, &mut buf[..]);
-                // Sending processes no ACK: the RTT is unchanged, only the
-                // events and the flow counter need a look.
-                self.drain_events();
-                if let Some(c) = self.conn.as_ref() {
-                    self.metrics.flow_blocked = c.flow_blocked();
-                }
+                // Sending processes no ACK: the RTT is unchanged.
+                self.drain_sent();
                 n
             }
             _ => None,
@@ -1112,15 +1108,23 @@ impl Connection {
     /// Moves the connection's events to the crate's and refreshes the
     /// metrics it keeps (RTT, flow).
     fn drain(&mut self) {
-        self.drain_events();
+        self.drain_sent();
         if let Some(c) = self.conn.as_ref() {
-            self.metrics.flow_blocked = c.flow_blocked();
             let (srtt, rttvar, latest, has) = c.rtt();
             if has {
                 self.metrics.srtt = Some(Duration::from_micros(srtt));
                 self.metrics.rttvar = Duration::from_micros(rttvar);
                 self.metrics.latest_rtt = Some(Duration::from_micros(latest));
             }
+        }
+    }
+
+    /// [`drain`](Self::drain) without the RTT metrics: after a send, which
+    /// processes no ACK.
+    fn drain_sent(&mut self) {
+        self.drain_events();
+        if let Some(c) = self.conn.as_ref() {
+            self.metrics.flow_blocked = c.flow_blocked();
         }
     }
 
