@@ -42,8 +42,8 @@ pub(crate) trait Session {
     fn role(&self) -> Role;
     /// The public state.
     fn state(&self) -> ConnectionState;
-    /// A cheap summary of `state` and `is_connected`, for change detection.
-    fn state_key(&self) -> (u8, bool);
+    /// `state` and `is_connected` together, for change detection.
+    fn state_key(&self) -> (ConnectionState, bool);
     /// Whether the handshake completed (so the application knows it).
     fn is_connected(&self) -> bool;
     /// Whether it is over (the endpoint releases it).
@@ -235,7 +235,7 @@ impl Session for Connection {
         with_proto!(&self.proto, c => c.state())
     }
     #[inline]
-    fn state_key(&self) -> (u8, bool) {
+    fn state_key(&self) -> (ConnectionState, bool) {
         with_proto!(&self.proto, c => c.state_key())
     }
     #[inline]

@@ -614,10 +614,9 @@ impl Endpoint {
         f: impl FnOnce(&mut Connection, &EndpointConfig, Room) -> R,
     ) -> Option<(R, Option<bool>)> {
         let conn = self.table.get_mut(id)?;
-        // The public state is a function of this cheap key: an unchanged key
-        // means no count to update.
-        let key = conn.state_key();
-        let before = (Session::state(conn), conn.is_connected());
+        // The public state and whether the handshake completed: unchanged,
+        // no count to update.
+        let before = conn.state_key();
         let bytes_before = conn.reassembly_bytes();
         // The reassembly room the budgets leave it beside every other
         // connection. When nobody else holds reassembly bytes (the usual
@@ -652,10 +651,10 @@ impl Endpoint {
             self.budget.changed(bytes_before, bytes_after);
             self.admission.reassembly_changed(self.now, conn.remote().ip(), bytes_before, bytes_after, &self.cfg);
         }
-        if conn.state_key() == key {
+        let after = conn.state_key();
+        if after == before {
             return Some((r, None));
         }
-        let after = (Session::state(conn), conn.is_connected());
         let server = Session::role(conn) == Role::Server;
         // MPGS/2 pending entries are counted by their own table (accept2.rs).
         let v1 = conn.version() == ProtocolVersion::V1;

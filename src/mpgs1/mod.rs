@@ -188,19 +188,11 @@ impl Connection {
         }
     }
 
-    /// A cheap summary of the state for change detection: equal keys mean
-    /// equal [`Connection::state`] and [`Connection::is_connected`].
+    /// The public state and whether the handshake completed, for change
+    /// detection: [`Connection::state`] and [`Connection::is_connected`].
     #[inline]
-    pub(crate) fn state_key(&self) -> (u8, bool) {
-        let s = match self.state {
-            State::ClientHello(_) => 0,
-            State::ClientChallenge(_) => 1,
-            State::ServerPending(_) => 2,
-            State::Established => 3,
-            State::Closing => 4,
-            State::Closed => 5,
-        };
-        (s, self.connected)
+    pub(crate) fn state_key(&self) -> (ConnectionState, bool) {
+        (self.state(), self.connected)
     }
 
     pub(crate) fn token(&self) -> Option<u32> {

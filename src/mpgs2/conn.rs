@@ -311,9 +311,6 @@ pub struct Connection {
     /// Scratch for an ACK's or a timer's outcomes, kept between packets so
     /// that processing one allocates nothing (always empty between calls).
     outcomes: Vec<Outcome>,
-    /// Scratch for one packet's messages before they become events (always
-    /// empty between calls; its capacity is kept).
-    deliveries: Vec<(u8, Vec<u8>)>,
 }
 
 impl core::fmt::Debug for Connection {
@@ -380,7 +377,6 @@ impl Connection {
             packets_opened: 0,
             budget_refused: 0,
             outcomes: Vec::new(),
-            deliveries: Vec::new(),
         }
     }
 
@@ -621,6 +617,12 @@ impl Connection {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ConnEvent> {
         self.events.pop_front()
+    }
+
+    /// Whether an event waits for [`poll_event`](Self::poll_event).
+    #[inline]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) has work next: the
@@ -904,38 +906,42 @@ impl Connection {
             return;
         }
         self.acks.on_packet(now, opened.pn, eliciting);
-        let mut deliveries = core::mem::take(&mut self.deliveries);
-        let mut cached = parsed.iter().copied().map(Ok);
-        let mut reparsed = Frames::new(payload);
-        let frames: &mut dyn Iterator<Item = Result<Frame<'_>, WireError>> =
-            if overflow { &mut reparsed } else { &mut cached };
-        let done = self.frames_in(now, pto, frames, &mut deliveries);
-        match done {
-            Ok(()) => {
-                for (channel, data) in deliveries.drain(..) {
-                    self.events.push_back(ConnEvent::Message { channel, data });
-                }
-            }
-            // A packet that breaks the protocol, or closes, delivers nothing.
-            Err(stop) => {
-                deliveries.clear();
-                if let Some(code) = stop {
-                    self.fail(now, code);
-                }
+        // Messages become events as their frames are read; a packet that
+        // breaks the protocol, or closes, delivers none of them.
+        let mark = self.events.len();
+        let done = if overflow {
+            self.frames_in(now, pto, Frames::new(payload))
+        } else {
+            self.frames_in(now, pto, parsed.iter().copied().map(Ok))
+        };
+        if let Err(stop) = done {
+            self.unsay_messages(mark);
+            if let Some(code) = stop {
+                self.fail(now, code);
             }
         }
-        self.deliveries = deliveries;
     }
 
-    /// Acts on a validated packet's frames, its messages into `deliveries`;
+    /// Takes back the `Message` events queued from index `mark` on (the
+    /// other events stay, in order): a packet that broke the protocol or
+    /// closed. Rare, so it may allocate.
+    #[cold]
+    fn unsay_messages(&mut self, mark: usize) {
+        if self.events.len() > mark {
+            let kept: Vec<ConnEvent> =
+                self.events.drain(mark..).filter(|e| !matches!(e, ConnEvent::Message { .. })).collect();
+            self.events.extend(kept);
+        }
+    }
+
+    /// Acts on a validated packet's frames, its messages queued as events;
     /// `Err(Some(code))`: the connection must fail with `code`; `Err(None)`:
     /// stop here (CLOSE).
     fn frames_in<'a>(
         &mut self,
         now: Instant,
         pto: Duration,
-        frames: &mut dyn Iterator<Item = Result<Frame<'a>, WireError>>,
-        deliveries: &mut Vec<(u8, Vec<u8>)>,
+        frames: impl Iterator<Item = Result<Frame<'a>, WireError>>,
     ) -> Result<(), Option<u16>> {
         let peer = self.side.peer();
         for f in frames {
@@ -977,10 +983,9 @@ impl Connection {
                     id,
                     Piece { id: id.unwrap_or(0), total_len: data.len() as u64, offset: 0, data },
                     true,
-                    deliveries,
                 ),
                 Frame::Fragment { kind, channel, id, total_len, offset, data } => {
-                    self.receive(now, kind, channel, Some(id), Piece { id, total_len, offset, data }, false, deliveries)
+                    self.receive(now, kind, channel, Some(id), Piece { id, total_len, offset, data }, false)
                 }
                 _ => Ok(()),
             };
@@ -1033,7 +1038,6 @@ impl Connection {
         id: Option<u16>,
         p: Piece<'_>,
         whole: bool,
-        out: &mut Vec<(u8, Vec<u8>)>,
     ) -> Result<(), u16> {
         // The first frame on a channel fixes its kind (per direction, §3.4).
         match self.rx_kinds[usize::from(channel)] {
@@ -1041,7 +1045,8 @@ impl Connection {
             Some(_) => {}
             None => self.rx_kinds[usize::from(channel)] = Some(kind),
         }
-        let mut deliver = |m: Incoming<'_>| out.push((channel, m.bytes().to_vec()));
+        let events = &mut self.events;
+        let mut deliver = |m: Incoming<'_>| events.push_back(ConnEvent::Message { channel, data: m.bytes().to_vec() });
         let err = |e: super::recv::RecvError| match e {
             super::recv::RecvError::ProtocolViolation => close_code::PROTOCOL_VIOLATION,
             super::recv::RecvError::FlowViolation => close_code::FLOW_VIOLATION,
@@ -1757,6 +1762,34 @@ mod tests {
         let mut d = raw(&mut c, now, &frames(&[Frame::ResetToken([0; 16])]));
         s.handle_datagram(now, &mut d);
         assert_eq!(s.poll_event(), Some(ConnEvent::Closed(CloseReason::Local(close_code::PROTOCOL_VIOLATION))));
+    }
+
+    #[test]
+    fn a_packet_that_closes_or_breaks_the_protocol_delivers_none_of_its_messages() {
+        let now = Instant::from_millis(1);
+        let msg = |channel, data| Frame::Message { kind: ChannelKind::Unreliable, channel, id: None, data };
+        // Messages before a CLOSE in the same packet: only the close.
+        let (mut c, mut s) = pair(21);
+        let mut d = raw(&mut c, now, &frames(&[msg(0, b"a"), msg(0, b"b"), Frame::Close { code: 1, reason: b"" }]));
+        s.handle_datagram(now, &mut d);
+        let ev: Vec<_> = core::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(ev, [ConnEvent::Closed(CloseReason::Peer(1))]);
+        // A message, then a frame that breaks the protocol: only the close,
+        // while the events of earlier packets stay, in order.
+        let (mut c, mut s) = pair(22);
+        let mut d = raw(&mut c, now, &frames(&[msg(0, b"first")]));
+        s.handle_datagram(now, &mut d);
+        let bad = Frame::Message { kind: ChannelKind::ReliableOrdered, channel: 0, id: Some(0), data: b"x" };
+        let mut d = raw(&mut c, now, &frames(&[msg(0, b"lost"), bad]));
+        s.handle_datagram(now, &mut d);
+        let ev: Vec<_> = core::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(
+            ev,
+            [
+                ConnEvent::Message { channel: 0, data: b"first".to_vec() },
+                ConnEvent::Closed(CloseReason::Local(close_code::PROTOCOL_VIOLATION)),
+            ]
+        );
     }
 
     #[test]

@@ -279,6 +279,8 @@ impl<C: Controller> Recovery<C> {
         // Pass 1: mark what this ACK newly acknowledges.
         let mut largest_newly: Option<(u64, Instant)> = None;
         let mut any_eliciting = false;
+        // The span of the ring the newly acked records lie in.
+        let (mut first_i, mut last_i) = (usize::MAX, 0);
         let end_pn = self.first_pn + self.sent.len() as u64;
         for (s, e) in ack.ranges() {
             let lo = s.max(self.first_pn);
@@ -292,6 +294,8 @@ impl<C: Controller> Recovery<C> {
                     State::Outstanding => {
                         self.sent[i].state = State::AckedNow;
                         self.settle(i);
+                        first_i = first_i.min(i);
+                        last_i = last_i.max(i);
                         let p = self.sent[i].packet;
                         any_eliciting |= p.ack_eliciting;
                         if largest_newly.is_none_or(|(l, _)| pn > l) {
@@ -316,7 +320,7 @@ impl<C: Controller> Recovery<C> {
         }
         // Losses first, then the controller hears of the acks (RFC 9002 A.7).
         self.detect_lost(now, out);
-        for i in 0..self.sent.len() {
+        for i in first_i..=last_i {
             if self.sent[i].state == State::AckedNow {
                 self.sent[i].state = State::Acked;
                 let p = self.sent[i].packet;

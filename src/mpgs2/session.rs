@@ -446,14 +446,8 @@ impl Connection {
         }
     }
 
-    pub(crate) fn state_key(&self) -> (u8, bool) {
-        let s = match self.state() {
-            ConnectionState::Connecting => 0,
-            ConnectionState::Connected => 1,
-            ConnectionState::Closing => 2,
-            _ => 3,
-        };
-        (s, self.connected)
+    pub(crate) fn state_key(&self) -> (ConnectionState, bool) {
+        (self.state(), self.connected)
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -1037,7 +1031,8 @@ impl Connection {
         } else {
             self.metrics.messages_lost += 1;
         }
-        let open = self.state() == ConnectionState::Connected;
+        // A channel below half its queue limit after a refusal.
+        let mut reopened = false;
         if let Some(s) = self.chan.get_mut(usize::from(o.chan)) {
             s.queued = s.queued.saturating_sub(o.len);
             match lost {
@@ -1051,10 +1046,15 @@ impl Connection {
                 Some(LossReason::Superseded) => s.m.lost_superseded += 1,
                 Some(_) => s.m.lost_closed += 1,
             }
-            if s.full && s.queued < s.queue_limit / 2 && open {
-                s.full = false;
-                self.events.push_back(Event::Writable { conn: self.id, channel: s.id });
-            }
+            reopened = s.full && s.queued < s.queue_limit / 2;
+        }
+        // The state is asked only when a limit was hit (rare), not for
+        // every decided message: `Writable` only while connected.
+        let open = (reopened || self.conn_full != 0) && self.state() == ConnectionState::Connected;
+        if reopened && open {
+            let s = &mut self.chan[usize::from(o.chan)];
+            s.full = false;
+            self.events.push_back(Event::Writable { conn: self.id, channel: s.id });
         }
         if o.report {
             self.events.push_back(match lost {
@@ -1128,8 +1128,18 @@ impl Connection {
         }
     }
 
-    /// Moves the connection's events to the crate's.
+    /// Moves the connection's events to the crate's. Called after every
+    /// input and send, which mostly leave nothing to move: that check is
+    /// inlined, the move is not.
+    #[inline]
     fn drain_events(&mut self) {
+        if matches!(self.phase, Phase::Failed) || self.conn.as_ref().is_some_and(conn::Connection::has_events) {
+            self.move_events();
+        }
+    }
+
+    #[inline(never)]
+    fn move_events(&mut self) {
         if let Phase::Failed = self.phase {
             self.fail_early();
         }
