@@ -752,7 +752,12 @@ impl Connection {
                 Outcome::Lost { pn, .. } => (pn, false),
             };
             if last.is_none_or(|l| pn < l) {
-                k = self.records.partition_point(|(p, _)| *p < pn);
+                // Usually the oldest records are this packet's: no search.
+                k = if self.records.front().is_none_or(|(p, _)| *p >= pn) {
+                    0
+                } else {
+                    self.records.partition_point(|(p, _)| *p < pn)
+                };
             } else {
                 while self.records.get(k).is_some_and(|(p, _)| *p < pn) {
                     k += 1;

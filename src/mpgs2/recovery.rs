@@ -341,6 +341,12 @@ impl<C: Controller> Recovery<C> {
     fn detect_lost(&mut self, now: Instant, out: &mut impl FnMut(Outcome)) {
         self.loss_time = None;
         let Some(largest) = self.largest_acked else { return };
+        let end = self.index(largest).map_or(self.sent.len(), |i| i + 1);
+        // Nothing outstanding up to the largest acked (the usual case): no
+        // loss to declare, no timer to set, nothing for the controller.
+        if !self.sent.range(..end).any(|e| e.state == State::Outstanding) {
+            return;
+        }
         let loss_delay = self.rtt.loss_delay();
         let lost_send_time = now.as_micros().checked_sub(loss_delay);
         let pc_span = PERSISTENT_CONGESTION_THRESHOLD * self.rtt.pto_base(self.max_ack_delay);
@@ -349,7 +355,6 @@ impl<C: Controller> Recovery<C> {
         let mut persistent = false;
         let mut largest_lost_sent: Option<Instant> = None;
         let mut lost_bytes = 0u64;
-        let end = self.index(largest).map_or(self.sent.len(), |i| i + 1);
         for i in 0..end {
             let pn = self.first_pn + i as u64;
             let e = self.sent[i];

@@ -294,7 +294,9 @@ impl ReliableSend {
     }
 
     fn oldest_unacked(&self) -> Option<u64> {
-        self.queue.iter().find(|m| !m.done).map(|m| m.id)
+        // The front is never done (see `is_empty`).
+        debug_assert_eq!(self.queue.front().map(|m| m.id), self.queue.iter().find(|m| !m.done).map(|m| m.id));
+        self.queue.front().map(|m| m.id)
     }
 
     /// When the next message whose first byte has not left expires (TTL
@@ -426,7 +428,13 @@ impl ReliableSend {
             return;
         }
         let total = m.data.len() as u64;
-        m.acked += add_range(&mut m.acked_ranges, chunk.offset, chunk.offset + chunk.len);
+        if chunk.offset == 0 && chunk.len == total {
+            // The whole message in one frame (the usual case): done, with
+            // no range to merge.
+            m.acked = total;
+        } else {
+            m.acked += add_range(&mut m.acked_ranges, chunk.offset, chunk.offset + chunk.len);
+        }
         if m.acked == total {
             let was = m.sendable();
             m.done = true;

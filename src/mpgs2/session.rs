@@ -1105,10 +1105,10 @@ impl Connection {
         }
     }
 
-    /// Moves the connection's events to the crate's and refreshes the
-    /// metrics it keeps (RTT, flow).
+    /// After an input: moves the connection's events to the crate's and
+    /// refreshes the RTT metrics (an ACK may have brought a sample).
     fn drain(&mut self) {
-        self.drain_sent();
+        self.drain_events();
         if let Some(c) = self.conn.as_ref() {
             let (srtt, rttvar, latest, has) = c.rtt();
             if has {
@@ -1119,8 +1119,9 @@ impl Connection {
         }
     }
 
-    /// [`drain`](Self::drain) without the RTT metrics: after a send, which
-    /// processes no ACK.
+    /// After a datagram was assembled: moves the events and refreshes the
+    /// flow metric, which only packet assembly changes (a message waiting
+    /// for a window is counted there).
     fn drain_sent(&mut self) {
         self.drain_events();
         if let Some(c) = self.conn.as_ref() {
