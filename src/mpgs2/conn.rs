@@ -212,6 +212,33 @@ enum State {
     Closed,
 }
 
+/// What [`Connection::handle_datagram_within`] did with a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// The connection takes no more packets (closed or draining).
+    Ignored,
+    /// It did not open (the reason, for the caller's drop counters).
+    Unopened(OpenError),
+    /// It opened and was acted on (a frame that broke the protocol, or a
+    /// CLOSE, included).
+    Opened,
+    /// It opened, but its frames would have held more reassembly bytes
+    /// than the room given: discarded unrecorded (counted in
+    /// [`Connection::budget_refused`]).
+    BudgetRefused,
+    /// It opened, but carried reliable frames while the application's
+    /// receive queue is full: discarded unrecorded (counted in
+    /// [`Connection::recv_refused`]).
+    RecvRefused,
+}
+
+impl Arrival {
+    /// Whether the datagram authenticated (a packet of this connection).
+    pub fn opened(self) -> bool {
+        matches!(self, Arrival::Opened | Arrival::BudgetRefused | Arrival::RecvRefused)
+    }
+}
+
 /// Local parameters of a connection.
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
@@ -302,8 +329,6 @@ pub struct Connection {
     recv_blocked: bool,
     /// Packets refused so.
     recv_refused: u64,
-    /// Why the last datagram did not open, for the caller's drop counters.
-    open_error: Option<OpenError>,
     /// Packets that opened (authenticated and new).
     packets_opened: u64,
     /// Packets refused by the endpoint's reassembly budget.
@@ -373,7 +398,6 @@ impl Connection {
             events: VecDeque::new(),
             recv_blocked: false,
             recv_refused: 0,
-            open_error: None,
             packets_opened: 0,
             budget_refused: 0,
             outcomes: Vec::new(),
@@ -388,12 +412,6 @@ impl Connection {
     /// Whether the connection is open (not closing, draining or closed).
     pub fn is_open(&self) -> bool {
         matches!(self.state, State::Open)
-    }
-
-    /// Why the last datagram given to `handle_datagram` did not open, if it
-    /// did not (taken: the next call returns `None`).
-    pub fn take_open_error(&mut self) -> Option<OpenError> {
-        self.open_error.take()
     }
 
     /// Packets that opened so far (authenticated, not replays).
@@ -812,8 +830,8 @@ impl Connection {
     }
 
     /// Takes one datagram addressed to this connection (decrypted in place).
-    pub fn handle_datagram(&mut self, now: Instant, datagram: &mut [u8]) {
-        self.handle_datagram_within(now, datagram, u64::MAX);
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &mut [u8]) -> Arrival {
+        self.handle_datagram_within(now, datagram, u64::MAX)
     }
 
     /// Bytes held for reassembly: buffered reliable messages (at their whole
@@ -836,15 +854,14 @@ impl Connection {
     /// start buffering more is discarded unrecorded, hence unacknowledged,
     /// and its reliable frames come again in later packets (§4.6); counted
     /// in [`budget_refused`](Self::budget_refused).
-    pub fn handle_datagram_within(&mut self, now: Instant, datagram: &mut [u8], room: u64) {
+    pub fn handle_datagram_within(&mut self, now: Instant, datagram: &mut [u8], room: u64) -> Arrival {
         if matches!(self.state, State::Closed | State::Draining(_)) {
-            return;
+            return Arrival::Ignored;
         }
         let pto = self.rec.pto();
         let opened = match self.prot.open(now, pto, datagram) {
             Ok(o) => o,
             Err(e @ (OpenError::Malformed(_) | OpenError::AuthFailed)) => {
-                self.open_error = Some(e);
                 if self.reset_token.is_some_and(|t| is_reset(datagram, &t)) {
                     // While closing, `Closed` was reported already and the
                     // messages finished: the reset only ends the closing
@@ -855,12 +872,9 @@ impl Connection {
                     }
                     self.state = State::Closed;
                 }
-                return;
+                return Arrival::Unopened(e);
             }
-            Err(e) => {
-                self.open_error = Some(e);
-                return;
-            }
+            Err(e) => return Arrival::Unopened(e),
         };
         self.packets_opened += 1;
         self.last_recv = now;
@@ -872,7 +886,7 @@ impl Connection {
                 self.close_repeats -= 1;
                 self.probes = 1;
             }
-            return;
+            return Arrival::Opened;
         }
         let payload = &datagram[opened.payload];
         let mut eliciting = false;
@@ -897,18 +911,21 @@ impl Connection {
                     adds += usize::from(cost.adds_range);
                     fullest = fullest.max(cost.ranges);
                 }
-                Err(_) => return self.fail(now, close_code::PROTOCOL_VIOLATION),
+                Err(_) => {
+                    self.fail(now, close_code::PROTOCOL_VIOLATION);
+                    return Arrival::Opened;
+                }
             }
         }
         if need > room || (adds > 0 && fullest + adds > super::recv::MAX_RANGES) {
             self.budget_refused += 1;
-            return;
+            return Arrival::BudgetRefused;
         }
         if reliable && self.recv_blocked {
             // Unrecorded, hence unacknowledged: resent once the application
             // has drained its events (§4.6).
             self.recv_refused += 1;
-            return;
+            return Arrival::RecvRefused;
         }
         self.acks.on_packet(now, opened.pn, eliciting);
         // Messages become events as their frames are read; a packet that
@@ -925,6 +942,7 @@ impl Connection {
                 self.fail(now, code);
             }
         }
+        Arrival::Opened
     }
 
     /// Takes back the `Message` events queued from index `mark` on (the
@@ -2076,7 +2094,9 @@ mod tests {
         let mut buf = [0u8; 1500];
         for _ in 0..10_000 {
             match from.poll_transmit(now, &mut buf) {
-                Some(n) => to.handle_datagram(now, &mut buf[..n]),
+                Some(n) => {
+                    to.handle_datagram(now, &mut buf[..n]);
+                }
                 // A datagram may still be due now (a fragment group that
                 // started in a packet of other frames).
                 None if from.next_transmit(now).is_some_and(|t| t <= now) => {

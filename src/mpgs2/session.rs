@@ -20,7 +20,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::conn::{self, CH_BEST_EFFORT, CH_UNRELIABLE, CloseReason, ConnConfig, ConnEvent};
+use super::conn::{self, Arrival, CH_BEST_EFFORT, CH_UNRELIABLE, CloseReason, ConnConfig, ConnEvent};
 use super::handshake::{ClientHandshake, ClientOffer, Established, HandshakeError};
 use super::hello::{LongType, SERVER_HELLO_LEN};
 use super::protect::OpenError;
@@ -729,18 +729,12 @@ impl Connection {
         room: Room,
     ) -> Result<(), DropReason> {
         let Some(c) = self.conn.as_mut() else { return Err(DropReason::Unexpected) };
-        let opened_before = c.packets_opened();
-        let refused_before = c.budget_refused();
-        let recv_refused_before = c.recv_refused();
         c.set_recv_blocked(self.undrained > cfg.recv_queue_bytes);
         // The room the endpoint's budgets leave, within the per-connection cap.
         let own = usize::try_from(c.reassembly_bytes()).unwrap_or(usize::MAX);
         let left = room.left(own).min(cfg.max_reassembly_bytes.saturating_sub(own));
-        c.handle_datagram_within(now, datagram, u64::try_from(left).unwrap_or(u64::MAX));
-        let refused = c.budget_refused() > refused_before;
-        let recv_refused = c.recv_refused() > recv_refused_before;
-        let err = c.take_open_error();
-        let opened = c.packets_opened() > opened_before;
+        let arrival = c.handle_datagram_within(now, datagram, u64::try_from(left).unwrap_or(u64::MAX));
+        let opened = arrival.opened();
         if opened {
             self.metrics.on_received(now, datagram.len());
         }
@@ -755,21 +749,21 @@ impl Connection {
             self.events.push_back(Event::Connected { conn: self.id });
             self.endpoint_events.push_back(EndpointEvent::HandshakeCompleted);
         }
-        if refused {
-            // Unrecorded, so unacknowledged: the peer sends its frames again.
-            self.endpoint_events.push_back(EndpointEvent::ReassemblyBudgetRefused);
-            return Err(DropReason::Rate);
-        }
-        if recv_refused {
-            // The same, until the application drains its events (§4.6).
-            self.metrics.recv_queue_refused += 1;
-            return Err(DropReason::Rate);
-        }
-        match err {
-            None => Ok(()),
-            Some(OpenError::Replay(_)) => Err(DropReason::Replay),
-            Some(OpenError::Malformed(_)) => Err(DropReason::Malformed),
-            Some(_) => Err(DropReason::AuthFailed),
+        match arrival {
+            Arrival::Opened | Arrival::Ignored => Ok(()),
+            Arrival::BudgetRefused => {
+                // Unrecorded, so unacknowledged: the peer sends its frames again.
+                self.endpoint_events.push_back(EndpointEvent::ReassemblyBudgetRefused);
+                Err(DropReason::Rate)
+            }
+            Arrival::RecvRefused => {
+                // The same, until the application drains its events (§4.6).
+                self.metrics.recv_queue_refused += 1;
+                Err(DropReason::Rate)
+            }
+            Arrival::Unopened(OpenError::Replay(_)) => Err(DropReason::Replay),
+            Arrival::Unopened(OpenError::Malformed(_)) => Err(DropReason::Malformed),
+            Arrival::Unopened(_) => Err(DropReason::AuthFailed),
         }
     }
 
@@ -927,6 +921,18 @@ impl Connection {
     /// without side effects: the checks `send` makes before it queues. The
     /// channel's index on success.
     pub(crate) fn can_send(&self, channel: u8, len: usize, explicit: bool) -> Result<u8, SendError> {
+        let ci = self.admit(channel, len, explicit)?;
+        if let Some(max) = self.max_message_size(channel)
+            && len > max
+        {
+            return Err(SendError::TooLarge { max });
+        }
+        Ok(ci)
+    }
+
+    /// [`can_send`](Self::can_send) but for the size, which the connection
+    /// checks again when it queues (`send` asks it once, there).
+    fn admit(&self, channel: u8, len: usize, explicit: bool) -> Result<u8, SendError> {
         match self.state() {
             ConnectionState::Connecting | ConnectionState::Connected => {}
             _ if explicit => return Err(SendError::NotConnected),
@@ -943,18 +949,16 @@ impl Connection {
         if s.queued + len > s.queue_limit {
             return Err(SendError::QueueFull { channel, queued: s.queued, limit: s.queue_limit });
         }
-        if let Some(max) = self.max_message_size(channel)
-            && len > max
-        {
-            return Err(SendError::TooLarge { max });
-        }
         Ok(ci)
     }
 
     pub(crate) fn send(&mut self, data: &[u8], options: SendOptions) -> Result<MessageId, SendError> {
         let channel = options.channel();
         let explicit = options.channel.is_some();
-        let ci = match self.can_send(channel, data.len(), explicit) {
+        // The size is checked by the connection as it queues (`TooLarge`
+        // with the limit `can_send` names); before the keys exist there is
+        // no peer limit yet (the endpoint checked its own).
+        let ci = match self.admit(channel, data.len(), explicit) {
             Ok(ci) => ci,
             Err(e) => {
                 if let SendError::QueueFull { limit, .. } = e {
