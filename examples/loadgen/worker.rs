@@ -145,9 +145,13 @@ pub(crate) fn worker(plan: &Plan<'_>, t: u32, threads: u32) -> Result<Outcome, B
     g.pump(window_end, &mut ready)?;
     let cpu_end = (t == 0).then(|| sample(&g.clock));
 
-    // 4. Drain: late echoes of measured messages still count.
+    // 4. Drain: late echoes of measured messages still count. Only echoes
+    // end it early: a `Lost` report may be spurious (its message arrived and
+    // its echo is on the way), and reports also come for messages sent
+    // outside the window, so counting them ended the drain before the last
+    // echoes of the window had arrived.
     let drain_end = window_end + secs(args.drain)?;
-    while g.tally.echoed + g.tally.reported_lost < g.tally.sent && g.clock.now() < drain_end {
+    while g.tally.echoed < g.tally.sent && g.clock.now() < drain_end {
         let step = (g.clock.now() + Duration::from_millis(20)).min(drain_end);
         g.pump(step, &mut ready)?;
     }
