@@ -42,8 +42,6 @@ pub(crate) trait Session {
     fn role(&self) -> Role;
     /// The public state.
     fn state(&self) -> ConnectionState;
-    /// `state` and `is_connected` together, for change detection.
-    fn state_key(&self) -> (ConnectionState, bool);
     /// Whether the handshake completed (so the application knows it).
     fn is_connected(&self) -> bool;
     /// Whether it is over (the endpoint releases it).
@@ -233,10 +231,6 @@ impl Session for Connection {
     #[inline]
     fn state(&self) -> ConnectionState {
         with_proto!(&self.proto, c => c.state())
-    }
-    #[inline]
-    fn state_key(&self) -> (ConnectionState, bool) {
-        with_proto!(&self.proto, c => c.state_key())
     }
     #[inline]
     fn is_connected(&self) -> bool {

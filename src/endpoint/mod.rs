@@ -616,7 +616,8 @@ impl Endpoint {
         let conn = self.table.get_mut(id)?;
         // The public state and whether the handshake completed: unchanged,
         // no count to update.
-        let before = conn.state_key();
+        let key = |c: &Connection| (Session::state(c), c.is_connected());
+        let before = key(conn);
         let bytes_before = conn.reassembly_bytes();
         // The reassembly room the budgets leave it beside every other
         // connection. When nobody else holds reassembly bytes (the usual
@@ -651,7 +652,7 @@ impl Endpoint {
             self.budget.changed(bytes_before, bytes_after);
             self.admission.reassembly_changed(self.now, conn.remote().ip(), bytes_before, bytes_after, &self.cfg);
         }
-        let after = conn.state_key();
+        let after = key(conn);
         if after == before {
             return Some((r, None));
         }

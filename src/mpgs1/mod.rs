@@ -188,13 +188,6 @@ impl Connection {
         }
     }
 
-    /// The public state and whether the handshake completed, for change
-    /// detection: [`Connection::state`] and [`Connection::is_connected`].
-    #[inline]
-    pub(crate) fn state_key(&self) -> (ConnectionState, bool) {
-        (self.state(), self.connected)
-    }
-
     pub(crate) fn token(&self) -> Option<u32> {
         (self.token != 0).then_some(self.token)
     }

@@ -947,14 +947,14 @@ impl Connection {
 
     /// Takes back the `Message` events queued from index `mark` on (the
     /// other events stay, in order): a packet that broke the protocol or
-    /// closed. Rare, so it may allocate.
+    /// closed.
     #[cold]
     fn unsay_messages(&mut self, mark: usize) {
-        if self.events.len() > mark {
-            let kept: Vec<ConnEvent> =
-                self.events.drain(mark..).filter(|e| !matches!(e, ConnEvent::Message { .. })).collect();
-            self.events.extend(kept);
-        }
+        let mut i = 0;
+        self.events.retain(|e| {
+            i += 1;
+            i <= mark || !matches!(e, ConnEvent::Message { .. })
+        });
     }
 
     /// Acts on a validated packet's frames, its messages queued as events;

@@ -446,10 +446,6 @@ impl Connection {
         }
     }
 
-    pub(crate) fn state_key(&self) -> (ConnectionState, bool) {
-        (self.state(), self.connected)
-    }
-
     pub(crate) fn is_connected(&self) -> bool {
         self.connected
     }
