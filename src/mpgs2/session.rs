@@ -127,6 +127,24 @@ fn has_sentinel(hdr: &crate::mpgs1::wire::Header, datagram: &[u8], pinned: &Publ
     blob.salt[blob.salt.len() - n..] == super::DOWNGRADE_SENTINEL && pinned.verify(sh.blob, sh.signature)
 }
 
+/// The public state of a connection whose keys are confirmed.
+#[inline]
+fn open_state(c: &conn::Connection) -> ConnectionState {
+    if c.is_open() {
+        ConnectionState::Connected
+    } else if c.is_closed() {
+        ConnectionState::Closed
+    } else {
+        ConnectionState::Closing
+    }
+}
+
+/// A connection's reassembly bytes.
+#[inline]
+fn conn_reassembly(c: &conn::Connection) -> usize {
+    usize::try_from(c.reassembly_bytes()).unwrap_or(usize::MAX)
+}
+
 /// A client's attempt before its keys exist.
 #[cfg_attr(feature = "_fuzzing", derive(Clone))]
 struct Hello {
@@ -275,6 +293,13 @@ pub(crate) struct Connection {
     queue_messages: usize,
     queue_bytes: usize,
     connected: bool,
+    /// [`Connection::state`], kept current by every input that can change
+    /// the phase or the connection's state (the endpoint asks before and
+    /// after every call, twice per datagram).
+    state: ConnectionState,
+    /// [`Connection::reassembly_bytes`], kept current the same way: only
+    /// an arriving datagram and the timers change it.
+    reassembly: usize,
     /// `poll_transmit` found nothing to send at this instant, and no input
     /// came since: a send due by then waits for one.
     idle_at: Option<Instant>,
@@ -338,6 +363,8 @@ impl Connection {
             queue_messages: cfg.send_queue_messages,
             queue_bytes: cfg.send_queue_bytes,
             connected: false,
+            state: ConnectionState::Closed,
+            reassembly: 0,
             idle_at: None,
             now,
             server_key: None,
@@ -378,6 +405,7 @@ impl Connection {
             v1: None,
             downgrade: false,
         }));
+        c.refresh();
         Ok(c)
     }
 
@@ -407,6 +435,7 @@ impl Connection {
         // than the spec's 5 s (MPGS2.md §2.5).
         let expires = now + PENDING_LIFETIME.max(cfg.handshake_timeout);
         c.phase = Phase::Pending(Pending { reply, due: true, sends: 0, first_sent: now, expires });
+        c.refresh();
         c
     }
 
@@ -436,20 +465,33 @@ impl Connection {
         self.role
     }
 
+    #[inline]
     pub(crate) fn state(&self) -> ConnectionState {
+        debug_assert_eq!(self.state, self.current_state(), "the cached state is stale");
+        self.state
+    }
+
+    /// The public state, from the phase and the connection.
+    fn current_state(&self) -> ConnectionState {
         match (&self.phase, &self.conn) {
             (Phase::Hello(_) | Phase::Pending(_), _) => ConnectionState::Connecting,
             (Phase::Failed, _) | (Phase::Open, None) => ConnectionState::Closed,
-            (Phase::Open, Some(c)) if c.is_open() => ConnectionState::Connected,
-            (Phase::Open, Some(c)) if c.is_closed() => ConnectionState::Closed,
-            (Phase::Open, Some(_)) => ConnectionState::Closing,
+            (Phase::Open, Some(c)) => open_state(c),
         }
+    }
+
+    /// After an input that may have changed the phase, the connection or
+    /// its state (the hot paths update the cached fields themselves).
+    fn refresh(&mut self) {
+        self.state = self.current_state();
+        self.reassembly = self.current_reassembly();
     }
 
     pub(crate) fn is_connected(&self) -> bool {
         self.connected
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.state() == ConnectionState::Closed
     }
@@ -457,8 +499,15 @@ impl Connection {
     /// Bytes held for reassembly (buffered reliable messages at their whole
     /// length, unreliable partials), booked into the endpoint's reassembly
     /// budget as MPGS/1's are.
+    #[inline]
     pub(crate) fn reassembly_bytes(&self) -> usize {
-        self.conn.as_ref().map_or(0, |c| usize::try_from(c.reassembly_bytes()).unwrap_or(usize::MAX))
+        debug_assert_eq!(self.reassembly, self.current_reassembly(), "the cached reassembly bytes are stale");
+        self.reassembly
+    }
+
+    /// The reassembly bytes, from the connection.
+    fn current_reassembly(&self) -> usize {
+        self.conn.as_ref().map_or(0, conn_reassembly)
     }
 
     pub(crate) fn token(&self) -> Option<u32> {
@@ -551,13 +600,22 @@ impl Connection {
         let first = *datagram.first().ok_or(DropReason::Malformed)?;
         let long = first >= 0xC0;
         let r = match (&mut self.phase, long) {
-            (Phase::Hello(_), true) => self.on_long(now, datagram),
+            (Phase::Hello(_), true) => {
+                let r = self.on_long(now, datagram);
+                self.refresh();
+                r
+            }
             (Phase::Hello(_), false) | (Phase::Pending(_) | Phase::Open | Phase::Failed, true) => {
                 Err(DropReason::Unexpected)
             }
-            (Phase::Pending(_) | Phase::Open, false) => self.on_short(now, datagram, cfg, room),
+            (phase @ (Phase::Pending(_) | Phase::Open), false) => {
+                let open = matches!(phase, Phase::Open);
+                self.on_short(now, datagram, cfg, room, open)
+            }
             (Phase::Failed, false) => Err(DropReason::Unexpected),
         };
+        // `on_short` and `on_long` updated the state; moving the events
+        // changes neither the phase nor the connection.
         self.drain();
         r
     }
@@ -606,6 +664,7 @@ impl Connection {
             })
             .unwrap_or(ConnectFailure::TimedOut);
         self.phase = Phase::Failed;
+        self.refresh();
         self.events.push_back(Event::ConnectFailed { conn: self.id, reason });
         self.drain();
     }
@@ -621,6 +680,7 @@ impl Connection {
         }
         let mut v1 = *h.v1.take()?;
         self.phase = Phase::Failed;
+        self.refresh();
         v1.set_outcome_reports(self.reports);
         while let Some((channel, data, o)) = self.early.pop_front() {
             let id = o.id;
@@ -717,34 +777,42 @@ impl Connection {
         }
     }
 
+    /// A short header, in the pending phase or (`open`) once open.
     fn on_short(
         &mut self,
         now: Instant,
         datagram: &mut [u8],
         cfg: &EndpointConfig,
         room: Room,
+        open: bool,
     ) -> Result<(), DropReason> {
         let Some(c) = self.conn.as_mut() else { return Err(DropReason::Unexpected) };
         c.set_recv_blocked(self.undrained > cfg.recv_queue_bytes);
         // The room the endpoint's budgets leave, within the per-connection cap.
-        let own = usize::try_from(c.reassembly_bytes()).unwrap_or(usize::MAX);
+        let own = self.reassembly;
         let left = room.left(own).min(cfg.max_reassembly_bytes.saturating_sub(own));
         let arrival = c.handle_datagram_within(now, datagram, u64::try_from(left).unwrap_or(u64::MAX));
+        self.reassembly = conn_reassembly(c);
         let opened = arrival.opened();
         if opened {
             self.metrics.on_received(now, datagram.len());
         }
-        if opened && let Phase::Pending(p) = &self.phase {
+        if open {
+            // The datagram may have closed it.
+            self.state = open_state(c);
+        } else if opened && let Phase::Pending(p) = &self.phase {
             // Key confirmation (§2.1): the first packet that opens.
             let sample = (p.sends == 1).then(|| now.saturating_duration_since(p.first_sent));
             if let Some(rtt) = sample {
                 c.handshake_rtt(now, rtt);
             }
             self.phase = Phase::Open;
+            self.state = open_state(c);
             self.connected = true;
             self.events.push_back(Event::Connected { conn: self.id });
             self.endpoint_events.push_back(EndpointEvent::HandshakeCompleted);
         }
+        // Otherwise still pending: `Connecting`, whatever the connection did.
         match arrival {
             Arrival::Opened | Arrival::Ignored => Ok(()),
             Arrival::BudgetRefused => {
@@ -798,6 +866,7 @@ impl Connection {
             }
             _ => {}
         }
+        self.refresh();
     }
 
     pub(crate) fn next_transmit(&self, now: Instant, _cfg: &EndpointConfig) -> Option<Instant> {
@@ -888,6 +957,8 @@ impl Connection {
             Phase::Open => {
                 let c = self.conn.as_mut()?;
                 let n = c.poll_transmit(now, &mut buf[..]);
+                // Assembly may end the connection (its keys exhausted).
+                self.state = open_state(c);
                 // Sending processes no ACK: the RTT is unchanged.
                 self.drain_sent();
                 n
@@ -1096,6 +1167,7 @@ impl Connection {
             }
             Phase::Failed => {}
         }
+        self.refresh();
     }
 
     /// Messages accepted before the keys existed, on a failed attempt.
