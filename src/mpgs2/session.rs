@@ -183,6 +183,9 @@ struct Pending {
 
 #[cfg_attr(feature = "_fuzzing", derive(Clone))]
 #[allow(clippy::large_enum_variant, reason = "one per connection; a box would cost an allocation per pending entry")]
+// A plain tag byte: the phase is matched several times per datagram, and a
+// tag hidden in a niche of `Pending` costs a decode at every match.
+#[repr(u8)]
 enum Phase {
     Hello(Box<Hello>),
     Pending(Pending),
