@@ -195,6 +195,36 @@ enum Phase {
     Failed,
 }
 
+/// The connection, once there is one: an `Option` with a plain tag byte.
+/// `Option<conn::Connection>` keeps its tag in a 16-byte niche of the
+/// connection, compared whole at every look, and the session looks at it
+/// a score of times per datagram.
+#[cfg_attr(feature = "_fuzzing", derive(Clone))]
+#[allow(clippy::large_enum_variant, reason = "the one connection of this session, inline as before")]
+#[repr(u8)]
+enum Inner {
+    Absent,
+    Present(conn::Connection),
+}
+
+impl Inner {
+    #[inline]
+    fn get(&self) -> Option<&conn::Connection> {
+        match self {
+            Inner::Present(c) => Some(c),
+            Inner::Absent => None,
+        }
+    }
+
+    #[inline]
+    fn get_mut(&mut self) -> Option<&mut conn::Connection> {
+        match self {
+            Inner::Present(c) => Some(c),
+            Inner::Absent => None,
+        }
+    }
+}
+
 /// A message accepted by `send`, until its outcome is known.
 #[derive(Clone, Copy, Debug)]
 struct Outstanding {
@@ -272,7 +302,7 @@ pub(crate) struct Connection {
     role: Role,
     remote: SocketAddr,
     phase: Phase,
-    conn: Option<conn::Connection>,
+    conn: Inner,
     conn_config: ConnConfig,
     events: VecDeque<Event>,
     endpoint_events: VecDeque<EndpointEvent>,
@@ -349,7 +379,7 @@ impl Connection {
             role,
             remote,
             phase: Phase::Failed,
-            conn: None,
+            conn: Inner::Absent,
             conn_config: local_params(cfg).1,
             events: VecDeque::new(),
             endpoint_events: VecDeque::new(),
@@ -430,7 +460,7 @@ impl Connection {
         c.pending_key = Some(key);
         let mut inner = conn::Connection::new(Side::Server, est, c.conn_config.clone(), now);
         inner.send_reset_token(token);
-        c.conn = Some(inner);
+        c.conn = Inner::Present(inner);
         // The unpadded reply: padding is all zero (§2.5), written again on send.
         let end = server_hello.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         let reply = heapless::Vec::from_slice(&server_hello[..end]).unwrap_or_default();
@@ -476,7 +506,7 @@ impl Connection {
 
     /// The public state, from the phase and the connection.
     fn current_state(&self) -> ConnectionState {
-        match (&self.phase, &self.conn) {
+        match (&self.phase, self.conn.get()) {
             (Phase::Hello(_) | Phase::Pending(_), _) => ConnectionState::Connecting,
             (Phase::Failed, _) | (Phase::Open, None) => ConnectionState::Closed,
             (Phase::Open, Some(c)) => open_state(c),
@@ -510,7 +540,7 @@ impl Connection {
 
     /// The reassembly bytes, from the connection.
     fn current_reassembly(&self) -> usize {
-        self.conn.as_ref().map_or(0, conn_reassembly)
+        self.conn.get().map_or(0, conn_reassembly)
     }
 
     pub(crate) fn token(&self) -> Option<u32> {
@@ -540,7 +570,7 @@ impl Connection {
         let s = self.chan.get(usize::from(*self.chan_at.get(usize::from(channel))?))?;
         let mut m = s.m;
         m.queued_bytes = s.queued;
-        if let Some((in_flight, promoted)) = self.conn.as_ref().and_then(|c| c.channel_state(channel)) {
+        if let Some((in_flight, promoted)) = self.conn.get().and_then(|c| c.channel_state(channel)) {
             m.in_flight_bytes = usize::try_from(in_flight).unwrap_or(usize::MAX);
             m.promoted = promoted;
         }
@@ -554,13 +584,13 @@ impl Connection {
 
     /// `max_message_size(ch)` of §4.5 once the peer's limits are known.
     pub(crate) fn max_message_size(&self, channel: u8) -> Option<usize> {
-        let m = self.conn.as_ref()?.max_message_size_on(channel)?;
+        let m = self.conn.get()?.max_message_size_on(channel)?;
         Some(usize::try_from(m).unwrap_or(usize::MAX))
     }
 
     /// `max_unfragmented(ch)` of §4.5 once the connection exists.
     pub(crate) fn max_unfragmented(&self) -> Option<usize> {
-        self.conn.as_ref().map(conn::Connection::max_unfragmented)
+        self.conn.get().map(conn::Connection::max_unfragmented)
     }
 
     pub(crate) fn pending_bytes(&self) -> usize {
@@ -766,7 +796,7 @@ impl Connection {
                 // through, as the handshake had (§2.5).
                 c.hold_open_until(h.deadline);
                 c.ping();
-                self.conn = Some(c);
+                self.conn = Inner::Present(c);
                 self.phase = Phase::Open;
                 self.connected = true;
                 self.events.push_back(Event::Connected { conn: self.id });
@@ -789,7 +819,7 @@ impl Connection {
         room: Room,
         open: bool,
     ) -> Result<(), DropReason> {
-        let Some(c) = self.conn.as_mut() else { return Err(DropReason::Unexpected) };
+        let Some(c) = self.conn.get_mut() else { return Err(DropReason::Unexpected) };
         c.set_recv_blocked(self.undrained > cfg.recv_queue_bytes);
         // The room the endpoint's budgets leave, within the per-connection cap.
         let own = self.reassembly;
@@ -859,10 +889,10 @@ impl Connection {
                 // Never confirmed: forgotten silently (the application never
                 // heard of it).
                 self.phase = Phase::Failed;
-                self.conn = None;
+                self.conn = Inner::Absent;
             }
             Phase::Open => {
-                if let Some(c) = self.conn.as_mut() {
+                if let Some(c) = self.conn.get_mut() {
                     c.handle_timeout(now);
                 }
                 self.drain();
@@ -881,7 +911,7 @@ impl Connection {
                 (None, None) => Some(h.next_send),
             },
             Phase::Pending(p) => p.due.then_some(now),
-            Phase::Open => self.conn.as_ref().and_then(|c| c.next_transmit(now)),
+            Phase::Open => self.conn.get().and_then(|c| c.next_transmit(now)),
             Phase::Failed => None,
         }?;
         // `poll_transmit` found nothing at `idle_at`: what was due by then
@@ -904,7 +934,7 @@ impl Connection {
                 None => Some(h.deadline),
             },
             Phase::Pending(p) => Some(p.expires),
-            Phase::Open => self.conn.as_ref().and_then(conn::Connection::poll_timeout),
+            Phase::Open => self.conn.get().and_then(conn::Connection::poll_timeout),
             Phase::Failed => None,
         };
         let transmit = next_transmit.filter(|&t| t > now);
@@ -958,7 +988,7 @@ impl Connection {
                 Some(SERVER_HELLO_LEN)
             }
             Phase::Open => {
-                let c = self.conn.as_mut()?;
+                let c = self.conn.get_mut()?;
                 let n = c.poll_transmit(now, &mut buf[..]);
                 // Assembly may end the connection (its keys exhausted).
                 self.state = open_state(c);
@@ -1042,7 +1072,7 @@ impl Connection {
         let report = options.report.unwrap_or(default);
         let id = MessageId(self.next_id);
         let o = Outstanding { id, len: data.len(), report, chan: ci, sent: self.now };
-        if let Some(c) = self.conn.as_mut() {
+        if let Some(c) = self.conn.get_mut() {
             // Refused here with a typed error, as MPGS/1 refuses, never
             // accepted and then reported Lost.
             let mut buf = c.buffer_for(channel, data.len());
@@ -1090,7 +1120,7 @@ impl Connection {
 
     /// Hands message `o` to the connection; a refusal is reported `Lost`.
     fn submit(&mut self, channel: u8, data: Vec<u8>, o: Outstanding) {
-        let receipt = self.conn.as_mut().map(|c| c.try_send(self.now, channel, data));
+        let receipt = self.conn.get_mut().map(|c| c.try_send(self.now, channel, data));
         match receipt {
             Some(Ok(r)) => self.outstanding.insert(r, o),
             _ => self.finish(o, Some(LossReason::ConnectionClosed)),
@@ -1160,10 +1190,10 @@ impl Connection {
             }
             Phase::Pending(_) => {
                 self.phase = Phase::Failed;
-                self.conn = None;
+                self.conn = Inner::Absent;
             }
             Phase::Open => {
-                if let Some(c) = self.conn.as_mut() {
+                if let Some(c) = self.conn.get_mut() {
                     c.close(now, conn::close_code::NORMAL);
                 }
                 self.drain();
@@ -1184,7 +1214,7 @@ impl Connection {
     /// refreshes the RTT metrics (an ACK may have brought a sample).
     fn drain(&mut self) {
         self.drain_events();
-        if let Some(c) = self.conn.as_ref() {
+        if let Some(c) = self.conn.get() {
             let (srtt, rttvar, latest, has) = c.rtt();
             if has {
                 self.metrics.srtt = Some(Duration::from_micros(srtt));
@@ -1199,7 +1229,7 @@ impl Connection {
     /// for a window is counted there).
     fn drain_sent(&mut self) {
         self.drain_events();
-        if let Some(c) = self.conn.as_ref() {
+        if let Some(c) = self.conn.get() {
             self.metrics.flow_blocked = c.flow_blocked();
         }
     }
@@ -1209,7 +1239,7 @@ impl Connection {
     /// inlined, the move is not.
     #[inline]
     fn drain_events(&mut self) {
-        if matches!(self.phase, Phase::Failed) || self.conn.as_ref().is_some_and(conn::Connection::has_events) {
+        if matches!(self.phase, Phase::Failed) || self.conn.get().is_some_and(conn::Connection::has_events) {
             self.move_events();
         }
     }
@@ -1220,7 +1250,7 @@ impl Connection {
             self.fail_early();
         }
         // One event at a time, straight from the connection: no list.
-        while let Some(e) = self.conn.as_mut().and_then(conn::Connection::poll_event) {
+        while let Some(e) = self.conn.get_mut().and_then(conn::Connection::poll_event) {
             match e {
                 ConnEvent::Message { channel, data } => {
                     self.metrics.messages_received += 1;
