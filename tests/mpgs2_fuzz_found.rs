@@ -116,3 +116,64 @@ fn v2_reject_reports_queued_messages_lost() {
     assert_eq!(failed, Some(ConnectFailure::Rejected(1)));
     assert_eq!(lost, ids.iter().map(|&id| (id, 1)).collect());
 }
+
+/// A connection that times out while its send queue is full reports every
+/// queued message `Lost` and `Disconnected`, and never `Writable`: the
+/// queue drains because the connection closed, not because it can take
+/// more. (Found by `endpoint_v2` under debug assertions in a change that
+/// cached the connection's state: the losses were decided while the cache
+/// still said `Connected`, and a `Writable` followed.)
+#[test]
+fn v2_timeout_with_a_full_queue_reports_no_writable() {
+    let root = ServerKey::generate(&mut Rng::new(Seed::from_u64(1)));
+    let pinned = root.public_key();
+    let mut cfg = config();
+    cfg.send_queue_messages = 4;
+    let mut server = Endpoint::server(cfg.clone(), root, Seed::from_u64(2)).unwrap();
+    let mut client = Endpoint::client(cfg, Seed::from_u64(3)).unwrap();
+    let me = addr("10.0.0.2:5000");
+    let mut now = Instant::from_secs(10);
+    let conn = client.connect_with(now, addr(SERVER), pinned, ProtocolVersion::V2).unwrap();
+    let mut buf = [0u8; MAX_DATAGRAM];
+    for _ in 0..20 {
+        while let Some(t) = client.poll_transmit(now, &mut buf) {
+            server.handle_datagram(now, me, &mut buf[..t.len]);
+        }
+        while let Some(t) = server.poll_transmit(now, &mut buf) {
+            client.handle_datagram(now, addr(SERVER), &mut buf[..t.len]);
+        }
+        now += Duration::from_millis(5);
+    }
+    assert!(client.connection(conn).unwrap().state() == mpgameserver::ConnectionState::Connected);
+    while client.poll_event().is_some() {}
+    // The server is gone from here on: fill the queue until it refuses.
+    let mut ids = Vec::new();
+    loop {
+        match client.send(conn, &[7; 100], Delivery::Reliable) {
+            Ok(id) => ids.push(id),
+            Err(mpgameserver::SendError::QueueFull { .. }) => break,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ids.len(), 4);
+    let (mut lost, mut writable, mut disconnected) = (BTreeMap::new(), 0, 0);
+    let end = now + Duration::from_secs(30);
+    while now < end {
+        while client.poll_transmit(now, &mut buf).is_some() {}
+        if client.poll_timeout().is_some_and(|t| t <= now) {
+            client.handle_timeout(now);
+        }
+        while let Some(e) = client.poll_event() {
+            match e {
+                Event::Lost { id, .. } => *lost.entry(id).or_insert(0) += 1,
+                Event::Writable { .. } => writable += 1,
+                Event::Disconnected { .. } => disconnected += 1,
+                _ => {}
+            }
+        }
+        now += Duration::from_millis(50);
+    }
+    assert_eq!(disconnected, 1, "the silent server times the connection out");
+    assert_eq!(lost, ids.iter().map(|&id| (id, 1)).collect(), "every queued message Lost once");
+    assert_eq!(writable, 0, "a closed connection is not writable");
+}

@@ -326,9 +326,10 @@ pub(crate) struct Connection {
     queue_messages: usize,
     queue_bytes: usize,
     connected: bool,
-    /// [`Connection::state`], kept current by every input that can change
-    /// the phase or the connection's state (the endpoint asks before and
-    /// after every call, twice per datagram).
+    /// [`Connection::state`], brought up to date before every call that can
+    /// change the phase or the connection's state returns (the endpoint
+    /// asks before and after every call, twice per datagram). Code inside
+    /// such a call asks [`Connection::current_state`] instead.
     state: ConnectionState,
     /// [`Connection::reassembly_bytes`], kept current the same way: only
     /// an arriving datagram and the timers change it.
@@ -348,7 +349,7 @@ impl core::fmt::Debug for Connection {
             .field("id", &self.id)
             .field("role", &self.role)
             .field("remote", &self.remote)
-            .field("state", &self.state())
+            .field("state", &self.current_state())
             .finish_non_exhaustive()
     }
 }
@@ -498,6 +499,8 @@ impl Connection {
         self.role
     }
 
+    /// The public state, as of the end of the last call (a field: see
+    /// `state` above).
     #[inline]
     pub(crate) fn state(&self) -> ConnectionState {
         debug_assert_eq!(self.state, self.current_state(), "the cached state is stale");
@@ -1153,8 +1156,11 @@ impl Connection {
             reopened = s.full && s.queued < s.queue_limit / 2;
         }
         // The state is asked only when a limit was hit (rare), not for
-        // every decided message: `Writable` only while connected.
-        let open = (reopened || self.conn_full != 0) && self.state() == ConnectionState::Connected;
+        // every decided message: `Writable` only while connected. Computed,
+        // not the cached field: messages are decided in the middle of an
+        // input (a timeout that closes the connection), before the cache
+        // is brought up to date for the endpoint.
+        let open = (reopened || self.conn_full != 0) && self.current_state() == ConnectionState::Connected;
         if reopened && open {
             let s = &mut self.chan[usize::from(o.chan)];
             s.full = false;
