@@ -23,6 +23,13 @@ fn config() -> EndpointConfig {
     cfg
 }
 
+/// A server with `cfg` and the public key its clients pin.
+fn server(cfg: EndpointConfig) -> (Endpoint, mpgameserver::PublicKey) {
+    let root = ServerKey::generate(&mut Rng::new(Seed::from_u64(1)));
+    let pinned = root.public_key();
+    (Endpoint::server(cfg, root, Seed::from_u64(2)).unwrap(), pinned)
+}
+
 /// Queues one message of each mode on `conn` (connecting: they wait for the
 /// keys).
 fn queue_each_mode(ep: &mut Endpoint, conn: ConnectionId) -> Vec<MessageId> {
@@ -78,11 +85,9 @@ fn v2_connect_timeout_reports_queued_messages_lost() {
 /// messages when a datagram fails it; the test keeps it that way.)
 #[test]
 fn v2_reject_reports_queued_messages_lost() {
-    let root = ServerKey::generate(&mut Rng::new(Seed::from_u64(1)));
-    let pinned = root.public_key();
     let mut cfg = config();
     cfg.max_connections = 1;
-    let mut server = Endpoint::server(cfg, root, Seed::from_u64(2)).unwrap();
+    let (mut server, pinned) = server(cfg);
     let mut clients = [
         (Endpoint::client(config(), Seed::from_u64(3)).unwrap(), addr("10.0.0.2:5000")),
         (Endpoint::client(config(), Seed::from_u64(4)).unwrap(), addr("10.0.0.3:5000")),
@@ -125,11 +130,9 @@ fn v2_reject_reports_queued_messages_lost() {
 /// still said `Connected`, and a `Writable` followed.)
 #[test]
 fn v2_timeout_with_a_full_queue_reports_no_writable() {
-    let root = ServerKey::generate(&mut Rng::new(Seed::from_u64(1)));
-    let pinned = root.public_key();
     let mut cfg = config();
     cfg.send_queue_messages = 4;
-    let mut server = Endpoint::server(cfg.clone(), root, Seed::from_u64(2)).unwrap();
+    let (mut server, pinned) = server(cfg.clone());
     let mut client = Endpoint::client(cfg, Seed::from_u64(3)).unwrap();
     let me = addr("10.0.0.2:5000");
     let mut now = Instant::from_secs(10);
